@@ -1,0 +1,82 @@
+"""Redis key layout: the one place keys are formatted.
+
+User keys share a hash tag ``{u:<user_id>}`` so one user's state lives in one Redis Cluster
+slot and can be updated in one atomic script.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KEY_VERSION = "v1"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Builds every Redis key visrec reads or writes, under ``<namespace>:<version>``."""
+
+    namespace: str = "visrec"
+
+    @property
+    def root(self) -> str:
+        """Prefix of every key."""
+        return f"{self.namespace}:{KEY_VERSION}"
+
+    def _user(self, user_id: str, suffix: str) -> str:
+        return f"{self.root}:{{u:{user_id}}}:{suffix}"
+
+    def user_state(self, user_id: str) -> str:
+        """Hash: interest vectors (long/short term), their timestamps, counters."""
+        return self._user(user_id, "vec")
+
+    def user_seen(self, user_id: str) -> str:
+        """Sorted set item_id -> last ts_ms, trimmed to the most recent N."""
+        return self._user(user_id, "seen")
+
+    def user_applied(self, user_id: str) -> str:
+        """Sorted set event_id -> ts_ms of applied events (the idempotency record)."""
+        return self._user(user_id, "applied")
+
+    def user_pending(self, user_id: str) -> str:
+        """Hash event_id -> event JSON for events whose item has no vector yet."""
+        return self._user(user_id, "pending")
+
+    def user_recs(self, user_id: str) -> str:
+        """String: the latest Recommendations JSON (pull reads)."""
+        return self._user(user_id, "recs")
+
+    def item(self, item_id: str) -> str:
+        """Hash: vector bytes, dim, dtype, model_id, attributes, available, ts_ms."""
+        return f"{self.root}:item:{item_id}"
+
+    def item_pattern(self) -> str:
+        """SCAN pattern over item hashes."""
+        return f"{self.root}:item:*"
+
+    def items_by_model(self, model_id: str) -> str:
+        """Set of item ids embedded with ``model_id`` (used by re-embedding)."""
+        return f"{self.root}:model:{model_id}:items"
+
+    def active_model(self) -> str:
+        """String: the model_id serving now; switched atomically after a re-embed."""
+        return f"{self.root}:model:active"
+
+    def pending_items(self) -> str:
+        """Set of item ids some user has pending events for."""
+        return f"{self.root}:pending-items"
+
+    def pending_users(self, item_id: str) -> str:
+        """Set of users with pending events for ``item_id``."""
+        return f"{self.root}:pending:{item_id}:users"
+
+    def popularity(self) -> str:
+        """Sorted set item_id -> decayed interaction score (popularity prior)."""
+        return f"{self.root}:popular"
+
+    def cooccurrence(self, item_id: str) -> str:
+        """Sorted set of items co-clicked with ``item_id`` -> decayed count."""
+        return f"{self.root}:co:{{i:{item_id}}}"
+
+    def deadletter_counts(self) -> str:
+        """Hash error_code -> count of dead letters emitted."""
+        return f"{self.root}:dlq:counts"

@@ -1,0 +1,1 @@
+"""Kafka and Redis plumbing: settings, topics, edge decoding, the faust app, the CLI."""

@@ -1,0 +1,161 @@
+"""One settings class for every visrec process, read once at start-up from ``VISREC_*``.
+
+Nested groups use ``__``: ``VISREC_KAFKA__BOOTSTRAP_SERVERS``, ``VISREC_REDIS__URL``,
+``VISREC_EMBED__MAX_BATCH``. ``docs/configuration.md`` is generated from this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import EventType, Limits
+
+
+class KafkaSettings(BaseModel):
+    """Where the broker is and how to authenticate to it."""
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Comma-separated host:port list."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the broker.")
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    session_timeout_s: float = Field(
+        default=6.0, description="Consumer group session timeout; low for fast rebalances."
+    )
+    heartbeat_interval_s: float = 2.0
+    client_id: str = "visrec"
+    request_timeout_s: float = 30.0
+
+
+class RedisSettings(BaseModel):
+    """Where Redis is and how to authenticate to it."""
+
+    url: str = Field(default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL.")
+    username: str | None = Field(default=None, description="ACL user (Redis 6+).")
+    password: SecretStr | None = None
+    ssl_ca_certs: Path | None = None
+    namespace: str = Field(default="visrec", description="First segment of every key.")
+    socket_timeout_s: float = 5.0
+
+
+class TopicSettings(BaseModel):
+    """Topic names (``<prefix>.<name>.v1``), partition counts and replication."""
+
+    prefix: str = "visrec"
+    events_partitions: int = Field(default=12, ge=1)
+    products_partitions: int = Field(default=6, ge=1)
+    item_vectors_partitions: int = Field(default=6, ge=1)
+    recommendations_partitions: int = Field(default=12, ge=1)
+    dead_letter_partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class LimitsSettings(BaseModel):
+    """Edge limits: anything over them is dead-lettered, not processed."""
+
+    max_id_length: int = Field(default=256, ge=1)
+    max_context_bytes: int = Field(default=4096, ge=0)
+    max_event_bytes: int = Field(default=64 * 1024, ge=256)
+    max_product_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_dead_letter_payload_bytes: int = Field(
+        default=256 * 1024, description="Raw payload kept in a dead letter; longer is truncated."
+    )
+
+    def to_limits(self) -> Limits:
+        """The ``schemas.Limits`` the edge validators read."""
+        return Limits(
+            max_id_length=self.max_id_length,
+            max_context_bytes=self.max_context_bytes,
+            max_event_bytes=self.max_event_bytes,
+            max_product_bytes=self.max_product_bytes,
+        )
+
+
+class EmbedSettings(BaseModel):
+    """The embed worker: encoder, batching, image guard rails, URI fetching."""
+
+    model: str = Field(default="efficientnet-lite0", description="Built-in encoder to export/use.")
+    model_dir: Path | None = Field(
+        default=None, description="Folder with model.onnx + model_card.json; overrides `model`."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch: int = Field(default=32, ge=1)
+    max_wait_ms: int = Field(default=50, ge=0)
+    decode_threads: int = Field(default=2, ge=1)
+    intra_op_threads: int = Field(default=0, ge=0, description="0 = ONNX Runtime's default.")
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(default=40_000_000, ge=1, description="Decompression-bomb guard.")
+    min_side: int = Field(default=16, ge=1)
+    fetch_timeout_s: float = 5.0
+    file_roots: list[Path] = Field(
+        default_factory=list, description="Folders file:// URIs may read from (none = refuse)."
+    )
+    allow_private_networks: bool = Field(
+        default=False, description="Let http(s):// reach loopback/private/link-local addresses."
+    )
+    vector_dtype: Literal["float32", "float16"] = "float32"
+
+
+class InterestSettings(BaseModel):
+    """The interest worker: update rule, state bounds, retrieval and ranking."""
+
+    half_life_long_s: float = Field(default=30 * 86400.0, gt=0)
+    half_life_short_s: float = Field(default=1800.0, gt=0)
+    short_term_weight: float = Field(default=0.5, ge=0, le=1)
+    event_weights: dict[EventType, float] = Field(
+        default_factory=lambda: {
+            EventType.VIEW: 0.25,
+            EventType.CLICK: 1.0,
+            EventType.ADD_TO_CART: 2.0,
+            EventType.PURCHASE: 3.0,
+        }
+    )
+    seen_max: int = Field(default=200, ge=1, description="Recent items kept per user.")
+    applied_max: int = Field(default=1000, ge=10, description="Recent event ids kept per user.")
+    pending_max: int = Field(default=100, ge=0, description="Events waiting for item vectors.")
+    top_k: int = Field(default=20, ge=1, le=1000)
+    candidates: int = Field(default=200, ge=1, description="Retrieved before filtering/blend.")
+    coalesce_ms: int = Field(default=50, ge=0)
+    max_batch: int = Field(default=500, ge=1)
+    visual_weight: float = 1.0
+    co_weight: float = 0.3
+    popularity_weight: float = 0.05
+    mmr_lambda: float | None = Field(default=None, description="0..1 to diversify; None = off.")
+    ann_threshold: int = Field(default=50_000, ge=0, description="Catalogue size to switch to ANN.")
+    co_max_neighbours: int = Field(default=50, ge=1)
+
+
+class Settings(BaseSettings):
+    """Every setting of every visrec process. Env prefix ``VISREC_``, nested with ``__``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VISREC_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    interest: InterestSettings = Field(default_factory=InterestSettings)
+    state_dir: Path = Field(
+        default=Path(".state"), description="Local services' data, logs, model cache."
+    )
+    app_id: str = Field(default="visrec", description="faust app id = consumer group prefix.")
+    log_level: Literal["debug", "info", "warn", "error"] = "warn"
+    shutdown_timeout_s: float = Field(default=15.0, gt=0)
+    web_port: int | None = Field(default=None, description="Worker web/metrics port; None = off.")
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where exported encoders are cached, by weight hash."""
+        return self.state_dir / "models"

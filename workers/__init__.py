@@ -1,0 +1,1 @@
+"""faust agents, one per file, each a thin wrapper around a pure core in ``models``."""
