@@ -1,0 +1,67 @@
+"""The faust ``App`` every worker runs in, built from ``Settings`` alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import redis
+
+from streams.kafka_config import faust_broker_kwargs, redis_client_kwargs
+from streams.settings import RedisSettings, Settings
+from streams.topics import TopicSpec, Topics
+
+
+def create_app(settings: Settings, role: str) -> faust.App:
+    """A faust app for one worker role; its consumer group is ``<app_id>-<role>``."""
+    web: dict[str, Any] = {"web_enabled": False}
+    if settings.web_port is not None:
+        web = {"web_enabled": True, "web_port": settings.web_port, "web_bind": "127.0.0.1"}
+    return faust.App(
+        f"{settings.app_id}-{role}",
+        **faust_broker_kwargs(settings.kafka),
+        # We declare and create topics ourselves (`visrec topics create`), never implicitly.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=1,
+        producer_acks=-1,
+        producer_max_request_size=settings.limits.max_product_bytes + 1_048_576,
+        consumer_max_fetch_size=max(settings.limits.max_product_bytes + 1_048_576, 4_194_304),
+        broker_commit_interval=1.0,
+        stream_wait_empty=True,
+        worker_redirect_stdouts=False,
+        **web,
+    )
+
+
+def faust_topic(app: faust.App, spec: TopicSpec) -> faust.TopicT:
+    """A raw-bytes faust topic for ``spec`` (payloads are decoded at the edge by us)."""
+    return app.topic(
+        spec.name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=spec.partitions,
+    )
+
+
+def app_topics(app: faust.App, settings: Settings) -> dict[str, faust.TopicT]:
+    """All five topics as faust topics, by attribute name of ``Topics``."""
+    topics = Topics.from_settings(settings)
+    return {
+        "events": faust_topic(app, topics.events),
+        "products": faust_topic(app, topics.products),
+        "item_vectors": faust_topic(app, topics.item_vectors),
+        "recommendations": faust_topic(app, topics.recommendations),
+        "dead_letter": faust_topic(app, topics.dead_letter),
+    }
+
+
+def connect_redis(settings: RedisSettings) -> redis.Redis:
+    """A Redis client for ``settings`` (bytes responses)."""
+    return redis.Redis.from_url(settings.url, **redis_client_kwargs(settings))

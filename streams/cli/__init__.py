@@ -1,0 +1,45 @@
+"""The ``visrec`` command line: services, topics, workers, producing and reading events."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import click
+
+# Subcommands live one module each and are imported lazily so that `visrec --help`
+# and light commands do not pay for onnxruntime or torch imports.
+_SUBCOMMANDS = {
+    "services": "streams.cli.services",
+    "topics": "streams.cli.topics",
+    "produce": "streams.cli.produce",
+    "subscribe": "streams.cli.subscribe",
+    "worker": "streams.cli.worker",
+    "recs": "streams.cli.recs",
+    "model": "streams.cli.model",
+    "demo": "streams.cli.demo",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(n for n, m in _SUBCOMMANDS.items() if importlib.util.find_spec(m))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = _SUBCOMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command = importlib.import_module(module).command
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup)
+@click.version_option(package_name="visrec")
+def cli() -> None:
+    """visrec: a streaming visual recommender on Kafka and Redis."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
