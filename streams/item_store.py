@@ -1,0 +1,114 @@
+"""Item vectors and attributes in Redis: written by the embed worker, read at index start-up."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import redis
+
+from schemas import ItemVector, ProductAttributes, RedisKeys, VectorDType
+
+_NP = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """An embedded item as the embed worker stores it."""
+
+    item_id: str
+    model_id: str
+    vector: npt.NDArray[np.float32]
+    attributes: ProductAttributes
+    ts_ms: int
+
+    def to_item_vector(self, dtype: VectorDType = VectorDType.FLOAT32) -> ItemVector:
+        """The ``ItemVector`` announcing this item on the item-vectors topic."""
+        return ItemVector.from_array(
+            self.item_id,
+            self.model_id,
+            self.vector,
+            self.ts_ms,
+            dtype=dtype,
+            available=self.attributes.available,
+            category=self.attributes.category,
+        )
+
+
+class ItemStore:
+    """One hash per item: attributes plus one ``vec:<model_id>`` field per model."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys, dtype: str = "float32") -> None:
+        """Store vectors as ``dtype`` (float32 or float16, little-endian)."""
+        self._r = client
+        self._keys = keys
+        self._dtype = _NP[dtype]
+        self._dtype_name = dtype
+
+    def write(self, items: Sequence[StoredItem]) -> None:
+        """Write a batch of items in one transaction-free pipeline (each HSET is atomic)."""
+        if not items:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for item in items:
+            vec = np.ascontiguousarray(item.vector, dtype=self._dtype).tobytes()
+            pipe.hset(
+                self._keys.item(item.item_id),
+                mapping={
+                    f"vec:{item.model_id}": vec,
+                    "dtype": self._dtype_name,
+                    "dim": int(item.vector.shape[0]),
+                    "model_id": item.model_id,
+                    "available": "1" if item.attributes.available else "0",
+                    "category": item.attributes.category,
+                    "attributes": item.attributes.model_dump_json(),
+                    "ts_ms": item.ts_ms,
+                },
+            )
+            pipe.sadd(self._keys.items_by_model(item.model_id), item.item_id)
+        # The first model to embed anything becomes the active one; later switches are explicit.
+        pipe.set(self._keys.active_model(), items[0].model_id, nx=True)
+        pipe.execute()
+
+    def active_model(self) -> str | None:
+        """The model_id serving now, if any item was embedded."""
+        value = self._r.get(self._keys.active_model())
+        return value.decode("utf-8") if isinstance(value, bytes) else None
+
+    def set_active_model(self, model_id: str) -> None:
+        """Switch every reader to ``model_id`` (one SET: atomic)."""
+        self._r.set(self._keys.active_model(), model_id)
+
+    def attributes(self, item_id: str) -> ProductAttributes | None:
+        """An item's attributes, or None if unknown."""
+        raw = self._r.hget(self._keys.item(item_id), "attributes")
+        if not isinstance(raw, bytes):
+            return None
+        return ProductAttributes.model_validate(json.loads(raw))
+
+    def scan(self, model_id: str, batch: int = 500) -> Iterator[StoredItem]:
+        """Every item with a vector for ``model_id`` (for building an index at start-up)."""
+        members = [m.decode("utf-8") for m in self._r.smembers(self._keys.items_by_model(model_id))]
+        field = f"vec:{model_id}"
+        for start in range(0, len(members), batch):
+            chunk = members[start : start + batch]
+            pipe = self._r.pipeline(transaction=False)
+            for item_id in chunk:
+                pipe.hmget(self._keys.item(item_id), [field, "dtype", "attributes", "ts_ms"])
+            for item_id, (vec, dtype, attrs, ts) in zip(chunk, pipe.execute(), strict=True):
+                if vec is None or dtype is None:
+                    continue
+                vector = np.frombuffer(vec, dtype=_NP[dtype.decode()]).astype(np.float32)
+                attributes = (
+                    ProductAttributes.model_validate(json.loads(attrs))
+                    if attrs
+                    else ProductAttributes()
+                )
+                yield StoredItem(item_id, model_id, vector, attributes, int(ts or 0))
+
+    def count(self, model_id: str) -> int:
+        """Items embedded with ``model_id``."""
+        return int(self._r.scard(self._keys.items_by_model(model_id)))

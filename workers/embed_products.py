@@ -1,0 +1,179 @@
+"""``embed_products``: product images in, item vectors out (Redis + the item-vectors topic).
+
+Micro-batches ``visrec.products.v1`` (``max_batch`` within ``max_wait_ms``), fetches and decodes
+images in a thread pool while ONNX Runtime embeds, writes every vector of the batch to Redis in
+one pipeline, then announces one ``ItemVector`` per item. Each bad product is dead-lettered with
+its reason; the rest of the batch proceeds. Offsets are committed after all of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+from prometheus_client import Counter, Histogram
+
+from models.embedder import Embedder
+from models.encoder import Encoder
+from models.images import ImageError, ImageLimits
+from schemas import ErrorCode, ProductImage, RedisKeys, VectorDType
+from streams.app import app_topics, connect_redis
+from streams.batch import decode_batch
+from streams.codec import Rejected, Source
+from streams.deadletter import DeadLetterSink
+from streams.image_fetch import FetchError, ImageFetcher
+from streams.item_store import ItemStore, StoredItem
+from streams.model_cache import resolve_model_dir
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRODUCTS = Counter("visrec_products_consumed_total", "Product messages consumed")
+EMBEDDED = Counter("visrec_products_embedded_total", "Products embedded and stored")
+BATCH_SIZE = Histogram(
+    "visrec_embed_batch_size", "Products per embed batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+EMBED_SECONDS = Histogram("visrec_embed_batch_seconds", "Fetch+decode+embed time per batch")
+
+
+class ProductEmbedder:
+    """What one embed worker holds: encoder, fetcher, stores, and the batch procedure."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, dead_letters: DeadLetterSink,
+                 item_vectors: faust.TopicT) -> None:
+        """Wire the batch procedure to its encoder, stores and topics."""
+        self.settings = settings
+        self.embedder = embedder
+        self.dead_letters = dead_letters
+        self.item_vectors = item_vectors
+        self.store = ItemStore(
+            connect_redis(settings.redis),
+            RedisKeys(settings.redis.namespace),
+            settings.embed.vector_dtype,
+        )
+        e = settings.embed
+        self.fetcher = ImageFetcher(
+            file_roots=list(e.file_roots),
+            allow_private_networks=e.allow_private_networks,
+            timeout_s=e.fetch_timeout_s,
+            max_bytes=e.max_image_bytes,
+        )
+        self.io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="visrec-fetch")
+        self.dtype = VectorDType(e.vector_dtype)
+
+    def _image_bytes(self, product: ProductImage) -> bytes | Rejected:
+        if product.image_b64 is not None:
+            try:
+                return base64.b64decode(product.image_b64, validate=True)
+            except (binascii.Error, ValueError):
+                return Rejected(ErrorCode.IMAGE_UNDECODABLE, "image_b64 is not valid base64")
+        assert product.image_uri is not None
+        try:
+            return self.fetcher.fetch(product.image_uri)
+        except FetchError as exc:
+            return Rejected(ErrorCode(exc.code), str(exc))
+
+    async def process(self, events: list[Any]) -> int:
+        """Embed one batch; returns how many items were stored."""
+        PRODUCTS.inc(len(events))
+        BATCH_SIZE.observe(len(events))
+        loop = asyncio.get_running_loop()
+        batch = await decode_batch(
+            events,
+            ProductImage,
+            key_field="item_id",
+            max_bytes=self.settings.limits.max_product_bytes,
+            limits=self.settings.limits.to_limits(),
+            dead_letters=self.dead_letters,
+        )
+        started = time.perf_counter()
+        fetched = await asyncio.gather(
+            *(loop.run_in_executor(self.io_pool, self._image_bytes, p) for p, _ in batch.ok)
+        )
+        todo: list[tuple[ProductImage, Source, bytes]] = []
+        sends: list[Awaitable[object]] = list(batch.sends)
+        for (product, source), data in zip(batch.ok, fetched, strict=True):
+            if isinstance(data, Rejected):
+                sends.append(await self.dead_letters.send(source, _raw(source, events), data))
+            else:
+                todo.append((product, source, data))
+        vectors = await loop.run_in_executor(
+            None, self.embedder.embed_images, [data for _, _, data in todo]
+        )
+        stored: list[StoredItem] = []
+        for (product, source, _), vec in zip(todo, vectors, strict=True):
+            if isinstance(vec, ImageError):
+                rejected = Rejected(ErrorCode(vec.code), str(vec))
+                sends.append(await self.dead_letters.send(source, _raw(source, events), rejected))
+                continue
+            stored.append(
+                StoredItem(
+                    product.item_id,
+                    self.embedder.encoder.model_id,
+                    vec,
+                    product.attributes,
+                    product.ts_ms,
+                )
+            )
+        EMBED_SECONDS.observe(time.perf_counter() - started)
+        # Redis first, then the announcement: a reader that sees the ItemVector finds the item.
+        await loop.run_in_executor(None, self.store.write, stored)
+        for item in stored:
+            sends.append(
+                await self.item_vectors.send(
+                    key=item.item_id.encode("utf-8"),
+                    value=item.to_item_vector(self.dtype).to_json_bytes(),
+                )
+            )
+        await asyncio.gather(*sends)
+        EMBEDDED.inc(len(stored))
+        return len(stored)
+
+
+def _raw(source: Source, events: list[Any]) -> bytes | None:
+    for event in events:
+        msg = event.message
+        if msg.partition == source.partition and msg.offset == source.offset:
+            value: bytes | None = msg.value
+            return value
+    return None
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    """Add the ``embed_products`` agent to ``app``."""
+    topics = app_topics(app, settings)
+    keys = RedisKeys(settings.redis.namespace)
+    dead_letters = DeadLetterSink(
+        topics["dead_letter"],
+        connect_redis(settings.redis),
+        keys,
+        settings.limits.max_dead_letter_payload_bytes,
+    )
+    e = settings.embed
+
+    @app.agent(topics["products"], name="embed_products")
+    async def embed_products(stream: faust.StreamT[bytes]) -> None:
+        model_dir = resolve_model_dir(settings)
+        encoder = Encoder.load(model_dir, device=e.device, intra_op_threads=e.intra_op_threads)
+        embedder = Embedder(
+            encoder,
+            ImageLimits(max_bytes=e.max_image_bytes, max_pixels=e.max_pixels, min_side=e.min_side),
+            decode_threads=e.decode_threads,
+        )
+        log.warning(
+            "embed worker ready: model %s (%s) on %s", encoder.card.name, encoder.model_id,
+            encoder.provider,
+        )
+        worker = ProductEmbedder(settings, embedder, dead_letters, topics["item_vectors"])
+        try:
+            async for events in stream.take_events(e.max_batch, within=e.max_wait_ms / 1000):
+                await worker.process(list(events))
+        finally:
+            embedder.close()
