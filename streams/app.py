@@ -9,7 +9,7 @@ import redis
 
 from streams.kafka_config import faust_broker_kwargs, redis_client_kwargs
 from streams.settings import RedisSettings, Settings
-from streams.topics import TopicSpec, Topics
+from streams.topics import TopicSpec, Topics, product_topic_max_bytes
 
 
 def create_app(settings: Settings, role: str) -> faust.App:
@@ -29,8 +29,8 @@ def create_app(settings: Settings, role: str) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=1,
         producer_acks=-1,
-        producer_max_request_size=settings.limits.max_product_bytes + 1_048_576,
-        consumer_max_fetch_size=max(settings.limits.max_product_bytes + 1_048_576, 4_194_304),
+        producer_max_request_size=product_topic_max_bytes(settings) + 2_097_152,
+        consumer_max_fetch_size=product_topic_max_bytes(settings) + 1_048_576,
         broker_commit_interval=1.0,
         stream_wait_empty=True,
         worker_redirect_stdouts=False,

@@ -6,6 +6,7 @@ Nested groups use ``__``: ``VISREC_KAFKA__BOOTSTRAP_SERVERS``, ``VISREC_REDIS__U
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -159,3 +160,28 @@ class Settings(BaseSettings):
     def model_cache_dir(self) -> Path:
         """Where exported encoders are cached, by weight hash."""
         return self.state_dir / "models"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``VISREC_*`` variables that reproduce ``settings`` in a child process (secrets included)."""
+    env: dict[str, str] = {}
+
+    def put(prefix: str, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                put(f"{prefix}__{name.upper()}", getattr(value, name))
+            return
+        if isinstance(value, SecretStr):
+            env[prefix] = value.get_secret_value()
+        elif isinstance(value, dict | list):
+            env[prefix] = json.dumps(value, default=str)
+        elif isinstance(value, bool):
+            env[prefix] = "true" if value else "false"
+        else:
+            env[prefix] = str(value)
+
+    for name in Settings.model_fields:
+        put(f"VISREC_{name.upper()}", getattr(settings, name))
+    return env

@@ -11,6 +11,14 @@ from streams.kafka_config import kafka_python_config
 from streams.settings import Settings
 
 
+OVERSIZE_HEADROOM = 10 * 1024 * 1024
+
+
+def product_topic_max_bytes(settings: Settings) -> int:
+    """Broker limit for product messages: twice ours, so oversize ones reach the dead-letter path."""
+    return max(2 * settings.limits.max_product_bytes, OVERSIZE_HEADROOM) + 1_048_576
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     """A topic's name, partitions and broker-side config."""
@@ -36,11 +44,17 @@ class Topics:
         t = settings.topics
         p = t.prefix
         return cls(
-            events=TopicSpec(f"{p}.events.v1", t.events_partitions),
+            # Oversized events must reach the edge to be dead-lettered, not vanish in a
+            # producer-side MessageSizeTooLarge, hence a broker limit above ours.
+            events=TopicSpec(
+                f"{p}.events.v1",
+                t.events_partitions,
+                (("max.message.bytes", str(OVERSIZE_HEADROOM)),),
+            ),
             products=TopicSpec(
                 f"{p}.products.v1",
                 t.products_partitions,
-                (("max.message.bytes", str(settings.limits.max_product_bytes + 65536)),),
+                (("max.message.bytes", str(product_topic_max_bytes(settings))),),
             ),
             item_vectors=TopicSpec(
                 f"{p}.item-vectors.v1",
@@ -52,7 +66,7 @@ class Topics:
             dead_letter=TopicSpec(
                 f"{p}.dead-letter.v1",
                 t.dead_letter_partitions,
-                (("max.message.bytes", str(settings.limits.max_product_bytes + 1_048_576)),),
+                (("max.message.bytes", str(product_topic_max_bytes(settings) + 1_048_576)),),
             ),
         )
 
