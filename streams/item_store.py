@@ -73,6 +73,17 @@ class ItemStore:
         pipe.set(self._keys.active_model(), items[0].model_id, nx=True)
         pipe.execute()
 
+    def write_vectors_only(self, items: Sequence[StoredItem]) -> None:
+        """Add another model's vectors beside the current ones (re-embedding), no model switch."""
+        if not items:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for item in items:
+            vec = np.ascontiguousarray(item.vector, dtype=self._dtype).tobytes()
+            pipe.hset(self._keys.item(item.item_id), f"vec:{item.model_id}", vec)
+            pipe.sadd(self._keys.items_by_model(item.model_id), item.item_id)
+        pipe.execute()
+
     def active_model(self) -> str | None:
         """The model_id serving now, if any item was embedded."""
         value = self._r.get(self._keys.active_model())

@@ -54,7 +54,11 @@ class Topics:
             products=TopicSpec(
                 f"{p}.products.v1",
                 t.products_partitions,
-                (("max.message.bytes", str(product_topic_max_bytes(settings))),),
+                # Compacted too: the latest image of every item is the catalogue a re-embed reads.
+                (
+                    ("max.message.bytes", str(product_topic_max_bytes(settings))),
+                    ("cleanup.policy", "compact"),
+                ),
             ),
             item_vectors=TopicSpec(
                 f"{p}.item-vectors.v1",

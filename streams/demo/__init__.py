@@ -1,0 +1,1 @@
+"""``visrec demo``: the whole pipeline on real photos, with scripted shoppers and a report."""

@@ -1,0 +1,142 @@
+"""Re-embedding the whole catalogue with a new encoder, then switching every reader at once.
+
+The products topic is compacted (latest image per item), so it *is* the catalogue: we read
+it from the beginning with a plain consumer, embed every product with the new model, store
+``vec:<new_model_id>`` beside the old vector and announce the new ``ItemVector``s (interest
+workers keep them aside). Progress is checkpointed per partition in Redis, so an interrupted
+run resumes. Only when every partition is done is the active model switched, with one SET:
+readers never mix vectors of two models.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from pydantic import ValidationError
+
+from models.embedder import Embedder
+from models.images import ImageError
+from schemas import ProductImage, RedisKeys, VectorDType
+from streams.image_fetch import FetchError, ImageFetcher
+from streams.item_store import ItemStore, StoredItem
+from streams.kafka_config import kafka_python_config
+from streams.producer import make_producer
+from streams.settings import Settings
+from streams.topics import Topics
+
+
+@dataclass
+class ReembedReport:
+    """What a re-embed did."""
+
+    embedded: int = 0
+    failed: int = 0
+    skipped_invalid: int = 0
+    switched: bool = False
+
+
+def _checkpoint_key(keys: RedisKeys, model_id: str) -> str:
+    return f"{keys.root}:reembed:{model_id}:offsets"
+
+
+def reembed(
+    settings: Settings,
+    embedder: Embedder,
+    *,
+    batch_size: int = 64,
+    switch: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReembedReport:
+    """Embed every product on the products topic with ``embedder``; then switch the model."""
+    from streams.app import connect_redis
+
+    keys = RedisKeys(settings.redis.namespace)
+    client = connect_redis(settings.redis)
+    store = ItemStore(client, keys, settings.embed.vector_dtype)
+    model_id = embedder.encoder.model_id
+    topics = Topics.from_settings(settings)
+    e = settings.embed
+    fetcher = ImageFetcher(
+        file_roots=list(e.file_roots),
+        allow_private_networks=e.allow_private_networks,
+        timeout_s=e.fetch_timeout_s,
+        max_bytes=e.max_image_bytes,
+    )
+    consumer = KafkaConsumer(
+        **kafka_python_config(settings.kafka, client_suffix="reembed"),
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=settings.limits.max_product_bytes * 2,
+        fetch_max_bytes=settings.limits.max_product_bytes * 4,
+    )
+    producer: KafkaProducer = make_producer(settings)
+    report = ReembedReport()
+    try:
+        parts = sorted(consumer.partitions_for_topic(topics.products.name) or ())
+        tps = [TopicPartition(topics.products.name, p) for p in parts]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        done = {
+            int(k): int(v) for k, v in client.hgetall(_checkpoint_key(keys, model_id)).items()
+        }
+        for tp in tps:
+            consumer.seek(tp, done.get(tp.partition, 0))
+        total = sum(ends[tp] for tp in tps)
+        position = sum(min(done.get(tp.partition, 0), ends[tp]) for tp in tps)
+        limits = settings.limits.to_limits()
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            polled = consumer.poll(timeout_ms=500, max_records=batch_size)
+            for tp, records in polled.items():
+                records = [r for r in records if r.offset < ends[tp]]
+                if not records:
+                    continue
+                products: list[ProductImage] = []
+                images: list[bytes] = []
+                for record in records:
+                    try:
+                        product = ProductImage.from_json_bytes(record.value, limits)
+                        images.append(_image(product, fetcher))
+                        products.append(product)
+                    except (ValidationError, FetchError, binascii.Error, ValueError, TypeError):
+                        report.skipped_invalid += 1
+                vectors = embedder.embed_images(images)
+                stored = []
+                for product, vec in zip(products, vectors, strict=True):
+                    if isinstance(vec, ImageError):
+                        report.failed += 1
+                        continue
+                    stored.append(
+                        StoredItem(product.item_id, model_id, vec, product.attributes, product.ts_ms)
+                    )
+                store.write_vectors_only(stored)
+                for item in stored:
+                    producer.send(
+                        topics.item_vectors.name,
+                        key=item.item_id.encode("utf-8"),
+                        value=item.to_item_vector(VectorDType(e.vector_dtype)).to_json_bytes(),
+                    )
+                producer.flush()
+                report.embedded += len(stored)
+                client.hset(_checkpoint_key(keys, model_id), str(tp.partition), records[-1].offset + 1)
+                position += len(records)
+                if progress is not None:
+                    progress(position, total)
+        if switch:
+            store.set_active_model(model_id)
+            client.delete(_checkpoint_key(keys, model_id))
+            report.switched = True
+    finally:
+        consumer.close()
+        producer.close()
+    return report
+
+
+def _image(product: ProductImage, fetcher: ImageFetcher) -> bytes:
+    if product.image_b64 is not None:
+        return base64.b64decode(product.image_b64, validate=True)
+    assert product.image_uri is not None
+    return fetcher.fetch(product.image_uri)
