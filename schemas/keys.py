@@ -37,10 +37,6 @@ class RedisKeys:
         """Sorted set event_id -> ts_ms of applied events (the idempotency record)."""
         return self._user(user_id, "applied")
 
-    def user_pending(self, user_id: str) -> str:
-        """Hash event_id -> event JSON for events whose item has no vector yet."""
-        return self._user(user_id, "pending")
-
     def user_recs(self, user_id: str) -> str:
         """String: the latest Recommendations JSON (pull reads)."""
         return self._user(user_id, "recs")
@@ -60,14 +56,6 @@ class RedisKeys:
     def active_model(self) -> str:
         """String: the model_id serving now; switched atomically after a re-embed."""
         return f"{self.root}:model:active"
-
-    def pending_items(self) -> str:
-        """Set of item ids some user has pending events for."""
-        return f"{self.root}:pending-items"
-
-    def pending_users(self, item_id: str) -> str:
-        """Set of users with pending events for ``item_id``."""
-        return f"{self.root}:pending:{item_id}:users"
 
     def popularity(self) -> str:
         """Sorted set item_id -> decayed interaction score (popularity prior)."""

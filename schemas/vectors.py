@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from enum import StrEnum
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,10 @@ class VectorDType(StrEnum):
     FLOAT16 = "float16"
 
 
-_NP_DTYPES = {VectorDType.FLOAT32: np.dtype("<f4"), VectorDType.FLOAT16: np.dtype("<f2")}
+_NP_DTYPES: dict[VectorDType, np.dtype[Any]] = {
+    VectorDType.FLOAT32: np.dtype("<f4"),
+    VectorDType.FLOAT16: np.dtype("<f2"),
+}
 
 
 class ItemVector(Record):

@@ -39,11 +39,11 @@ class Recommender:
         self._popular: list[tuple[str, float]] = []
         self._popular_at = 0.0
 
-    def popular(self) -> list[tuple[str, float]]:
+    def popular(self, now_ms: int) -> list[tuple[str, float]]:
         """The popularity list, re-read from Redis at most once a second."""
         now = time.monotonic()
         if now - self._popular_at > POPULAR_TTL_S:
-            self._popular = self.store.popular(max(200, self.ranking.candidates))
+            self._popular = self.store.popular(max(200, self.ranking.candidates), now_ms)
             self._popular_at = now
         return self._popular
 
@@ -52,8 +52,13 @@ class Recommender:
         index = self.feed.index
         interest = self.store.load(user_id)
         vec = user_vector(interest, index.get, now_ms, self.interest)
-        contributors = [c for c in top_contributors(interest, CONTRIBUTORS)]
-        co_raw = self.store.co_neighbours(contributors, self.ranking.candidates)
+        contributors = [
+            item_id
+            for item_id, _ in top_contributors(
+                interest, CONTRIBUTORS, now_ms=now_ms, params=self.interest
+            )
+        ]
+        co_raw = self.store.co_neighbours(contributors, self.ranking.candidates, now_ms=now_ms)
         co_scores: dict[str, tuple[float, str]] = {}
         for via, neighbours in co_raw.items():
             for item_id, score in neighbours:
@@ -64,7 +69,7 @@ class Recommender:
             index,
             self.store.seen(user_id),
             co_scores,
-            self.popular(),
+            self.popular(now_ms),
             contributors,
             self.ranking,
         )

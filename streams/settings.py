@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import EventType, Limits
@@ -132,7 +132,20 @@ class InterestSettings(BaseModel):
     popularity_weight: float = 0.05
     mmr_lambda: float | None = Field(default=None, description="0..1 to diversify; None = off.")
     ann_threshold: int = Field(default=50_000, ge=0, description="Catalogue size to switch to ANN.")
-    co_max_neighbours: int = Field(default=50, ge=1)
+    co_max_neighbours: int = Field(default=50, ge=1, description="Neighbours kept per item.")
+    co_window_s: float = Field(
+        default=1800.0, gt=0, description="Items touched this close in time co-occur."
+    )
+    co_max_per_event: int = Field(default=10, ge=1, description="Co-occurrence fan-out cap.")
+    half_life_popularity_s: float = Field(default=7 * 86400.0, gt=0)
+    popular_max: int = Field(default=10_000, ge=1, description="Items kept in the popularity set.")
+
+    @model_validator(mode="after")
+    def _applied_covers_a_batch(self) -> InterestSettings:
+        # Redelivery is caught only while the event id is still in the applied set.
+        if self.applied_max < self.max_batch:
+            raise ValueError("interest.applied_max must be >= interest.max_batch")
+        return self
 
 
 class Settings(BaseSettings):

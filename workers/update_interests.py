@@ -19,7 +19,6 @@ from typing import Any
 import faust
 from prometheus_client import Counter, Histogram
 
-from models.interest import InterestParams
 from models.ranking import RankParams
 from schemas import RedisKeys, UserEvent
 from streams.app import app_topics, connect_redis
@@ -41,17 +40,6 @@ REFRESH_LATENCY = Histogram(
     "Event produced (Kafka timestamp) to recommendation sent",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
 )
-
-
-def interest_params(settings: Settings) -> InterestParams:
-    """The interest update rule's parameters from settings."""
-    i = settings.interest
-    return InterestParams(
-        half_life_long_s=i.half_life_long_s,
-        half_life_short_s=i.half_life_short_s,
-        short_term_weight=i.short_term_weight,
-        event_weights={t.value: w for t, w in i.event_weights.items()},
-    )
 
 
 def rank_params(settings: Settings) -> RankParams:
@@ -82,17 +70,10 @@ class InterestUpdater:
         self.feed = feed
         self.dead_letters = dead_letters
         self.recommendations = recommendations
-        i = settings.interest
-        self.store = UserStateStore(
-            connect_redis(settings.redis),
-            RedisKeys(settings.redis.namespace),
-            interest_params(settings),
-            seen_max=i.seen_max,
-            applied_max=i.applied_max,
-            co_window_s=i.half_life_short_s,
-            co_max_neighbours=i.co_max_neighbours,
+        self.store = UserStateStore.from_settings(
+            connect_redis(settings.redis), RedisKeys(settings.redis.namespace), settings.interest
         )
-        self.recommender = Recommender(self.store, feed, interest_params(settings), rank_params(settings))
+        self.recommender = Recommender(self.store, feed, self.store.params, rank_params(settings))
 
     async def process(self, events: list[Any]) -> None:
         """Apply one batch, refresh its users, send, then return (the caller acks)."""

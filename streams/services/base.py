@@ -59,6 +59,10 @@ def read_pid(pidfile: Path) -> int | None:
     return pid
 
 
+# Children we started, kept so they are reaped (no zombies, no ResourceWarning on exit).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def spawn(argv: list[str], log: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
     """Start ``argv`` detached (own session, so it outlives the CLI), log to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +75,7 @@ def spawn(argv: list[str], log: Path, pidfile: Path, env: dict[str, str] | None 
             start_new_session=True,
             env=env,
         )
+    _CHILDREN[proc.pid] = proc
     pidfile.write_text(str(proc.pid))
     return proc.pid
 
@@ -95,6 +100,9 @@ def terminate(pidfile: Path, timeout_s: float = 20.0, sig: int = signal.SIGTERM)
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=5)
     pidfile.unlink(missing_ok=True)
     return True
 

@@ -47,6 +47,8 @@ class RedisServer:
             f"appendfsync {self.appendfsync}",
             "save ''",
             "databases 64",
+            # Keeps per-user applied-id sets (<= applied_max) in the compact listpack encoding.
+            "zset-max-listpack-entries 1024",
             "protected-mode yes",
             "daemonize no",
             *self.extra_config,

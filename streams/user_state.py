@@ -1,0 +1,426 @@
+"""Users' interest state in Redis: idempotent per-event updates, global signals, the recs cache.
+
+Per event, one Lua script (``_APPLY_EVENT``) touches only that user's hash-tagged keys
+(``user_state``, ``user_seen``, ``user_applied``) and atomically: skips an ``event_id`` already
+applied; else merges the event into the item's two log weights (``models.interest``), updates
+the seen set and trims it (with the trimmed items' weights), and records the ``event_id``.
+So a redelivered event changes nothing: at-least-once delivery, exactly-once effect.
+
+The global signals (popularity, co-occurrence) are written in a second pipelined step, only
+for events the script applied. They live in other Redis Cluster slots than the user's keys,
+and one script may only touch keys of one slot, so they cannot join the atomic update. A crash
+between the two steps therefore loses (never doubles) those increments: on redelivery the
+script reports the event as already applied and the second step skips it. Both signals are
+approximate decayed counts, for which an occasional lost increment is the right trade.
+
+Popularity is a ZSET item -> sum of ``w * 2 ** ((t - T0) / h_pop)`` (``score_increment``): the
+log-weight trick in the linear domain, so old counts fade relative to new ones without ever
+rewriting them. The exponent is capped at ``MAX_SCORE_EXPONENT``; with the 7-day half-life that
+horizon is 2041, after which scores must be rebased (see ``models.interest``). Co-occurrence:
+the script also returns up to ``co_max_per_event`` items the user touched within
+``co_window_s`` of the event's time on either side (a symmetric window counts a pair once
+whichever event is applied second), and ``co:{i:<item>}`` gains the same increment in both
+directions, trimmed to ``co_max_neighbours``.
+
+Layout of ``user_state`` (a hash): ``i:<item_id>`` -> ``"<log_long> <log_short>"`` (``%.17g``:
+doubles round-trip exactly), plus ``n`` (events applied) and ``last_ts``. An item's latest event
+time is its score in ``user_seen``, which is trimmed together with the hash, so it is not
+stored twice (14 bytes per item of the ~4 KiB per-user budget).
+The applied set scores ids by ``n`` (apply order), not by event time: trimming then keeps the
+``applied_max`` most recently *applied* ids, so any redelivery of the last ``applied_max``
+events per user is caught however old their timestamps are. Keep ``applied_max`` >= the
+largest batch that can be redelivered (the worker's uncommitted batch).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from models.interest import (
+    InterestParams,
+    ItemWeight,
+    UserInterest,
+    decay_score,
+    log_increment,
+    score_increment,
+)
+from schemas import Recommendations, RedisKeys, UserEvent
+from streams.settings import InterestSettings
+
+# 1000 items (the contract's maximum) of generous size: bounds what a cached value inflates to.
+MAX_RECS_JSON_BYTES = 4 * 1024 * 1024
+
+# Defaults for signals InterestSettings has no field for yet.
+DEFAULT_CO_WINDOW_S = 1800.0
+DEFAULT_CO_MAX_PER_EVENT = 10
+DEFAULT_POPULAR_MAX = 10_000
+
+# Numbers go to redis.call as strings formatted with %.17g: Lua 5.1 turns a bare number into
+# a string with %.14g, which would round timestamps past 1e14 ms and log weights.
+_APPLY_EVENT = """
+local state, seen, applied = KEYS[1], KEYS[2], KEYS[3]
+local eid, item, ts_s = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('ZSCORE', applied, eid) then
+  return 0
+end
+local ts = tonumber(ts_s)
+local inc_l, inc_s = tonumber(ARGV[4]), tonumber(ARGV[5])
+local seen_max, applied_max = tonumber(ARGV[6]), tonumber(ARGV[7])
+local window, co_max = tonumber(ARGV[8]), tonumber(ARGV[9])
+
+-- exactly models.interest.logaddexp
+local function lae(a, b)
+  local m, d
+  if b > a then m, d = b, a - b else m, d = a, b - a end
+  return m + math.log(1 + math.exp(d))
+end
+
+local field = 'i:' .. item
+local l, s = inc_l, inc_s
+local cur = redis.call('HGET', state, field)
+if cur then
+  local cl, cs = string.match(cur, '^(%S+) (%S+)$')
+  l = lae(tonumber(cl), inc_l)
+  s = lae(tonumber(cs), inc_s)
+end
+local last = redis.call('HGET', state, 'last_ts')
+if (not last) or tonumber(last) < ts then last = ts_s end
+redis.call('HSET', state, field, string.format('%.17g %.17g', l, s), 'last_ts', last)
+local n = redis.call('HINCRBY', state, 'n', 1)
+
+redis.call('ZADD', seen, 'GT', ts_s, item)
+local cnt = redis.call('ZCARD', seen)
+if cnt > seen_max then
+  local stop = cnt - seen_max - 1
+  local drop = redis.call('ZRANGE', seen, 0, stop)
+  redis.call('ZREMRANGEBYRANK', seen, 0, stop)
+  for i = 1, #drop do drop[i] = 'i:' .. drop[i] end
+  redis.call('HDEL', state, unpack(drop))
+end
+
+-- Items touched within the window on either side: a symmetric window makes a pair count
+-- once whichever of its two events is applied second.
+local out = {1}
+if co_max > 0 then
+  local near = redis.call('ZREVRANGEBYSCORE', seen, string.format('%.17g', ts + window),
+    string.format('%.17g', ts - window), 'LIMIT', 0, co_max + 1)
+  for i = 1, #near do
+    if near[i] ~= item and #out <= co_max then out[#out + 1] = near[i] end
+  end
+end
+
+redis.call('ZADD', applied, n, eid)
+local ac = redis.call('ZCARD', applied)
+if ac > applied_max then
+  redis.call('ZREMRANGEBYRANK', applied, 0, ac - applied_max - 1)
+end
+return out
+"""
+
+
+# One sorted set: ZINCRBY each (member, increment) pair, then keep the ARGV[1] highest.
+_BUMP = """
+for i = 2, #ARGV, 2 do
+  redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[1]) + 1))
+return 0
+"""
+
+
+class UserStateError(RuntimeError):
+    """Some events of a batch failed in Redis; the others were applied (see ``applied``)."""
+
+    def __init__(self, failures: list[tuple[int, int, str]], applied: list[bool]) -> None:
+        """``failures`` are (partition, offset, error) of the events that failed."""
+        first = failures[0]
+        super().__init__(
+            f"{len(failures)} event(s) failed, first at partition {first[0]} "
+            f"offset {first[1]}: {first[2]}"
+        )
+        self.failures = failures
+        self.applied = applied
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def params_from_settings(settings: InterestSettings) -> InterestParams:
+    """Build the pure update rule's parameters from the interest settings."""
+    return InterestParams(
+        half_life_long_s=settings.half_life_long_s,
+        half_life_short_s=settings.half_life_short_s,
+        short_term_weight=settings.short_term_weight,
+        event_weights={str(k): v for k, v in settings.event_weights.items()},
+        half_life_popularity_s=settings.half_life_popularity_s,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBreakdown:
+    """MEMORY USAGE of each of one user's keys, in bytes (0 when the key does not exist)."""
+
+    state: int
+    seen: int
+    applied: int
+    recs: int
+
+    @property
+    def total(self) -> int:
+        """All of the user's keys together."""
+        return self.state + self.seen + self.applied + self.recs
+
+
+class UserStateStore:
+    """Reads and writes users' interest state, the global signals and the recs cache."""
+
+    def __init__(
+        self,
+        client: redis.Redis[Any],
+        keys: RedisKeys,
+        params: InterestParams,
+        seen_max: int,
+        applied_max: int,
+        co_window_s: float,
+        co_max_neighbours: int,
+        *,
+        co_max_per_event: int = DEFAULT_CO_MAX_PER_EVENT,
+        popular_max: int = DEFAULT_POPULAR_MAX,
+    ) -> None:
+        """Bounds: ``seen_max`` items and ``applied_max`` event ids per user; neighbour lists."""
+        if seen_max < 1 or applied_max < 1 or co_max_neighbours < 1 or popular_max < 1:
+            raise ValueError("seen_max, applied_max, co_max_neighbours, popular_max must be >= 1")
+        if not (math.isfinite(co_window_s) and co_window_s >= 0) or co_max_per_event < 0:
+            raise ValueError("co_window_s and co_max_per_event must be finite and >= 0")
+        self._r = client
+        self._keys = keys
+        self._params = params
+        self._seen_max = seen_max
+        self._applied_max = applied_max
+        self._co_window_ms = round(co_window_s * 1000)
+        self._co_max_neighbours = co_max_neighbours
+        self._co_max_per_event = co_max_per_event
+        self._popular_max = popular_max
+        self._script = client.register_script(_APPLY_EVENT)
+        self._bump = client.register_script(_BUMP)
+
+    @classmethod
+    def from_settings(
+        cls, client: redis.Redis[Any], keys: RedisKeys, settings: InterestSettings
+    ) -> UserStateStore:
+        """Build a store configured by the interest settings."""
+        return cls(
+            client,
+            keys,
+            params_from_settings(settings),
+            seen_max=settings.seen_max,
+            applied_max=settings.applied_max,
+            co_window_s=settings.co_window_s,
+            co_max_neighbours=settings.co_max_neighbours,
+            co_max_per_event=settings.co_max_per_event,
+            popular_max=settings.popular_max,
+        )
+
+    @property
+    def params(self) -> InterestParams:
+        """The update rule's parameters."""
+        return self._params
+
+    def apply(self, events: Sequence[tuple[UserEvent, int, int]]) -> list[bool]:
+        """Apply (event, partition, offset) triples in order; True where an event was new.
+
+        Raises ``UserStateError`` after writing everything else if Redis rejected some events.
+        """
+        if not events:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for ev, _, _ in events:
+            inc_long, inc_short = log_increment(ev.type, ev.ts_ms, self._params)
+            self._script(
+                keys=[
+                    self._keys.user_state(ev.user_id),
+                    self._keys.user_seen(ev.user_id),
+                    self._keys.user_applied(ev.user_id),
+                ],
+                args=[
+                    ev.event_id,
+                    ev.item_id,
+                    str(ev.ts_ms),
+                    repr(inc_long),
+                    repr(inc_short),
+                    self._seen_max,
+                    self._applied_max,
+                    self._co_window_ms,
+                    self._co_max_per_event,
+                ],
+                client=pipe,
+            )
+        results = pipe.execute(raise_on_error=False)
+        applied: list[bool] = []
+        failures: list[tuple[int, int, str]] = []
+        neighbours: list[tuple[UserEvent, list[str]]] = []
+        for (ev, partition, offset), res in zip(events, results, strict=True):
+            if isinstance(res, Exception):
+                failures.append((partition, offset, str(res)))
+                applied.append(False)
+            elif isinstance(res, list):
+                applied.append(True)
+                neighbours.append((ev, [_text(x) for x in res[1:]]))
+            else:
+                applied.append(False)  # 0: already applied
+        self._update_signals(neighbours)
+        if failures:
+            raise UserStateError(failures, applied)
+        return applied
+
+    def _update_signals(self, applied: Iterable[tuple[UserEvent, list[str]]]) -> None:
+        # Sum the batch's increments per (key, member) and send one script call per key:
+        # client-side command packing, not Redis, bounds throughput here.
+        bumps: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        popular = self._keys.popularity()
+        for ev, near in applied:
+            inc = score_increment(ev.type, ev.ts_ms, self._params)
+            if not inc > 0:
+                continue  # underflowed (an event from long before T0): counts for nothing
+            bumps[popular][ev.item_id] += inc
+            mine = self._keys.cooccurrence(ev.item_id)
+            for other in near:
+                bumps[mine][other] += inc
+                bumps[self._keys.cooccurrence(other)][ev.item_id] += inc
+        if not bumps:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for key, members in bumps.items():
+            keep = self._popular_max if key == popular else self._co_max_neighbours
+            args: list[str | int] = [keep]
+            for member, inc in members.items():
+                args += (member, repr(inc))
+            self._bump(keys=[key], args=args, client=pipe)
+        pipe.execute()
+
+    def load(self, user_id: str) -> UserInterest:
+        """Read the user's interest state (empty if the user has none)."""
+        pipe = self._r.pipeline(transaction=True)  # one slot: a consistent snapshot
+        pipe.hgetall(self._keys.user_state(user_id))
+        pipe.zrange(self._keys.user_seen(user_id), 0, -1, withscores=True)
+        raw, seen_rows = pipe.execute()
+        seen_ts = {_text(item): int(ts) for item, ts in seen_rows}
+        weights: list[ItemWeight] = []
+        last_ts = n = 0
+        for k, v in raw.items():
+            name, value = _text(k), _text(v)
+            if name.startswith("i:"):
+                item = name[2:]
+                log_long, log_short = value.split(" ")
+                weights.append(
+                    ItemWeight(item, float(log_long), float(log_short), seen_ts.get(item, 0))
+                )
+            elif name == "last_ts":
+                last_ts = int(value)
+            elif name == "n":
+                n = int(value)
+        weights.sort(key=lambda w: w.item_id)
+        return UserInterest(tuple(weights), last_ts, n)
+
+    def seen(self, user_id: str) -> set[str]:
+        """Items the user touched recently (at most ``seen_max``)."""
+        return {_text(x) for x in self._r.zrange(self._keys.user_seen(user_id), 0, -1)}
+
+    def popular(self, n: int, now_ms: int | None = None) -> list[tuple[str, float]]:
+        """Return the ``n`` most popular items with decayed counts at ``now_ms`` (default: now)."""
+        if n < 1:
+            return []
+        now = _now_ms() if now_ms is None else now_ms
+        rows = self._r.zrevrange(self._keys.popularity(), 0, n - 1, withscores=True)
+        return [(_text(item), decay_score(float(s), now, self._params)) for item, s in rows]
+
+    def co_neighbours(
+        self, item_ids: Sequence[str], n: int, now_ms: int | None = None
+    ) -> dict[str, list[tuple[str, float]]]:
+        """For each item, its ``n`` strongest co-occurring items with decayed counts."""
+        if n < 1 or not item_ids:
+            return {i: [] for i in item_ids}
+        now = _now_ms() if now_ms is None else now_ms
+        pipe = self._r.pipeline(transaction=False)
+        for item in item_ids:
+            pipe.zrevrange(self._keys.cooccurrence(item), 0, n - 1, withscores=True)
+        return {
+            item: [(_text(o), decay_score(float(s), now, self._params)) for o, s in rows]
+            for item, rows in zip(item_ids, pipe.execute(), strict=True)
+        }
+
+    def write_recs(self, recs: Recommendations) -> None:
+        """Cache the user's latest list for pull reads."""
+        self._r.set(self._keys.user_recs(recs.user_id), encode_recs(recs))
+
+    def write_recs_many(self, lists: Sequence[Recommendations]) -> None:
+        """Cache several users' lists in one pipeline."""
+        if not lists:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for recs in lists:
+            pipe.set(self._keys.user_recs(recs.user_id), encode_recs(recs))
+        pipe.execute()
+
+    def read_recs(self, user_id: str) -> Recommendations | None:
+        """Read the user's cached list, if one was written."""
+        return read_cached_recs(self._r, self._keys, user_id)
+
+    def memory_breakdown(self, user_id: str) -> MemoryBreakdown:
+        """MEMORY USAGE (exact, SAMPLES 0) of each of the user's keys."""
+        pipe = self._r.pipeline(transaction=False)
+        for key in (
+            self._keys.user_state(user_id),
+            self._keys.user_seen(user_id),
+            self._keys.user_applied(user_id),
+            self._keys.user_recs(user_id),
+        ):
+            pipe.memory_usage(key, samples=0)
+        state, seen, applied, recs = (int(x or 0) for x in pipe.execute())
+        return MemoryBreakdown(state, seen, applied, recs)
+
+    def memory_usage(self, user_id: str) -> int:
+        """Bytes Redis uses for all of the user's keys."""
+        return self.memory_breakdown(user_id).total
+
+
+def encode_recs(recs: Recommendations) -> bytes:
+    """Encode a list for the cache: its JSON, zlib-compressed (RFC 1950)."""
+    # A 20-item list is ~1.7 KB of JSON and ~0.5 KB compressed: the difference is most of
+    # the per-user Redis budget. A zlib stream never starts with "{", so readers can tell.
+    return zlib.compress(recs.to_json_bytes(), 6)
+
+
+def decode_recs(raw: bytes | str) -> Recommendations:
+    """Parse a cached list (compressed or plain JSON); ValueError if it is neither."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    if not data.startswith(b"{"):
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(data, MAX_RECS_JSON_BYTES)
+        except zlib.error as exc:
+            raise ValueError(f"cached recommendations are not zlib or JSON: {exc}") from exc
+        if inflater.unconsumed_tail:
+            raise ValueError(f"cached recommendations exceed {MAX_RECS_JSON_BYTES} bytes")
+    return Recommendations.from_json_bytes(data)
+
+
+def read_cached_recs(
+    client: redis.Redis[Any], keys: RedisKeys, user_id: str
+) -> Recommendations | None:
+    """Read one user's cached list (pull reads: ``visrec recs``)."""
+    raw = client.get(keys.user_recs(user_id))
+    return None if raw is None else decode_recs(raw)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

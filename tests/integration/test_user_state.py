@@ -1,0 +1,393 @@
+from __future__ import annotations
+
+import math
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from models.interest import (
+    InterestParams,
+    UserInterest,
+    apply_events,
+    score_increment,
+    user_vector,
+)
+from schemas import EventType, Recommendations, RecommendedItem, RedisKeys, UserEvent
+from streams.settings import InterestSettings
+from streams.user_state import (
+    UserStateError,
+    UserStateStore,
+    decode_recs,
+    params_from_settings,
+    read_cached_recs,
+)
+
+P = InterestParams.default()
+KEYS = RedisKeys()
+DEFAULTS = InterestSettings()
+NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+MIN_MS = 60_000
+TYPES = list(EventType)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(redis_url)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def make_store(client: redis.Redis, **overrides: object) -> UserStateStore:
+    kwargs: dict[str, object] = {
+        "seen_max": DEFAULTS.seen_max,
+        "applied_max": DEFAULTS.applied_max,
+        "co_window_s": 1800.0,
+        "co_max_neighbours": DEFAULTS.co_max_neighbours,
+    }
+    kwargs.update(overrides)
+    return UserStateStore(client, KEYS, params_from_settings(DEFAULTS), **kwargs)  # type: ignore[arg-type]
+
+
+def ev(eid: str, user: str, item: str, ts: int, kind: EventType = EventType.CLICK) -> UserEvent:
+    return UserEvent(event_id=eid, user_id=user, item_id=item, type=kind, ts_ms=ts)
+
+
+def triples(events: list[UserEvent]) -> list[tuple[UserEvent, int, int]]:
+    return [(e, 0, off) for off, e in enumerate(events)]
+
+
+def apply_in_batches(store: UserStateStore, events: list[UserEvent], size: int = 500) -> list[bool]:
+    out: list[bool] = []
+    for start in range(0, len(events), size):
+        out += store.apply(triples(events[start : start + size]))
+    return out
+
+
+def snapshot(client: redis.Redis) -> dict[bytes, object]:
+    """Every key's full content, to show a redelivery changed nothing."""
+    out: dict[bytes, object] = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"hash":
+            out[key] = client.hgetall(key)
+        elif kind == b"zset":
+            out[key] = client.zrange(key, 0, -1, withscores=True)
+        else:
+            out[key] = client.get(key)
+    return out
+
+
+def zipf_log(rng: random.Random, n_events: int, n_users: int, n_items: int) -> list[UserEvent]:
+    weights = [1.0 / (k + 1) for k in range(n_items)]
+    items = rng.choices(range(n_items), weights=weights, k=n_events)
+    return [
+        ev(
+            str(uuid.UUID(int=rng.getrandbits(128))),
+            f"u-{rng.randrange(n_users):05d}",
+            f"item-{item:06d}",
+            NOW - rng.randrange(7 * 86_400_000),
+            rng.choice(TYPES),
+        )
+        for item in items
+    ]
+
+
+def assert_same_state(got: UserInterest, want: UserInterest, tol: float) -> None:
+    assert [w.item_id for w in got.weights] == [w.item_id for w in want.weights]
+    for g, w in zip(got.weights, want.weights, strict=True):
+        assert abs(g.log_long - w.log_long) <= tol, g.item_id
+        assert abs(g.log_short - w.log_short) <= tol, g.item_id
+        assert g.last_ts_ms == w.last_ts_ms
+    assert (got.last_ts_ms, got.n_events) == (want.last_ts_ms, want.n_events)
+
+
+def test_duplicate_event_ids_apply_once(client: redis.Redis) -> None:
+    store = make_store(client)
+    a, b = ev("e1", "u1", "x", NOW), ev("e2", "u1", "y", NOW + 1000, EventType.PURCHASE)
+    c = ev("e3", "u1", "x", NOW + 2000)
+    assert store.apply(triples([a, b, a, c, b])) == [True, True, False, True, False]
+    state = store.load("u1")
+    assert state == apply_events(UserInterest.empty(), [a, b, c], P, DEFAULTS.seen_max)
+    assert state.n_events == 3
+    assert store.seen("u1") == {"x", "y"}
+    assert client.zcard(KEYS.user_applied("u1")) == 3
+
+
+def test_redelivered_batch_changes_nothing(client: redis.Redis) -> None:
+    store = make_store(client)
+    events = zipf_log(random.Random(1), 500, 20, 100)
+    assert all(store.apply(triples(events)))
+    before = snapshot(client)
+    assert store.apply(triples(events)) == [False] * len(events)
+    rng = random.Random(2)
+    assert store.apply(triples(rng.sample(events, 100))) == [False] * 100
+    assert snapshot(client) == before
+
+
+def test_state_equals_offline_recomputation_in_any_order(client: redis.Redis) -> None:
+    rng = random.Random(42)
+    log = zipf_log(rng, 5000, 50, 300)
+    # At-least-once delivery: 10% of the events arrive twice, in a shuffled order.
+    delivered = log + rng.sample(log, 500)
+    rng.shuffle(delivered)
+    store = make_store(client)
+    flags = apply_in_batches(store, delivered)
+    assert sum(flags) == len(log)
+    by_user: dict[str, list[UserEvent]] = defaultdict(list)
+    for e in log:
+        by_user[e.user_id].append(e)
+    vecs = {
+        f"item-{k:06d}": v
+        for k, v in enumerate(np.random.default_rng(0).standard_normal((300, 64)))
+    }
+    vecs = {k: v / np.linalg.norm(v) for k, v in vecs.items()}
+    assert len(by_user) == 50
+    for user, events in by_user.items():
+        # No trimming here, so the offline order (time order) may differ from the applied one.
+        assert len({e.item_id for e in events}) <= DEFAULTS.seen_max
+        want = apply_events(UserInterest.empty(), sorted(events, key=lambda e: e.ts_ms), P, 200)
+        got = store.load(user)
+        assert_same_state(got, want, 1e-9)
+        u_got, u_want = user_vector(got, vecs, NOW, P), user_vector(want, vecs, NOW, P)
+        assert u_got is not None and u_want is not None
+        assert float(np.max(np.abs(u_got - u_want))) <= 1e-9
+
+
+def test_trimmed_state_equals_reference_in_log_order(client: redis.Redis) -> None:
+    # With trimming the result depends on order within a user; Kafka keeps per-user order,
+    # so the replay of the log in log order must match exactly.
+    rng = random.Random(5)
+    log = zipf_log(rng, 3000, 10, 400)
+    store = make_store(client, seen_max=10, applied_max=100)
+    apply_in_batches(store, log, size=250)
+    by_user: dict[str, list[UserEvent]] = defaultdict(list)
+    for e in log:
+        by_user[e.user_id].append(e)
+    for user, events in by_user.items():
+        want = apply_events(UserInterest.empty(), events, P, 10)
+        got = store.load(user)
+        assert len(got.weights) == 10
+        assert_same_state(got, want, 1e-12)
+        assert store.seen(user) == {w.item_id for w in want.weights}
+        assert client.zcard(KEYS.user_applied(user)) == min(100, len(events))
+
+
+@pytest.mark.slow
+def test_heavy_user_state_stays_bounded(client: redis.Redis) -> None:
+    # One event a second for 28 hours: every event would have co-occurrence neighbours, whose
+    # fan-out is tested elsewhere; a zero window keeps this test about the user's own keys.
+    store = make_store(client, co_window_s=0.0)
+    rng = random.Random(9)
+    events = [
+        ev(
+            str(uuid.UUID(int=rng.getrandbits(128))),
+            "heavy",
+            f"item-{rng.randrange(5000):06d}",
+            NOW + k * 1000,
+            rng.choice(TYPES),
+        )
+        for k in range(100_000)
+    ]
+    sizes = []
+    for start in range(0, len(events), 500):
+        store.apply(triples(events[start : start + 500]))
+        if start % 20_000 == 0:
+            sizes.append(store.memory_usage("heavy"))
+    assert client.zcard(KEYS.user_seen("heavy")) == DEFAULTS.seen_max
+    assert client.zcard(KEYS.user_applied("heavy")) == DEFAULTS.applied_max
+    assert client.hlen(KEYS.user_state("heavy")) == DEFAULTS.seen_max + 2  # + n, last_ts
+    state = store.load("heavy")
+    assert state.n_events == 100_000
+    assert {w.item_id for w in state.weights} == store.seen("heavy")
+    # The most recent applied_max events are still recognised as duplicates.
+    assert store.apply(triples(events[-DEFAULTS.applied_max :])) == [False] * DEFAULTS.applied_max
+    mem = store.memory_breakdown("heavy")
+    sizes.append(mem.total)
+    print(f"\nheavy user (100k events): {mem} total={mem.total} B; over time {sizes}")
+    assert max(sizes[1:]) <= sizes[1] * 1.1  # flat once the bounds are reached
+
+
+def realistic_recs(rng: random.Random, user: str) -> Recommendations:
+    reasons = ["similar_to:item-{:06d}", "also_viewed_with:item-{:06d}", "popular"]
+    return Recommendations(
+        user_id=user,
+        items=[
+            RecommendedItem(
+                item_id=f"item-{rng.randrange(100_000):06d}",
+                score=rng.random(),  # full 17-digit floats: the worst case for compression
+                reason=rng.choice(reasons).format(rng.randrange(100_000)),
+            )
+            for _ in range(DEFAULTS.top_k)
+        ],
+        model_id=f"efficientnet-lite0@{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+        trigger_event_id=str(uuid.UUID(int=rng.getrandbits(128))),
+        generated_at_ms=NOW,
+    )
+
+
+def test_memory_per_active_user_at_defaults(client: redis.Redis) -> None:
+    store = make_store(client)
+    rng = random.Random(3)
+    users = [f"u-{k:06d}" for k in range(20)]
+    for user in users:
+        events = [
+            ev(
+                str(uuid.UUID(int=rng.getrandbits(128))),
+                user,
+                f"item-{rng.randrange(100_000):06d}",
+                NOW + k * 30_000,
+                rng.choice(TYPES),
+            )
+            for k in range(20)
+        ]
+        store.apply(triples(events))
+    store.write_recs_many([realistic_recs(rng, user) for user in users])
+    per_user = [store.memory_breakdown(u) for u in users]
+    totals = [m.total for m in per_user]
+    encodings = {
+        name: client.object("encoding", key(users[0]))
+        for name, key in (
+            ("state", KEYS.user_state),
+            ("seen", KEYS.user_seen),
+            ("applied", KEYS.user_applied),
+        )
+    }
+    print(
+        f"\nactive user, 20 events + {DEFAULTS.top_k}-item recs: {per_user[0]}; "
+        f"total min/mean/max = {min(totals)}/{sum(totals) / len(totals):.0f}/{max(totals)} B; "
+        f"encodings {encodings}"
+    )
+    assert all(m.recs > 0 and m.state > 0 for m in per_user)
+    assert max(totals) <= 4096
+
+
+def test_cooccurrence_and_popularity_once_per_applied_event(client: redis.Redis) -> None:
+    store = make_store(client, co_window_s=600.0)
+    a = ev("a", "u1", "A", NOW)
+    b = ev("b", "u1", "B", NOW + MIN_MS, EventType.ADD_TO_CART)
+    c = ev("c", "u1", "C", NOW + 60 * MIN_MS)  # outside the 10-minute window of A and B
+    # Another user sees B then A out of order: the pair still counts once.
+    a2 = ev("a2", "u2", "A", NOW + 2 * MIN_MS)
+    b2 = ev("b2", "u2", "B", NOW + MIN_MS, EventType.VIEW)
+    assert store.apply(triples([a, b, c, a2, b2])) == [True] * 5
+    before = snapshot(client)
+    assert store.apply(triples([a, b, c, a2, b2])) == [False] * 5
+    assert snapshot(client) == before
+
+    inc = {e.event_id: score_increment(e.type, e.ts_ms, P) for e in (a, b, c, a2, b2)}
+    popular = dict(client.zrange(KEYS.popularity(), 0, -1, withscores=True))
+    assert popular[b"A"] == pytest.approx(inc["a"] + inc["a2"], rel=1e-12)
+    assert popular[b"B"] == pytest.approx(inc["b"] + inc["b2"], rel=1e-12)
+    assert popular[b"C"] == pytest.approx(inc["c"], rel=1e-12)
+    co_a = dict(client.zrange(KEYS.cooccurrence("A"), 0, -1, withscores=True))
+    co_b = dict(client.zrange(KEYS.cooccurrence("B"), 0, -1, withscores=True))
+    # u1: B is applied second and counts the pair; u2: B is applied second too (its event is older).
+    assert co_a == {b"B": pytest.approx(inc["b"] + inc["b2"], rel=1e-12)}
+    assert co_b == {b"A": pytest.approx(inc["b"] + inc["b2"], rel=1e-12)}
+    assert not client.exists(KEYS.cooccurrence("C"))
+
+    now = NOW + 61 * MIN_MS
+    top = store.popular(3, now_ms=now)
+    assert [item for item, _ in top] == ["B", "A", "C"]
+    half_life_ms = P.half_life_popularity_s * 1000
+    want_c = 1.0 * 2 ** (-(now - c.ts_ms) / half_life_ms)
+    assert dict(top)["C"] == pytest.approx(want_c, rel=1e-9)
+    near = store.co_neighbours(["A", "C", "missing"], 5, now_ms=now)
+    assert [o for o, _ in near["A"]] == ["B"] and near["C"] == [] and near["missing"] == []
+
+
+def test_neighbour_lists_are_trimmed(client: redis.Redis) -> None:
+    store = make_store(client, co_max_neighbours=3, co_window_s=3600.0)
+    events = [ev(f"e{k}", "u1", f"i{k}", NOW + k * 1000) for k in range(8)]
+    store.apply(triples(events))
+    assert client.zcard(KEYS.cooccurrence("i7")) == 3
+    assert all(client.zcard(KEYS.cooccurrence(f"i{k}")) <= 3 for k in range(8))
+
+
+def test_failed_event_is_reported_and_others_still_apply(client: redis.Redis) -> None:
+    store = make_store(client)
+    client.set(KEYS.user_seen("broken"), "not a zset")
+    good, bad = ev("g", "ok", "x", NOW), ev("b", "broken", "x", NOW)
+    with pytest.raises(UserStateError) as info:
+        store.apply([(good, 3, 10), (bad, 3, 11)])
+    assert [(p, o) for p, o, _ in info.value.failures] == [(3, 11)]
+    assert "WRONGTYPE" in info.value.failures[0][2]
+    assert info.value.applied == [True, False]
+    assert store.load("ok").n_events == 1
+    assert client.zscore(KEYS.popularity(), "x") == pytest.approx(score_increment("click", NOW, P))
+
+
+def test_script_reloads_after_redis_forgets_it(client: redis.Redis) -> None:
+    store = make_store(client)
+    assert store.apply(triples([ev("1", "u", "x", NOW)])) == [True]
+    client.script_flush()  # what a Redis restart does to cached scripts
+    assert store.apply(triples([ev("2", "u", "y", NOW), ev("1", "u", "x", NOW)])) == [True, False]
+    assert store.load("u").n_events == 2
+
+
+def test_recs_cache_round_trip(client: redis.Redis) -> None:
+    store = make_store(client)
+    assert store.read_recs("nobody") is None
+    lists = [
+        Recommendations(
+            user_id=user,
+            items=[
+                RecommendedItem(item_id=f"x{k}", score=0.5 - k / 100, reason="popular")
+                for k in range(20)
+            ],
+            model_id="m",
+            trigger_event_id="e9",
+            generated_at_ms=NOW,
+        )
+        for user in ("u1", "u2")
+    ]
+    store.write_recs(lists[0])
+    assert store.read_recs("u1") == lists[0]
+    store.write_recs_many(lists)
+    assert read_cached_recs(client, KEYS, "u2") == lists[1]
+    stored = client.get(KEYS.user_recs("u2"))
+    assert isinstance(stored, bytes)
+    assert len(stored) < len(lists[1].to_json_bytes()) / 2  # compressed
+    assert decode_recs(stored) == lists[1]
+    # A plain-JSON value (written by another tool) reads too; garbage is an error, not a crash.
+    client.set(KEYS.user_recs("u3"), lists[0].model_copy(update={"user_id": "u3"}).to_json_bytes())
+    recs = store.read_recs("u3")
+    assert recs is not None and recs.user_id == "u3"
+    client.set(KEYS.user_recs("u4"), b"\x00garbage")
+    with pytest.raises(ValueError, match="not zlib or JSON"):
+        store.read_recs("u4")
+
+
+def test_unicode_ids_and_far_timestamps_round_trip(client: redis.Redis) -> None:
+    store = make_store(client)
+    events = [
+        ev("é1", "用户 1", "商品 a b", 0, EventType.PURCHASE),
+        ev("é2", "用户 1", "商品 a b", 253_402_300_799_999),
+        ev("é3", "用户 1", "i:n", 1),  # an item id that looks like our field prefix
+        ev("é4", "用户 1", "n", 2),  # and one named like a meta field
+    ]
+    store.apply(triples(events))
+    got = store.load("用户 1")
+    assert_same_state(got, apply_events(UserInterest.empty(), events, P, 200), 0.0)
+    assert all(math.isfinite(w.log_long) for w in got.weights)
+
+
+def test_apply_throughput(client: redis.Redis) -> None:
+    store = make_store(client)
+    log = zipf_log(random.Random(8), 20_000, 1000, 5000)
+    start = time.perf_counter()
+    flags = apply_in_batches(store, log)
+    elapsed = time.perf_counter() - start
+    assert sum(flags) == len(log)
+    print(
+        f"\napply throughput: {len(log) / elapsed:,.0f} events/s ({len(log)} events, "
+        f"batches of 500, {elapsed:.2f} s, state + co-occurrence + popularity)"
+    )
