@@ -79,7 +79,7 @@ def raw_producer(settings: Settings) -> KafkaProducer:
     return KafkaProducer(
         **kafka_python_config(settings.kafka, client_suffix="test"),
         acks="all",
-        max_request_size=settings.limits.max_product_bytes + 2_000_000,
+        max_request_size=48 * 1024 * 1024,
     )
 
 
