@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 from prometheus_client import Gauge
 from pydantic import ValidationError
 
@@ -92,7 +94,7 @@ class IndexFeed:
         )
         await consumer.start()
         try:
-            partitions = await _partitions(consumer, topic)
+            partitions = await loop.run_in_executor(None, _partitions, self.settings, topic)
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
@@ -123,21 +125,25 @@ class IndexFeed:
             await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 30.0) -> set[int]:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        await consumer.topics()
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return set(found)
-        if asyncio.get_running_loop().time() > deadline:
-            raise RuntimeError(f"topic {topic} not found; run `visrec topics create`")
-        await asyncio.sleep(0.2)
+def _partitions(settings: Settings, topic: str, timeout_s: float = 30.0) -> set[int]:
+    """The topic's partitions, from a fresh metadata request (kafka-python, blocking)."""
+    consumer = KafkaConsumer(**kafka_python_config(settings.kafka, client_suffix="meta"))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = consumer.partitions_for_topic(topic)
+            if found:
+                return set(found)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {topic} not found; run `visrec topics create`")
+            time.sleep(0.2)
+    finally:
+        consumer.close()
 
 
 def register(app: faust.App, feed: IndexFeed) -> None:
     """Run ``feed`` as a task of ``app`` for the worker's lifetime."""
 
-    @app.task(name="item_index")
+    @app.task
     async def item_index() -> None:
         await feed.run()
