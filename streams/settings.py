@@ -166,8 +166,11 @@ class Settings(BaseSettings):
     )
     app_id: str = Field(default="visrec", description="faust app id = consumer group prefix.")
     log_level: Literal["debug", "info", "warn", "error"] = "warn"
+    log_json: bool = Field(default=False, description="Log one JSON object per line.")
     shutdown_timeout_s: float = Field(default=15.0, gt=0)
-    web_port: int | None = Field(default=None, description="Worker web/metrics port; None = off.")
+    web_port: int | None = Field(
+        default=None, description="Serve /metrics, /healthz, /readyz on this port; None = off."
+    )
 
     @property
     def model_cache_dir(self) -> Path:

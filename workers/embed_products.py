@@ -13,7 +13,7 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -146,8 +146,8 @@ def _raw(source: Source, events: list[Any]) -> bytes | None:
     return None
 
 
-def register(app: faust.App, settings: Settings) -> None:
-    """Add the ``embed_products`` agent to ``app``."""
+def register(app: faust.App, settings: Settings) -> Callable[[], bool]:
+    """Add the ``embed_products`` agent to ``app``; returns its readiness check."""
     topics = app_topics(app, settings)
     keys = RedisKeys(settings.redis.namespace)
     dead_letters = DeadLetterSink(
@@ -157,6 +157,7 @@ def register(app: faust.App, settings: Settings) -> None:
         settings.limits.max_dead_letter_payload_bytes,
     )
     e = settings.embed
+    loaded: list[bool] = []
 
     @app.agent(topics["products"], name="embed_products")
     async def embed_products(stream: faust.StreamT[bytes]) -> None:
@@ -172,8 +173,11 @@ def register(app: faust.App, settings: Settings) -> None:
             encoder.provider,
         )
         worker = ProductEmbedder(settings, embedder, dead_letters, topics["item_vectors"])
+        loaded.append(True)
         try:
             async for events in stream.take_events(e.max_batch, within=e.max_wait_ms / 1000):
                 await worker.process(list(events))
         finally:
             embedder.close()
+
+    return lambda: bool(loaded)

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 
 import click
+import faust
 
 from streams.app import create_app
+from streams.observability import configure_logging, install
 from streams.settings import Settings
 
 
-def build_app(settings: Settings, role: str) -> object:
-    """A faust app with the agents of ``role`` registered."""
+def build_app(settings: Settings, role: str) -> faust.App:
+    """A faust app with the agents of ``role`` registered (and its web pages, if enabled)."""
     app = create_app(settings, role)
+    checks: list[Callable[[], bool]] = []
     if role in ("embed", "all"):
         from workers.embed_products import register as register_embed
 
-        register_embed(app, settings)
+        checks.append(register_embed(app, settings))
     if role in ("interests", "all"):
         from workers.update_interests import register as register_interests
 
-        register_interests(app, settings)
+        feed = register_interests(app, settings)
+        checks.append(feed.ready.is_set)
+    if settings.web_port is not None:
+        install(app, lambda: all(check() for check in checks))
     return app
 
 
@@ -28,10 +34,8 @@ def build_app(settings: Settings, role: str) -> object:
 @click.argument("role", type=click.Choice(["embed", "interests", "all"]))
 def command(role: str) -> None:
     """Run a worker: `embed` (product images), `interests` (user events), or `all` in one."""
-    import faust
-
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper().replace("WARN", "WARNING"))
+    configure_logging(settings.log_level, settings.log_json)
     app = build_app(settings, role)
     worker = faust.Worker(
         app,
@@ -39,4 +43,7 @@ def command(role: str) -> None:
         redirect_stdouts=False,
         override_logging=False,
     )
+    # SIGTERM: stop consuming, finish the batch in hand, commit, exit within this bound
+    # (mode's Service attribute; the Worker takes no constructor argument for it).
+    worker.shutdown_timeout = settings.shutdown_timeout_s
     worker.execute_from_commandline()
