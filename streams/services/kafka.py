@@ -90,6 +90,9 @@ class KafkaServer:
     advertised_listeners: str | None = None
     protocol_map: str | None = None
     jvm_options: list[str] = field(default_factory=list)
+    inter_broker_listener: str = "PLAINTEXT"
+    # Extra `kafka-storage format` arguments, e.g. `--add-scram` credentials for SASL/SCRAM.
+    format_args: list[str] = field(default_factory=list)
 
     @property
     def home(self) -> Path:
@@ -123,7 +126,7 @@ class KafkaServer:
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": self.protocol_map
             or "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "inter.broker.listener.name": self.inter_broker_listener,
             "log.dirs": str((self.home / "data").resolve()),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -171,6 +174,7 @@ class KafkaServer:
                 "-c",
                 str(self.home / "server.properties"),
                 "--ignore-formatted",
+                *self.format_args,
             ],
             capture_output=True,
             text=True,
