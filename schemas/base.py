@@ -59,7 +59,7 @@ TimestampMs = Annotated[int, Field(ge=0, le=MAX_TS_MS, description="UTC epoch mi
 class Record(BaseModel):
     """A wire record: strict types, no unknown fields, immutable, versioned."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     schema_version: int = Field(
         default=SCHEMA_VERSION,

@@ -14,7 +14,7 @@ ALLOWED_URI_SCHEMES = ("file", "http", "https", "s3")
 class ProductAttributes(BaseModel):
     """Catalogue attributes used for filtering and display."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     title: str = Field(default="", max_length=1000)
     category: str = Field(default="", max_length=256)

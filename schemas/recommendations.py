@@ -10,7 +10,7 @@ from schemas.base import Identifier, Record, TimestampMs
 class RecommendedItem(BaseModel):
     """One entry of a list, with why it is there."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     item_id: Identifier
     score: float = Field(allow_inf_nan=False)

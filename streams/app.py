@@ -16,7 +16,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
     """A faust app for one worker role; its consumer group is ``<app_id>-<role>``."""
     web: dict[str, Any] = {"web_enabled": False}
     if settings.web_port is not None:
-        web = {"web_enabled": True, "web_port": settings.web_port, "web_bind": "127.0.0.1"}
+        web = {"web_enabled": True, "web_port": settings.web_port, "web_bind": settings.web_bind}
     return faust.App(
         f"{settings.app_id}-{role}",
         **faust_broker_kwargs(settings.kafka),

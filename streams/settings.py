@@ -22,19 +22,35 @@ class KafkaSettings(BaseModel):
     bootstrap_servers: str = Field(
         default="127.0.0.1:9092", description="Comma-separated host:port list."
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="Kafka listener protocol; SASL_* use the sasl_* settings, SSL* the ssl_* ones.",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism (SASL_* protocols); unset means PLAIN."
+    )
+    sasl_username: str | None = Field(
+        default=None, description="SASL user name (SASL_* protocols)."
+    )
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (SASL_* protocols)."
+    )
     ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the broker.")
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate for mutual TLS (with ssl_keyfile)."
+    )
+    ssl_keyfile: Path | None = Field(default=None, description="Private key of ssl_certfile.")
     session_timeout_s: float = Field(
         default=6.0, description="Consumer group session timeout; low for fast rebalances."
     )
-    heartbeat_interval_s: float = 2.0
-    client_id: str = "visrec"
-    request_timeout_s: float = 30.0
+    heartbeat_interval_s: float = Field(
+        default=2.0,
+        description="Consumer group heartbeat interval; keep below a third of the session timeout.",
+    )
+    client_id: str = Field(
+        default="visrec", description="Kafka client id prefix (broker logs and quotas)."
+    )
+    request_timeout_s: float = Field(default=30.0, description="Timeout of one Kafka request.")
 
 
 class RedisSettings(BaseModel):
@@ -42,31 +58,67 @@ class RedisSettings(BaseModel):
 
     url: str = Field(default="redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL.")
     username: str | None = Field(default=None, description="ACL user (Redis 6+).")
-    password: SecretStr | None = None
-    ssl_ca_certs: Path | None = None
+    password: SecretStr | None = Field(
+        default=None, description="Redis password (AUTH; with username for an ACL user)."
+    )
+    ssl_ca_certs: Path | None = Field(
+        default=None, description="CA bundle to verify a rediss:// server."
+    )
     namespace: str = Field(default="visrec", description="First segment of every key.")
-    socket_timeout_s: float = 5.0
+    socket_timeout_s: float = Field(default=5.0, description="Timeout of one Redis command.")
 
 
 class TopicSettings(BaseModel):
     """Topic names (``<prefix>.<name>.v1``), partition counts and replication."""
 
-    prefix: str = "visrec"
-    events_partitions: int = Field(default=12, ge=1)
-    products_partitions: int = Field(default=6, ge=1)
-    item_vectors_partitions: int = Field(default=6, ge=1)
-    recommendations_partitions: int = Field(default=12, ge=1)
-    dead_letter_partitions: int = Field(default=3, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    prefix: str = Field(
+        default="visrec", description="First segment of every topic name: <prefix>.events.v1, ..."
+    )
+    events_partitions: int = Field(
+        default=12,
+        ge=1,
+        description="Partitions of the events topic: the most interest workers that share work.",
+    )
+    products_partitions: int = Field(
+        default=6,
+        ge=1,
+        description="Partitions of the products topic: the most embed workers that share work.",
+    )
+    item_vectors_partitions: int = Field(
+        default=6,
+        ge=1,
+        description="Partitions of the item-vectors topic (every interest worker reads all).",
+    )
+    recommendations_partitions: int = Field(
+        default=12, ge=1, description="Partitions of the recommendations topic."
+    )
+    dead_letter_partitions: int = Field(
+        default=3, ge=1, description="Partitions of the dead-letter topic."
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replicas of each topic created by `visrec topics create`."
+    )
 
 
 class LimitsSettings(BaseModel):
     """Edge limits: anything over them is dead-lettered, not processed."""
 
-    max_id_length: int = Field(default=256, ge=1)
-    max_context_bytes: int = Field(default=4096, ge=0)
-    max_event_bytes: int = Field(default=64 * 1024, ge=256)
-    max_product_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_id_length: int = Field(
+        default=256,
+        ge=1,
+        description="Longest event_id, user_id or item_id accepted, in characters.",
+    )
+    max_context_bytes: int = Field(
+        default=4096, ge=0, description="Largest UserEvent.context accepted, as UTF-8 JSON."
+    )
+    max_event_bytes: int = Field(
+        default=64 * 1024, ge=256, description="Largest UserEvent message accepted."
+    )
+    max_product_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Largest ProductImage message accepted (inline images included).",
+    )
     max_dead_letter_payload_bytes: int = Field(
         default=256 * 1024, description="Raw payload kept in a dead letter; longer is truncated."
     )
@@ -88,48 +140,88 @@ class EmbedSettings(BaseModel):
     model_dir: Path | None = Field(
         default=None, description="Folder with model.onnx + model_card.json; overrides `model`."
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_batch: int = Field(default=32, ge=1)
-    max_wait_ms: int = Field(default=50, ge=0)
-    decode_threads: int = Field(default=2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Where ONNX Runtime runs the encoder: cuda when available (auto), or forced.",
+    )
+    max_batch: int = Field(default=32, ge=1, description="Most products embedded in one batch.")
+    max_wait_ms: int = Field(
+        default=50,
+        ge=0,
+        description="Longest wait to fill an embed batch before running a smaller one.",
+    )
+    decode_threads: int = Field(
+        default=2, ge=1, description="Threads decoding and resizing images beside the encoder."
+    )
     intra_op_threads: int = Field(default=0, ge=0, description="0 = ONNX Runtime's default.")
-    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_image_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest image accepted, inline or fetched."
+    )
     max_pixels: int = Field(default=40_000_000, ge=1, description="Decompression-bomb guard.")
-    min_side: int = Field(default=16, ge=1)
-    fetch_timeout_s: float = 5.0
+    min_side: int = Field(default=16, ge=1, description="Smallest image side accepted, in pixels.")
+    fetch_timeout_s: float = Field(
+        default=5.0, description="Timeout of one image fetch (http(s)://, s3://)."
+    )
     file_roots: list[Path] = Field(
         default_factory=list, description="Folders file:// URIs may read from (none = refuse)."
     )
     allow_private_networks: bool = Field(
         default=False, description="Let http(s):// reach loopback/private/link-local addresses."
     )
-    vector_dtype: Literal["float32", "float16"] = "float32"
+    vector_dtype: Literal["float32", "float16"] = Field(
+        default="float32",
+        description="Element type of stored and published vectors (float16 halves the size).",
+    )
 
 
 class InterestSettings(BaseModel):
     """The interest worker: update rule, state bounds, retrieval and ranking."""
 
-    half_life_long_s: float = Field(default=30 * 86400.0, gt=0)
-    half_life_short_s: float = Field(default=1800.0, gt=0)
-    short_term_weight: float = Field(default=0.5, ge=0, le=1)
+    half_life_long_s: float = Field(
+        default=30 * 86400.0, gt=0, description="Half-life of the long-term interest."
+    )
+    half_life_short_s: float = Field(
+        default=1800.0, gt=0, description="Half-life of the session (short-term) interest."
+    )
+    short_term_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Session interest's weight just after an event; fades with half_life_short_s.",
+    )
     event_weights: dict[EventType, float] = Field(
         default_factory=lambda: {
             EventType.VIEW: 0.25,
             EventType.CLICK: 1.0,
             EventType.ADD_TO_CART: 2.0,
             EventType.PURCHASE: 3.0,
-        }
+        },
+        description="Weight of each event type in the interest sums.",
     )
     seen_max: int = Field(default=200, ge=1, description="Recent items kept per user.")
     applied_max: int = Field(default=1000, ge=10, description="Recent event ids kept per user.")
     pending_max: int = Field(default=100, ge=0, description="Events waiting for item vectors.")
-    top_k: int = Field(default=20, ge=1, le=1000)
+    top_k: int = Field(default=20, ge=1, le=1000, description="Items per recommendation list.")
     candidates: int = Field(default=200, ge=1, description="Retrieved before filtering/blend.")
-    coalesce_ms: int = Field(default=50, ge=0)
-    max_batch: int = Field(default=500, ge=1)
-    visual_weight: float = 1.0
-    co_weight: float = 0.3
-    popularity_weight: float = 0.05
+    coalesce_ms: int = Field(
+        default=50,
+        ge=0,
+        description="Longest wait to fill an event batch; a user's burst within it is one refresh.",
+    )
+    max_batch: int = Field(
+        default=500,
+        ge=1,
+        description="Most events applied in one batch (and so redelivered after a crash).",
+    )
+    visual_weight: float = Field(
+        default=1.0, description="Weight of visual similarity in the blended score."
+    )
+    co_weight: float = Field(
+        default=0.3, description="Weight of co-occurrence (also viewed with) in the blended score."
+    )
+    popularity_weight: float = Field(
+        default=0.05, description="Weight of popularity in the blended score."
+    )
     mmr_lambda: float | None = Field(default=None, description="0..1 to diversify; None = off.")
     ann_threshold: int = Field(default=50_000, ge=0, description="Catalogue size to switch to ANN.")
     co_max_neighbours: int = Field(default=50, ge=1, description="Neighbours kept per item.")
@@ -137,7 +229,11 @@ class InterestSettings(BaseModel):
         default=1800.0, gt=0, description="Items touched this close in time co-occur."
     )
     co_max_per_event: int = Field(default=10, ge=1, description="Co-occurrence fan-out cap.")
-    half_life_popularity_s: float = Field(default=7 * 86400.0, gt=0)
+    half_life_popularity_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Half-life of the popularity and co-occurrence counts.",
+    )
     popular_max: int = Field(default=10_000, ge=1, description="Items kept in the popularity set.")
 
     @model_validator(mode="after")
@@ -165,9 +261,18 @@ class Settings(BaseSettings):
         default=Path(".state"), description="Local services' data, logs, model cache."
     )
     app_id: str = Field(default="visrec", description="faust app id = consumer group prefix.")
-    log_level: Literal["debug", "info", "warn", "error"] = "warn"
+    log_level: Literal["debug", "info", "warn", "error"] = Field(
+        default="warn", description="Log level of every visrec process."
+    )
     log_json: bool = Field(default=False, description="Log one JSON object per line.")
-    shutdown_timeout_s: float = Field(default=15.0, gt=0)
+    shutdown_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a worker may take to finish its batch and commit on SIGTERM.",
+    )
+    web_bind: str = Field(
+        default="127.0.0.1", description="Address the web/metrics server binds (0.0.0.0 in containers)."
+    )
     web_port: int | None = Field(
         default=None, description="Serve /metrics, /healthz, /readyz on this port; None = off."
     )

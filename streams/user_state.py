@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
 
 from models.interest import (
     InterestParams,
@@ -210,6 +212,7 @@ class UserStateStore:
         self._co_max_neighbours = co_max_neighbours
         self._co_max_per_event = co_max_per_event
         self._popular_max = popular_max
+        self._cluster = isinstance(client, RedisCluster)
         self._script = client.register_script(_APPLY_EVENT)
         self._bump = client.register_script(_BUMP)
 
@@ -245,13 +248,15 @@ class UserStateStore:
         pipe = self._r.pipeline(transaction=False)
         for ev, _, _ in events:
             inc_long, inc_short = log_increment(ev.type, ev.ts_ms, self._params)
-            self._script(
-                keys=[
+            self._run(
+                pipe,
+                self._script,
+                [
                     self._keys.user_state(ev.user_id),
                     self._keys.user_seen(ev.user_id),
                     self._keys.user_applied(ev.user_id),
                 ],
-                args=[
+                [
                     ev.event_id,
                     ev.item_id,
                     str(ev.ts_ms),
@@ -262,7 +267,6 @@ class UserStateStore:
                     self._co_window_ms,
                     self._co_max_per_event,
                 ],
-                client=pipe,
             )
         results = pipe.execute(raise_on_error=False)
         applied: list[bool] = []
@@ -304,8 +308,16 @@ class UserStateStore:
             args: list[str | int] = [keep]
             for member, inc in members.items():
                 args += (member, repr(inc))
-            self._bump(keys=[key], args=args, client=pipe)
+            self._run(pipe, self._bump, [key], args)
         pipe.execute()
+
+    def _run(self, pipe: Any, script: Script, keys: list[str], args: list[Any]) -> None:
+        if self._cluster:
+            # redis-py's ClusterPipeline refuses EVALSHA and has no eval(); a raw EVAL is routed
+            # by its keys' slot, and Redis caches the compiled script, so only its text travels.
+            pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+        else:
+            script(keys=keys, args=args, client=pipe)
 
     def load(self, user_id: str) -> UserInterest:
         """Read the user's interest state (empty if the user has none)."""

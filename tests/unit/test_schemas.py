@@ -91,6 +91,8 @@ def test_product_needs_exactly_one_image_source() -> None:
         {"item_id": "x" * 300},
         {"extra": 1},
         {"context": {"blob": "x" * 5000}},
+        {"context": {"score": float("nan")}},
+        {"context": {"score": float("inf")}},
     ],
 )
 def test_user_event_rejects(patch: dict[str, object]) -> None:
