@@ -12,7 +12,7 @@ from schemas.deadletter import DeadLetter, ErrorCode
 from schemas.events import EventType, UserEvent
 from schemas.keys import RedisKeys
 from schemas.products import ProductAttributes, ProductImage
-from schemas.recommendations import RecommendedItem, Recommendations
+from schemas.recommendations import Recommendations, RecommendedItem
 from schemas.vectors import ItemVector, VectorDType
 
 CONTRACTS: dict[str, type[Record]] = {
@@ -33,9 +33,9 @@ __all__ = [
     "Limits",
     "ProductAttributes",
     "ProductImage",
-    "Record",
-    "RecommendedItem",
     "Recommendations",
+    "RecommendedItem",
+    "Record",
     "RedisKeys",
     "UserEvent",
     "VectorDType",

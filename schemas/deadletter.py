@@ -1,4 +1,4 @@
-"""``DeadLetter``: a message that failed, with a machine-readable reason, on the dead-letter topic."""
+"""``DeadLetter``: a failed message with a machine-readable reason, on the dead-letter topic."""
 
 from __future__ import annotations
 

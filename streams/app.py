@@ -9,7 +9,7 @@ import redis
 
 from streams.kafka_config import faust_broker_kwargs, redis_client_kwargs
 from streams.settings import RedisSettings, Settings
-from streams.topics import TopicSpec, Topics, product_topic_max_bytes
+from streams.topics import Topics, TopicSpec, product_topic_max_bytes
 
 
 def create_app(settings: Settings, role: str) -> faust.App:
@@ -62,6 +62,6 @@ def app_topics(app: faust.App, settings: Settings) -> dict[str, faust.TopicT]:
     }
 
 
-def connect_redis(settings: RedisSettings) -> redis.Redis:
+def connect_redis(settings: RedisSettings) -> redis.Redis[Any]:
     """A Redis client for ``settings`` (bytes responses)."""
     return redis.Redis.from_url(settings.url, **redis_client_kwargs(settings))

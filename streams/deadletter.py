@@ -6,6 +6,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable
+from typing import Any
 
 import faust
 import redis
@@ -29,7 +30,7 @@ class DeadLetterSink:
     def __init__(
         self,
         topic: faust.TopicT,
-        redis_client: redis.Redis | None,
+        redis_client: redis.Redis[Any] | None,
         keys: RedisKeys,
         max_payload_bytes: int,
     ) -> None:
@@ -50,7 +51,9 @@ class DeadLetterSink:
             max_payload_bytes=self._max_payload,
         )
 
-    async def send(self, source: Source, value: bytes | None, rejected: Rejected) -> Awaitable[object]:
+    async def send(
+        self, source: Source, value: bytes | None, rejected: Rejected
+    ) -> Awaitable[object]:
         """Publish one dead letter; returns the delivery future (await it before acking)."""
         letter = self.letter(source, value, rejected)
         self.counts[rejected.code.value] += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -12,7 +13,7 @@ import redis
 
 from schemas import ItemVector, ProductAttributes, RedisKeys, VectorDType
 
-_NP = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+_NP: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ class StoredItem:
 class ItemStore:
     """One hash per item: attributes plus one ``vec:<model_id>`` field per model."""
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, dtype: str = "float32") -> None:
+    def __init__(self, client: redis.Redis[Any], keys: RedisKeys, dtype: str = "float32") -> None:
         """Store vectors as ``dtype`` (float32 or float16, little-endian)."""
         self._r = client
         self._keys = keys

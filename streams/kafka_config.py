@@ -38,7 +38,9 @@ def kafka_python_config(settings: KafkaSettings, client_suffix: str = "") -> dic
     """Keyword arguments shared by kafka-python's producer, consumer and admin client."""
     cfg: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers.split(","),
-        "client_id": f"{settings.client_id}-{client_suffix}" if client_suffix else settings.client_id,
+        "client_id": f"{settings.client_id}-{client_suffix}"
+        if client_suffix
+        else settings.client_id,
         "security_protocol": settings.security_protocol,
         "request_timeout_ms": int(settings.request_timeout_s * 1000),
     }
@@ -50,7 +52,7 @@ def kafka_python_config(settings: KafkaSettings, client_suffix: str = "") -> dic
 
 
 def faust_broker_kwargs(settings: KafkaSettings) -> dict[str, Any]:
-    """faust ``App`` keyword arguments for the broker connection and fast group joins."""
+    """Faust ``App`` keyword arguments for the broker connection and fast group joins."""
     import faust
 
     kwargs: dict[str, Any] = {

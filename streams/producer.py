@@ -44,9 +44,7 @@ def send_record(producer: KafkaProducer, topic: str, key: str, record: Record) -
     producer.send(topic, key=key.encode("utf-8"), value=record.to_json_bytes())
 
 
-def send_events(
-    settings: Settings, lines: Iterable[str], *, validate: bool = True
-) -> SendReport:
+def send_events(settings: Settings, lines: Iterable[str], *, validate: bool = True) -> SendReport:
     """Send JSON-lines ``UserEvent``s keyed by ``user_id``; invalid lines are reported, not sent."""
     topic = Topics.from_settings(settings).events.name
     limits = settings.limits.to_limits()

@@ -80,9 +80,7 @@ def reembed(
         tps = [TopicPartition(topics.products.name, p) for p in parts]
         consumer.assign(tps)
         ends = consumer.end_offsets(tps)
-        done = {
-            int(k): int(v) for k, v in client.hgetall(_checkpoint_key(keys, model_id)).items()
-        }
+        done = {int(k): int(v) for k, v in client.hgetall(_checkpoint_key(keys, model_id)).items()}
         for tp in tps:
             consumer.seek(tp, done.get(tp.partition, 0))
         total = sum(ends[tp] for tp in tps)
@@ -110,7 +108,9 @@ def reembed(
                         report.failed += 1
                         continue
                     stored.append(
-                        StoredItem(product.item_id, model_id, vec, product.attributes, product.ts_ms)
+                        StoredItem(
+                            product.item_id, model_id, vec, product.attributes, product.ts_ms
+                        )
                     )
                 store.write_vectors_only(stored)
                 for item in stored:
@@ -121,7 +121,9 @@ def reembed(
                     )
                 producer.flush()
                 report.embedded += len(stored)
-                client.hset(_checkpoint_key(keys, model_id), str(tp.partition), records[-1].offset + 1)
+                client.hset(
+                    _checkpoint_key(keys, model_id), str(tp.partition), records[-1].offset + 1
+                )
                 position += len(records)
                 if progress is not None:
                     progress(position, total)

@@ -271,7 +271,8 @@ class Settings(BaseSettings):
         description="Seconds a worker may take to finish its batch and commit on SIGTERM.",
     )
     web_bind: str = Field(
-        default="127.0.0.1", description="Address the web/metrics server binds (0.0.0.0 in containers)."
+        default="127.0.0.1",
+        description="Address the web/metrics server binds (0.0.0.0 in containers).",
     )
     web_port: int | None = Field(
         default=None, description="Serve /metrics, /healthz, /readyz on this port; None = off."

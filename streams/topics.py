@@ -10,12 +10,11 @@ from kafka.errors import TopicAlreadyExistsError
 from streams.kafka_config import kafka_python_config
 from streams.settings import Settings
 
-
 OVERSIZE_HEADROOM = 10 * 1024 * 1024
 
 
 def product_topic_max_bytes(settings: Settings) -> int:
-    """Broker limit for product messages: twice ours, so oversize ones reach the dead-letter path."""
+    """Broker limit for product messages: above ours, so oversize ones get dead-lettered."""
     return max(2 * settings.limits.max_product_bytes, OVERSIZE_HEADROOM) + 1_048_576
 
 
@@ -76,7 +75,13 @@ class Topics:
 
     def all(self) -> tuple[TopicSpec, ...]:
         """Every topic, in DESIGN.md order."""
-        return (self.events, self.products, self.item_vectors, self.recommendations, self.dead_letter)
+        return (
+            self.events,
+            self.products,
+            self.item_vectors,
+            self.recommendations,
+            self.dead_letter,
+        )
 
 
 def create_topics(settings: Settings) -> dict[str, str]:

@@ -315,7 +315,13 @@ class UserStateStore:
         if self._cluster:
             # redis-py's ClusterPipeline refuses EVALSHA and has no eval(); a raw EVAL is routed
             # by its keys' slot, and Redis caches the compiled script, so only its text travels.
-            pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+            pipe.execute_command(
+                "EVAL",
+                script.script,  # type: ignore[attr-defined]  # set by redis-py, not in stubs
+                len(keys),
+                *keys,
+                *args,
+            )
         else:
             script(keys=keys, args=args, client=pipe)
 

@@ -105,9 +105,7 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture
-def settings(
-    kafka_bootstrap: str, redis_url: str, topic_prefix: str, tmp_path: Path
-) -> Settings:
+def settings(kafka_bootstrap: str, redis_url: str, topic_prefix: str, tmp_path: Path) -> Settings:
     """Settings pointing at the test's Kafka, Redis database and topics, small partition counts."""
     return Settings(
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap),

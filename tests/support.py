@@ -21,7 +21,9 @@ from streams.settings import Settings, settings_env
 class WorkerProcess:
     """A ``visrec worker ROLE`` child process with the test's settings."""
 
-    def __init__(self, settings: Settings, role: str, log: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, role: str, log: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.role = role
         self.log = log

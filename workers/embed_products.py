@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 PRODUCTS = Counter("visrec_products_consumed_total", "Product messages consumed")
 EMBEDDED = Counter("visrec_products_embedded_total", "Products embedded and stored")
 BATCH_SIZE = Histogram(
-    "visrec_embed_batch_size", "Products per embed batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+    "visrec_embed_batch_size",
+    "Products per embed batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 EMBED_SECONDS = Histogram("visrec_embed_batch_seconds", "Fetch+decode+embed time per batch")
 
@@ -46,8 +48,13 @@ EMBED_SECONDS = Histogram("visrec_embed_batch_seconds", "Fetch+decode+embed time
 class ProductEmbedder:
     """What one embed worker holds: encoder, fetcher, stores, and the batch procedure."""
 
-    def __init__(self, settings: Settings, embedder: Embedder, dead_letters: DeadLetterSink,
-                 item_vectors: faust.TopicT) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        dead_letters: DeadLetterSink,
+        item_vectors: faust.TopicT,
+    ) -> None:
         """Wire the batch procedure to its encoder, stores and topics."""
         self.settings = settings
         self.embedder = embedder
@@ -169,13 +176,18 @@ def register(app: faust.App, settings: Settings) -> Callable[[], bool]:
             decode_threads=e.decode_threads,
         )
         log.warning(
-            "embed worker ready: model %s (%s) on %s", encoder.card.name, encoder.model_id,
+            "embed worker ready: model %s (%s) on %s",
+            encoder.card.name,
+            encoder.model_id,
             encoder.provider,
         )
         worker = ProductEmbedder(settings, embedder, dead_letters, topics["item_vectors"])
         loaded.append(True)
         try:
-            async for events in stream.take_events(e.max_batch, within=e.max_wait_ms / 1000):
+            batches = stream.take_events(  # type: ignore[attr-defined]  # missing in faust stubs
+                e.max_batch, within=e.max_wait_ms / 1000
+            )
+            async for events in batches:
                 await worker.process(list(events))
         finally:
             embedder.close()

@@ -115,7 +115,9 @@ class IndexFeed:
                         except (ValidationError, TypeError):
                             # Only our embed worker writes this topic; a bad record is a bug there,
                             # and skipping it is safer than stopping every interest worker.
-                            log.error("invalid ItemVector at %s@%d", record.partition, record.offset)
+                            log.error(
+                                "invalid ItemVector at %s@%d", record.partition, record.offset
+                            )
                 if vectors:
                     await loop.run_in_executor(self.pool, self._apply, vectors)
                 if loop.time() >= next_poll:
@@ -144,6 +146,6 @@ def _partitions(settings: Settings, topic: str, timeout_s: float = 30.0) -> set[
 def register(app: faust.App, feed: IndexFeed) -> None:
     """Run ``feed`` as a task of ``app`` for the worker's lifetime."""
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]  # faust is untyped
     async def item_index() -> None:
         await feed.run()

@@ -134,7 +134,10 @@ def register(app: faust.App, settings: Settings) -> IndexFeed:
     @app.agent(topics["events"], name="update_interests")
     async def update_interests(stream: faust.StreamT[bytes]) -> None:
         await feed.ready.wait()
-        async for events in stream.take_events(i.max_batch, within=i.coalesce_ms / 1000):
+        batches = stream.take_events(  # type: ignore[attr-defined]  # missing in faust stubs
+            i.max_batch, within=i.coalesce_ms / 1000
+        )
+        async for events in batches:
             await updater.process(list(events))
 
     return feed

@@ -18,6 +18,8 @@ _SUBCOMMANDS = {
     "recs": "streams.cli.recs",
     "model": "streams.cli.model",
     "demo": "streams.cli.demo",
+    "status": "streams.cli.status",
+    "eval": "streams.cli.eval",
 }
 
 

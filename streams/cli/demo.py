@@ -11,7 +11,9 @@ from streams.settings import Settings
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True)
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), default=Path("out/demo"), show_default=True
+)
 @click.option(
     "--short",
     is_flag=True,

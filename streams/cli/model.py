@@ -56,3 +56,55 @@ def card(model_dir: Path) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(loaded.to_json(), nl=False)
+
+
+@command.command("reembed")
+@click.option(
+    "--model",
+    "name",
+    type=click.Choice(sorted(SPECS)),
+    default=None,
+    help="Built-in encoder to switch to (default: settings' embed.model).",
+)
+@click.option(
+    "--model-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Any encoder folder with a model card (overrides --model).",
+)
+@click.option("--batch", type=int, default=64, show_default=True)
+@click.option("--no-switch", is_flag=True, help="Embed everything but keep serving the old model.")
+def reembed_command(name: str | None, model_dir: Path | None, batch: int, no_switch: bool) -> None:
+    """Re-embed the whole catalogue with another encoder, then switch all readers atomically.
+
+    Reads the compacted products topic from the start, stores the new vectors beside the old
+    ones, checkpoints progress in Redis (an interrupted run resumes) and, when every product is
+    done, switches the active model with one write: no reader ever mixes two models.
+    """
+    from tqdm import tqdm
+
+    from models.embedder import Embedder
+    from models.encoder import Encoder
+    from models.images import ImageLimits
+    from streams.reembed import reembed
+
+    settings = Settings()
+    folder = model_dir or ensure_encoder(name or settings.embed.model, settings.model_cache_dir)
+    e = settings.embed
+    encoder = Encoder.load(folder, device=e.device, intra_op_threads=e.intra_op_threads)
+    limits = ImageLimits(max_bytes=e.max_image_bytes, max_pixels=e.max_pixels, min_side=e.min_side)
+    with tqdm(unit="product", desc=f"re-embedding with {encoder.model_id}") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        with Embedder(encoder, limits, e.decode_threads) as embedder:
+            report = reembed(
+                settings, embedder, batch_size=batch, switch=not no_switch, progress=progress
+            )
+    click.echo(
+        f"embedded {report.embedded}, failed {report.failed}, invalid {report.skipped_invalid}; "
+        f"{'switched to' if report.switched else 'not switched to'} {encoder.model_id}"
+    )

@@ -41,7 +41,7 @@ def events(file: click.utils.LazyFile, validate: bool) -> None:
     "--uri/--inline",
     default=False,
     show_default=True,
-    help="Send file:// URIs instead of inline base64 (the embed worker's file roots must allow them).",
+    help="Send file:// URIs, not inline base64 (the embed worker's file roots must allow them).",
 )
 @click.option("--unavailable", is_flag=True, help="Mark the products unavailable.")
 def products(paths: tuple[Path, ...], category: str | None, uri: bool, unavailable: bool) -> None:

@@ -18,7 +18,9 @@ from streams.user_state import read_cached_recs
 def command(user_id: str, as_json: bool) -> None:
     """Print USER_ID's latest recommendation list from the Redis cache."""
     settings = Settings()
-    recs = read_cached_recs(connect_redis(settings.redis), RedisKeys(settings.redis.namespace), user_id)
+    recs = read_cached_recs(
+        connect_redis(settings.redis), RedisKeys(settings.redis.namespace), user_id
+    )
     if recs is None:
         raise click.ClickException(f"no recommendations cached for {user_id!r}")
     if as_json:

@@ -22,15 +22,12 @@ def command(
     as_json: bool,
 ) -> None:
     """Print Recommendations events from the recommendations topic."""
-    seen = 0
-    for recs in subscribe(
-        Settings(), users or None, from_beginning=from_beginning, timeout_s=timeout
-    ):
+    stream = subscribe(Settings(), users or None, from_beginning=from_beginning, timeout_s=timeout)
+    for seen, recs in enumerate(stream, start=1):
         if as_json:
             click.echo(recs.model_dump_json())
         else:
             top = ", ".join(f"{i.item_id}({i.score:.3f},{i.reason})" for i in recs.items[:5])
             click.echo(f"{recs.user_id} <- {recs.trigger_event_id}: {top}")
-        seen += 1
         if max_lists is not None and seen >= max_lists:
             break

@@ -82,7 +82,9 @@ def _data_uri(data: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def html_report(runs: Sequence[ShopperRun], images: Mapping[str, bytes], top: int, out: Path) -> Path:
+def html_report(
+    runs: Sequence[ShopperRun], images: Mapping[str, bytes], top: int, out: Path
+) -> Path:
     """A self-contained HTML page (images inlined) of every shopper's clicks and lists."""
     cache: dict[str, str] = {}
 
@@ -91,7 +93,8 @@ def html_report(runs: Sequence[ShopperRun], images: Mapping[str, bytes], top: in
             return ""
         if item_id not in cache:
             cache[item_id] = _data_uri(images[item_id])
-        return f'<img src="{cache[item_id]}" width="{THUMB}" height="{THUMB}" alt="{html.escape(item_id)}">'
+        alt = html.escape(item_id)
+        return f'<img src="{cache[item_id]}" width="{THUMB}" height="{THUMB}" alt="{alt}">'
 
     parts = [
         "<!doctype html><meta charset='utf-8'><title>visrec demo</title>",
@@ -103,7 +106,8 @@ def html_report(runs: Sequence[ShopperRun], images: Mapping[str, bytes], top: in
         parts.append(f"<h2>{html.escape(run.name)}</h2><p>{html.escape(run.story)}</p><table>")
         for step in run.steps:
             cells = [
-                f"<td class='clicked'>{img(step.clicked)}<br>clicked <b>{html.escape(step.clicked)}</b>"
+                f"<td class='clicked'>{img(step.clicked)}<br>"
+                f"clicked <b>{html.escape(step.clicked)}</b>"
                 f"<br>{step.latency_ms:.0f} ms</td><td>&rarr;</td>"
             ]
             for item_id, score, reason in list(step.recommended)[:top]:

@@ -18,7 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from models.modelcard import ModelCard
-from schemas import EventType, ProductAttributes, ProductImage, Recommendations, RedisKeys, UserEvent
+from schemas import (
+    EventType,
+    ProductAttributes,
+    ProductImage,
+    Recommendations,
+    RedisKeys,
+    UserEvent,
+)
 from streams.app import connect_redis
 from streams.cli.services import servers
 from streams.demo.catalogue import DemoProduct, demo_catalogue
@@ -44,7 +51,9 @@ class Shopper:
 
 SHOPPERS = (
     Shopper("mia", "likes cats, then looks at coffee", ("chelsea", "chelsea-crop", "coffee")),
-    Shopper("leo", "into motorbikes and rockets", ("motorcycle_left", "rocket", "motorcycle_right-crop")),
+    Shopper(
+        "leo", "into motorbikes and rockets", ("motorcycle_left", "rocket", "motorcycle_right-crop")
+    ),
     Shopper("ada", "browsing portraits", ("grace_hopper", "astronaut", "astronaut-crop")),
 )
 
@@ -75,7 +84,7 @@ def worker_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[b
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        proc = subprocess.Popen(
             [sys.executable, "-c", "from streams.cli import main; main()", "worker", "all"],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -100,7 +109,9 @@ def _ingest(settings: Settings, products: list[DemoProduct], run_id: str) -> Non
         record = ProductImage(
             item_id=p.item_id,
             image_b64=base64.b64encode(p.image).decode("ascii"),
-            attributes=ProductAttributes(title=p.item_id, category=p.category, available=p.available),
+            attributes=ProductAttributes(
+                title=p.item_id, category=p.category, available=p.available
+            ),
             ts_ms=now,
         )
         send_record(producer, topic, p.item_id, record)
@@ -153,7 +164,9 @@ def _await_list(consumer: KafkaConsumer, event_id: str, timeout_s: float) -> Rec
 
 
 def _table(shopper: str, clicked: str, recs: Recommendations, latency_ms: float) -> Table:
-    table = Table(title=f"{shopper} clicked [bold]{clicked}[/bold] -> new list in {latency_ms:.0f} ms")
+    table = Table(
+        title=f"{shopper} clicked [bold]{clicked}[/bold] -> new list in {latency_ms:.0f} ms"
+    )
     for col in ("#", "item", "score", "reason"):
         table.add_column(col)
     for rank, item in enumerate(recs.items[:TOP], start=1):
@@ -208,7 +221,11 @@ def run_demo(settings: Settings, out_dir: Path, *, short: bool, keep: bool) -> l
                     latency_ms = (time.perf_counter() - sent) * 1000
                     console.print(_table(shopper.name, item_id, recs, latency_ms))
                     steps.append(
-                        Step(item_id, [(i.item_id, i.score, i.reason) for i in recs.items], latency_ms)
+                        Step(
+                            item_id,
+                            [(i.item_id, i.score, i.reason) for i in recs.items],
+                            latency_ms,
+                        )
                     )
                 runs.append(ShopperRun(shopper.name, shopper.story, steps))
             producer.close()
@@ -217,7 +234,9 @@ def run_demo(settings: Settings, out_dir: Path, *, short: bool, keep: bool) -> l
                 raise RuntimeError(f"worker exited early; see {out_dir / 'worker.log'}")
         dead = {
             k.decode(): int(v)
-            for k, v in redis_client.hgetall(RedisKeys(settings.redis.namespace).deadletter_counts()).items()
+            for k, v in redis_client.hgetall(
+                RedisKeys(settings.redis.namespace).deadletter_counts()
+            ).items()
         }
         console.print(f"dead letters by reason (all runs): {dead}")
     for run in runs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -30,14 +31,16 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1) -> float:
+def wait_until(
+    check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1
+) -> float:
     """Poll ``check`` until true; returns the seconds waited, raises ``ServiceError`` on timeout."""
     start = time.monotonic()
     while True:
         try:
             if check():
                 return time.monotonic() - start
-        except Exception:  # noqa: BLE001 - any failure of a readiness probe means "not yet"
+        except Exception:
             pass
         if time.monotonic() - start > timeout_s:
             raise ServiceError(f"{what} did not become ready within {timeout_s:.0f}s")
@@ -67,7 +70,7 @@ def spawn(argv: list[str], log: Path, pidfile: Path, env: dict[str, str] | None 
     """Start ``argv`` detached (own session, so it outlives the CLI), log to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - argv is built by us, no shell
+        proc = subprocess.Popen(
             argv,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -86,20 +89,16 @@ def terminate(pidfile: Path, timeout_s: float = 20.0, sig: int = signal.SIGTERM)
     if pid is None:
         pidfile.unlink(missing_ok=True)
         return False
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not _alive(pid):
             break
         time.sleep(0.1)
     else:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     child = _CHILDREN.pop(pid, None)
     if child is not None:
         child.wait(timeout=5)

@@ -55,7 +55,7 @@ def resolve_jars(cache: Path | None = None) -> Path:
     if mvn is None:
         raise ServiceError("Maven (mvn) not found: apt-get install maven")
     cache.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(  # noqa: S603 - fixed argv
+    result = subprocess.run(
         [
             mvn,
             "-q",
@@ -156,13 +156,13 @@ class KafkaServer:
         if (data / "meta.properties").exists():
             return
         java = self._java()
-        cluster_id = subprocess.run(  # noqa: S603
+        cluster_id = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [
                 java,
                 "-cp",

@@ -53,12 +53,18 @@ def test_photos_embedded_within_a_second_and_bad_images_dead_lettered(
         # Warm up: the first product pays for model loading and the consumer-group join.
         producer.send(topics.products.name, key=b"warm", value=_product("warm", photos["coffee"]))
         producer.flush()
-        assert collect(settings, topics.item_vectors.name, lambda m: len(m) >= 1, 120), worker.output()
+        assert collect(settings, topics.item_vectors.name, lambda m: len(m) >= 1, 120), (
+            worker.output()
+        )
 
         latencies = []
         for name in ("chelsea", "astronaut", "motorcycle_left", "china", "flower"):
             start = time.monotonic()
-            producer.send(topics.products.name, key=name.encode(), value=_product(name, photos[name], category="photo"))
+            producer.send(
+                topics.products.name,
+                key=name.encode(),
+                value=_product(name, photos[name], category="photo"),
+            )
             producer.flush()
             while client.hget(RedisKeys().item(name), "model_id") is None:
                 assert time.monotonic() - start < 30, worker.output()[-2000:]
@@ -67,20 +73,46 @@ def test_photos_embedded_within_a_second_and_bad_images_dead_lettered(
         assert statistics.median(latencies) < 1.0, latencies
 
         bad = {
-            "truncated": (_product("truncated", photos["chelsea"][:5000]), ErrorCode.IMAGE_UNDECODABLE),
+            "truncated": (
+                _product("truncated", photos["chelsea"][:5000]),
+                ErrorCode.IMAGE_UNDECODABLE,
+            ),
             "zero-bytes": (_product("zero-bytes", b""), ErrorCode.IMAGE_UNDECODABLE),
-            "text-as-jpg": (_product("text-as-jpg", b"this is a text file, not a JPEG\n" * 10), ErrorCode.IMAGE_UNDECODABLE),
+            "text-as-jpg": (
+                _product("text-as-jpg", b"this is a text file, not a JPEG\n" * 10),
+                ErrorCode.IMAGE_UNDECODABLE,
+            ),
             "bomb": (_product("bomb", png_bomb(20000)), ErrorCode.IMAGE_TOO_MANY_PIXELS),
-            "unreachable": (_uri_product("unreachable", "http://127.0.0.1:9/x.jpg"), ErrorCode.IMAGE_URI_FORBIDDEN),
-            "outside-roots": (_uri_product("outside-roots", "file:///etc/passwd"), ErrorCode.IMAGE_URI_FORBIDDEN),
-            "missing-file": (_uri_product("missing-file", (roots / "nope.jpg").as_uri()), ErrorCode.IMAGE_FETCH_FAILED),
-            "30mb": (_product("30mb", b"\xff\xd8" + b"\x00" * (22 * 1024 * 1024)), ErrorCode.PAYLOAD_TOO_LARGE),
+            "unreachable": (
+                _uri_product("unreachable", "http://127.0.0.1:9/x.jpg"),
+                ErrorCode.IMAGE_URI_FORBIDDEN,
+            ),
+            "outside-roots": (
+                _uri_product("outside-roots", "file:///etc/passwd"),
+                ErrorCode.IMAGE_URI_FORBIDDEN,
+            ),
+            "missing-file": (
+                _uri_product("missing-file", (roots / "nope.jpg").as_uri()),
+                ErrorCode.IMAGE_FETCH_FAILED,
+            ),
+            "30mb": (
+                _product("30mb", b"\xff\xd8" + b"\x00" * (22 * 1024 * 1024)),
+                ErrorCode.PAYLOAD_TOO_LARGE,
+            ),
         }
         for item_id, (value, _) in bad.items():
             producer.send(topics.products.name, key=item_id.encode(), value=value)
         # Good products after the bad ones, one by URI, still go through.
-        producer.send(topics.products.name, key=b"rocket", value=_uri_product("rocket", (roots / "rocket.jpg").as_uri()))
-        producer.send(topics.products.name, key=b"coffee2", value=_product("coffee2", photos["coffee"], available=False))
+        producer.send(
+            topics.products.name,
+            key=b"rocket",
+            value=_uri_product("rocket", (roots / "rocket.jpg").as_uri()),
+        )
+        producer.send(
+            topics.products.name,
+            key=b"coffee2",
+            value=_product("coffee2", photos["coffee"], available=False),
+        )
         producer.flush()
         letters = collect(settings, topics.dead_letter.name, lambda m: len(m) >= len(bad), 120)
         vectors = collect(settings, topics.item_vectors.name, lambda m: len(m) >= 8, 60)
@@ -92,7 +124,10 @@ def test_photos_embedded_within_a_second_and_bad_images_dead_lettered(
         codes[(message.key or b"").decode()] = letter.error_code
     assert codes == {k: code for k, (_, code) in bad.items()}, codes
 
-    by_id = {ItemVector.from_json_bytes(m.value).item_id: ItemVector.from_json_bytes(m.value) for m in vectors}
+    by_id = {
+        ItemVector.from_json_bytes(m.value).item_id: ItemVector.from_json_bytes(m.value)
+        for m in vectors
+    }
     assert {"warm", "chelsea", "astronaut", "rocket", "coffee2"} <= set(by_id)
     assert by_id["coffee2"].available is False
     assert by_id["rocket"].dim == 1280

@@ -16,20 +16,29 @@ import redis
 from PIL import Image
 
 from models.interest import UserInterest, apply_events
-from schemas import EventType, ItemVector, ProductAttributes, ProductImage, Recommendations, RedisKeys, UserEvent
+from schemas import (
+    EventType,
+    ProductAttributes,
+    ProductImage,
+    Recommendations,
+    RedisKeys,
+    UserEvent,
+)
 from streams.item_store import ItemStore, StoredItem
 from streams.settings import Settings
 from streams.topics import Topics, create_topics
 from streams.user_state import UserStateStore
 from tests.photos import sample_photos
-from tests.support import collect, raw_producer, running_worker, WorkerProcess
+from tests.support import WorkerProcess, collect, raw_producer, running_worker
 
 
 def _crop(data: bytes) -> bytes:
     with Image.open(io.BytesIO(data)) as img:
         w, h = img.size
         out = io.BytesIO()
-        img.convert("RGB").crop((w // 10, h // 10, w - w // 10, h - h // 10)).save(out, "JPEG", quality=90)
+        img.convert("RGB").crop((w // 10, h // 10, w - w // 10, h - h // 10)).save(
+            out, "JPEG", quality=90
+        )
         return out.getvalue()
 
 
@@ -41,7 +50,9 @@ def _latest_lists(messages: list[object]) -> dict[str, Recommendations]:
     return latest
 
 
-def test_click_on_a_photo_ranks_its_near_duplicate_first(settings: Settings, tmp_path: Path) -> None:
+def test_click_on_a_photo_ranks_its_near_duplicate_first(
+    settings: Settings, tmp_path: Path
+) -> None:
     create_topics(settings)
     topics = Topics.from_settings(settings)
     photos = sample_photos()
@@ -62,21 +73,32 @@ def test_click_on_a_photo_ranks_its_near_duplicate_first(settings: Settings, tmp
         running_worker(settings, "embed", tmp_path / "embed.log") as embed,
         running_worker(settings, "interests", tmp_path / "interests.log") as interests,
     ):
-        assert collect(settings, topics.item_vectors.name, lambda m: len(m) >= len(catalogue), 180), embed.output()[-2000:]
+        assert collect(
+            settings, topics.item_vectors.name, lambda m: len(m) >= len(catalogue), 180
+        ), embed.output()[-2000:]
         now = int(time.time() * 1000)
         clicks = [("c1", "chelsea"), ("c2", "rocket")]
         for event_id, item in clicks:
-            event = UserEvent(event_id=f"shopper-{event_id}", user_id="shopper", item_id=item, type=EventType.CLICK, ts_ms=now)
+            event = UserEvent(
+                event_id=f"shopper-{event_id}",
+                user_id="shopper",
+                item_id=item,
+                type=EventType.CLICK,
+                ts_ms=now,
+            )
             producer.send(topics.events.name, key=b"shopper", value=event.to_json_bytes())
             producer.flush()
             lists = collect(
                 settings,
                 topics.recommendations.name,
-                lambda m, e=event.event_id: any(Recommendations.from_json_bytes(x.value).trigger_event_id == e for x in m),
+                lambda m, e=event.event_id: any(
+                    Recommendations.from_json_bytes(x.value).trigger_event_id == e for x in m
+                ),
                 60,
             )
             recs = next(
-                r for r in map(lambda x: Recommendations.from_json_bytes(x.value), lists)
+                r
+                for r in map(lambda x: Recommendations.from_json_bytes(x.value), lists)
                 if r.trigger_event_id == event.event_id
             )
             ids = [i.item_id for i in recs.items]
@@ -107,7 +129,9 @@ def _random_catalogue(settings: Settings, n_items: int, dim: int, model_id: str)
     return [i.item_id for i in items]
 
 
-def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(settings: Settings, tmp_path: Path) -> None:
+def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
     create_topics(settings)
     topics = Topics.from_settings(settings)
     items = _random_catalogue(settings, 60, 64, "random-64")
@@ -116,7 +140,11 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(settings: Se
     base_ts = 1_764_000_000_000
     log: list[UserEvent] = []
     for n in range(4000):
-        user = users[min(int(rng.paretovariate(1.2)) - 1, len(users) - 1)] if n % 3 else rng.choice(users)
+        user = (
+            users[min(int(rng.paretovariate(1.2)) - 1, len(users) - 1)]
+            if n % 3
+            else rng.choice(users)
+        )
         log.append(
             UserEvent(
                 event_id=f"ev-{n}",
@@ -139,7 +167,9 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(settings: Se
     worker = WorkerProcess(settings, "interests", tmp_path / "interests-1.log").start()
     try:
         for i, event in enumerate(sent):
-            producer.send(topics.events.name, key=event.user_id.encode(), value=event.to_json_bytes())
+            producer.send(
+                topics.events.name, key=event.user_id.encode(), value=event.to_json_bytes()
+            )
             if i == 1500:
                 producer.flush()
                 # Let the worker get going, then kill it mid-batch.
@@ -153,14 +183,17 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(settings: Se
         lists = collect(
             settings,
             topics.recommendations.name,
-            lambda m: all(
-                r.trigger_event_id == last_event[u] for u, r in _latest_lists(m).items()
-            ) and len(_latest_lists(m)) == len(last_event),
+            lambda m: (
+                all(r.trigger_event_id == last_event[u] for u, r in _latest_lists(m).items())
+                and len(_latest_lists(m)) == len(last_event)
+            ),
             240,
         )
         recovery_s = time.monotonic() - killed_at
         latest = _latest_lists(lists)
-        assert {u: r.trigger_event_id for u, r in latest.items()} == last_event, worker.output()[-3000:]
+        assert {u: r.trigger_event_id for u, r in latest.items()} == last_event, worker.output()[
+            -3000:
+        ]
         assert worker.alive()
     finally:
         worker.stop()
@@ -171,7 +204,9 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(settings: Se
     for event in log:
         per_user[event.user_id].append(event)
     for user, events in per_user.items():
-        expected = apply_events(UserInterest.empty(), events, store.params, settings.interest.seen_max)
+        expected = apply_events(
+            UserInterest.empty(), events, store.params, settings.interest.seen_max
+        )
         got = store.load(user)
         assert got.n_events == len(events), (user, got.n_events, len(events))
         assert [w.item_id for w in got.weights] == [w.item_id for w in expected.weights]

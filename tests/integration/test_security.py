@@ -37,15 +37,58 @@ def _openssl(*args: str, cwd: Path) -> None:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA and a server certificate for 127.0.0.1/localhost, PEM, key unencrypted (PKCS#8)."""
     d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=visrec-test-ca",
-             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key",
-             "-out", "server.csr", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=visrec-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        cwd=d,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        cwd=d,
+    )
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-days", "2", "-extfile", "san.ext", "-out", "server.pem", cwd=d)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+        cwd=d,
+    )
     _openssl("pkcs8", "-topk8", "-nocrypt", "-in", "server.key", "-out", "server.pk8.key", cwd=d)
-    (d / "server-keystore.pem").write_text((d / "server.pk8.key").read_text() + (d / "server.pem").read_text())
+    (d / "server-keystore.pem").write_text(
+        (d / "server.pk8.key").read_text() + (d / "server.pem").read_text()
+    )
     return d
 
 
@@ -66,8 +109,9 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterato
         inter_broker_listener="INTERNAL",
         extra_properties={
             "sasl.enabled.mechanisms": "SCRAM-SHA-512,PLAIN",
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
             "listener.name.sasl_ssl.plain.sasl.jaas.config": plain_jaas,
             "ssl.keystore.type": "PEM",
             "ssl.keystore.location": str(pki / "server-keystore.pem"),
@@ -101,7 +145,9 @@ def secure_redis(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterato
     url = f"rediss://127.0.0.1:{port}/0"
 
     def ready() -> bool:
-        client = redis.Redis.from_url(url, username=REDIS_USER, password=REDIS_PASSWORD, ssl_ca_certs=str(pki / "ca.pem"))
+        client = redis.Redis.from_url(
+            url, username=REDIS_USER, password=REDIS_PASSWORD, ssl_ca_certs=str(pki / "ca.pem")
+        )
         try:
             return bool(client.ping())
         finally:
@@ -146,10 +192,19 @@ def test_workers_run_authenticated_and_strangers_are_refused(
     settings = Settings(
         kafka=_kafka(secure_kafka, pki, "SCRAM-SHA-512", SCRAM_USER, SCRAM_PASSWORD),
         redis=RedisSettings(
-            url=secure_redis, username=REDIS_USER, password=SecretStr(REDIS_PASSWORD), ssl_ca_certs=pki / "ca.pem"
+            url=secure_redis,
+            username=REDIS_USER,
+            password=SecretStr(REDIS_PASSWORD),
+            ssl_ca_certs=pki / "ca.pem",
         ),
-        topics=TopicSettings(prefix="secure", events_partitions=2, recommendations_partitions=2, dead_letter_partitions=1,
-                             products_partitions=1, item_vectors_partitions=1),
+        topics=TopicSettings(
+            prefix="secure",
+            events_partitions=2,
+            recommendations_partitions=2,
+            dead_letter_partitions=1,
+            products_partitions=1,
+            item_vectors_partitions=1,
+        ),
         app_id="visrec-secure",
         state_dir=tmp_path,
     )
@@ -158,10 +213,16 @@ def test_workers_run_authenticated_and_strangers_are_refused(
 
     # Right credentials, both mechanisms.
     assert _producer_works(settings.kafka, topics.events.name)
-    assert _producer_works(_kafka(secure_kafka, pki, "PLAIN", PLAIN_USER, PLAIN_PASSWORD), topics.events.name)
+    assert _producer_works(
+        _kafka(secure_kafka, pki, "PLAIN", PLAIN_USER, PLAIN_PASSWORD), topics.events.name
+    )
     # Wrong password, unknown user, and no TLS at all are refused.
-    assert not _producer_works(_kafka(secure_kafka, pki, "SCRAM-SHA-512", SCRAM_USER, "wrong"), topics.events.name)
-    assert not _producer_works(_kafka(secure_kafka, pki, "PLAIN", "mallory", PLAIN_PASSWORD), topics.events.name)
+    assert not _producer_works(
+        _kafka(secure_kafka, pki, "SCRAM-SHA-512", SCRAM_USER, "wrong"), topics.events.name
+    )
+    assert not _producer_works(
+        _kafka(secure_kafka, pki, "PLAIN", "mallory", PLAIN_PASSWORD), topics.events.name
+    )
     assert not _producer_works(KafkaSettings(bootstrap_servers=secure_kafka), topics.events.name)
 
     # The listener speaks TLS only: a plaintext Kafka request gets no Kafka answer, and a TLS
@@ -177,25 +238,40 @@ def test_workers_run_authenticated_and_strangers_are_refused(
             answer = b""
         assert not answer.startswith(b"\x00\x00\x00"), answer
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    with socket.create_connection((host, int(port)), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+    with (
+        socket.create_connection((host, int(port)), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
 
     # Redis: the ACL user over TLS works; the default user, a wrong password and plain TCP do not.
-    good = redis.Redis.from_url(secure_redis, username=REDIS_USER, password=REDIS_PASSWORD, ssl_ca_certs=str(pki / "ca.pem"))
+    good = redis.Redis.from_url(
+        secure_redis, username=REDIS_USER, password=REDIS_PASSWORD, ssl_ca_certs=str(pki / "ca.pem")
+    )
     assert good.ping()
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis.from_url(secure_redis, username=REDIS_USER, password="wrong", ssl_ca_certs=str(pki / "ca.pem")).ping()
+        redis.Redis.from_url(
+            secure_redis, username=REDIS_USER, password="wrong", ssl_ca_certs=str(pki / "ca.pem")
+        ).ping()
     with pytest.raises((redis.AuthenticationError, redis.ResponseError)):
         redis.Redis.from_url(secure_redis, ssl_ca_certs=str(pki / "ca.pem")).ping()
     plain_url = secure_redis.replace("rediss://", "redis://")
     with pytest.raises(redis.ConnectionError):
-        redis.Redis.from_url(plain_url, username=REDIS_USER, password=REDIS_PASSWORD, socket_timeout=3).ping()
+        redis.Redis.from_url(
+            plain_url, username=REDIS_USER, password=REDIS_PASSWORD, socket_timeout=3
+        ).ping()
 
     # The interest worker runs end to end with credentials: garbage is dead-lettered, a valid
     # event answered, over SASL_SSL and Redis TLS + ACL.
     producer = KafkaProducer(**kafka_python_config(settings.kafka))
     producer.send(topics.events.name, key=b"u1", value=b"{garbage", partition=0)
-    event = {"event_id": "sec-1", "user_id": "u1", "item_id": "i1", "type": "click", "ts_ms": 1_764_000_000_000}
+    event = {
+        "event_id": "sec-1",
+        "user_id": "u1",
+        "item_id": "i1",
+        "type": "click",
+        "ts_ms": 1_764_000_000_000,
+    }
     producer.send(topics.events.name, key=b"u1", value=json.dumps(event).encode(), partition=0)
     producer.flush()
     producer.close()
@@ -204,8 +280,10 @@ def test_workers_run_authenticated_and_strangers_are_refused(
         lists = collect(settings, topics.recommendations.name, lambda m: len(m) >= 1, 60)
         assert worker.alive(), worker.output()[-3000:]
         log_text = worker.output()
-    assert [DeadLetter.from_json_bytes(m.value).error_code for m in letters] == [ErrorCode.INVALID_JSON], log_text[-3000:]
+    assert [DeadLetter.from_json_bytes(m.value).error_code for m in letters] == [
+        ErrorCode.INVALID_JSON
+    ], log_text[-3000:]
     assert Recommendations.from_json_bytes(lists[0].value).trigger_event_id == "sec-1"
-    assert good.get(f"visrec:v1:{{u:u1}}:recs") is not None
+    assert good.get("visrec:v1:{u:u1}:recs") is not None
     # Secrets are never logged.
     assert SCRAM_PASSWORD not in log_text and REDIS_PASSWORD not in log_text

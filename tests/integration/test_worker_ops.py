@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import os
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -34,12 +34,20 @@ def _metric(text: str, name: str) -> float:
 
 def _events(n: int, start: int) -> list[UserEvent]:
     return [
-        UserEvent(event_id=f"e{start + i}", user_id=f"u{i % 7}", item_id=f"i{i % 5}", type=EventType.VIEW, ts_ms=1_764_000_000_000 + i)
+        UserEvent(
+            event_id=f"e{start + i}",
+            user_id=f"u{i % 7}",
+            item_id=f"i{i % 5}",
+            type=EventType.VIEW,
+            ts_ms=1_764_000_000_000 + i,
+        )
         for i in range(n)
     ]
 
 
-def test_metrics_change_under_load_and_sigterm_exits_cleanly(settings: Settings, tmp_path: Path) -> None:
+def test_metrics_change_under_load_and_sigterm_exits_cleanly(
+    settings: Settings, tmp_path: Path
+) -> None:
     port = free_port()
     settings = settings.model_copy(update={"web_port": port, "shutdown_timeout_s": 10.0})
     create_topics(settings)
@@ -62,7 +70,9 @@ def test_metrics_change_under_load_and_sigterm_exits_cleanly(settings: Settings,
 
         producer = raw_producer(settings)
         for event in _events(300, 0):
-            producer.send(topics.events.name, key=event.user_id.encode(), value=event.to_json_bytes())
+            producer.send(
+                topics.events.name, key=event.user_id.encode(), value=event.to_json_bytes()
+            )
         producer.send(topics.events.name, key=b"u1", value=b"{not json")
         producer.flush()
         deadline = time.monotonic() + 60
@@ -81,7 +91,9 @@ def test_metrics_change_under_load_and_sigterm_exits_cleanly(settings: Settings,
 
         # SIGTERM while a new burst is in flight: the worker drains, commits and exits in time.
         for event in _events(500, 1000):
-            producer.send(topics.events.name, key=event.user_id.encode(), value=event.to_json_bytes())
+            producer.send(
+                topics.events.name, key=event.user_id.encode(), value=event.to_json_bytes()
+            )
         producer.flush()
         producer.close()
         time.sleep(0.5)
