@@ -42,8 +42,14 @@ def test_valid_event_decodes() -> None:
         (b'"just a string"', ErrorCode.NOT_AN_OBJECT),
         (b'{"event_id": NaN}', ErrorCode.INVALID_JSON),
         (json.dumps({**GOOD, "schema_version": 2}).encode(), ErrorCode.UNSUPPORTED_VERSION),
-        (json.dumps({**GOOD, "schema_version": 2, "new": 1}).encode(), ErrorCode.UNSUPPORTED_VERSION),
-        (json.dumps({k: v for k, v in GOOD.items() if k != "event_id"}).encode(), ErrorCode.SCHEMA_VIOLATION),
+        (
+            json.dumps({**GOOD, "schema_version": 2, "new": 1}).encode(),
+            ErrorCode.UNSUPPORTED_VERSION,
+        ),
+        (
+            json.dumps({k: v for k, v in GOOD.items() if k != "event_id"}).encode(),
+            ErrorCode.SCHEMA_VIOLATION,
+        ),
         (json.dumps({**GOOD, "ts_ms": "soon"}).encode(), ErrorCode.SCHEMA_VIOLATION),
         (json.dumps({**GOOD, "ts_ms": -5}).encode(), ErrorCode.SCHEMA_VIOLATION),
         (json.dumps({**GOOD, "ts_ms": 10**30}).encode(), ErrorCode.SCHEMA_VIOLATION),
