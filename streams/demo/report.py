@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 THUMB = 128
-LABEL_H = 34
+LABEL_H = 46
 PAD = 8
 
 
@@ -48,6 +48,15 @@ def _label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], lines: Sequence[str])
         y += 11
 
 
+def _short(reason: str, width: int = 22) -> str:
+    """``similar_to:motorcycle_left`` -> ``~motorcycle_left`` when space is short."""
+    if len(reason) <= width:
+        return reason
+    kind, _, target = reason.partition(":")
+    mark = {"similar_to": "~", "also_viewed_with": "+"}.get(kind, kind[:3] + ":")
+    return (mark + target)[:width]
+
+
 def contact_sheet(run: ShopperRun, images: Mapping[str, bytes], top: int, out: Path) -> Path:
     """One row per click: the clicked photo, an arrow gap, then the top recommended photos."""
     cols = 1 + top
@@ -69,7 +78,7 @@ def contact_sheet(run: ShopperRun, images: Mapping[str, bytes], top: int, out: P
         for item_id, score, reason in list(step.recommended)[:top]:
             if item_id in images:
                 sheet.paste(_thumb(images[item_id]), (x, y))
-            _label(draw, (x, y + THUMB + 2), [f"{item_id}", f"{score:.3f} {reason}"])
+            _label(draw, (x, y + THUMB + 2), [item_id, f"score {score:.3f}", _short(reason)])
             x += THUMB + PAD
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)

@@ -182,7 +182,7 @@ def run_demo(settings: Settings, out_dir: Path, *, short: bool, keep: bool) -> l
     with local_services(settings, console, keep):
         model_dir = resolve_model_dir(settings)
         card = ModelCard.load(model_dir)
-        console.print(f"encoder: {card.name} ({card.dim}-d), model_id {card.model_id[:12]}")
+        console.print(f"encoder: {card.name} ({card.dim}-d), model_id {card.model_id}")
         for name, outcome in create_topics(settings).items():
             console.print(f"[dim]topic {name}: {outcome}[/dim]")
         products = demo_catalogue(short=short)
