@@ -1,6 +1,8 @@
-"""Building a user's refreshed list from Redis state and the in-memory index.
+"""Building refreshed lists from Redis state and the in-memory index, a batch of users at once.
 
-Runs on the interest worker's state thread (the only thread touching the index).
+Runs on the interest worker's state thread (the only thread touching the index). A batch
+costs two Redis round trips (user states; co-occurrence neighbours), one matrix product for
+the visual search of all its users, and the popularity list prepared at most once a second.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from models.interest import InterestParams, top_contributors, user_vector
-from models.ranking import RankParams, rank
+import numpy as np
+
+from models.interest import InterestParams, UserInterest, top_contributors, user_vector
+from models.ranking import PopularBlock, RankParams, rank
 from schemas import Recommendations, UserEvent
 from streams.user_state import UserStateStore
 
@@ -36,54 +40,79 @@ class Recommender:
         self.feed = feed
         self.interest = interest
         self.ranking = ranking
-        self._popular: list[tuple[str, float]] = []
+        self._popular: PopularBlock | None = None
         self._popular_at = 0.0
 
-    def popular(self, now_ms: int) -> list[tuple[str, float]]:
-        """The popularity list, re-read from Redis at most once a second."""
+    def popular(self, now_ms: int) -> PopularBlock:
+        """The popularity list, re-read from Redis and re-filtered at most once a second."""
         now = time.monotonic()
-        if now - self._popular_at > POPULAR_TTL_S:
-            self._popular = self.store.popular(max(200, self.ranking.candidates), now_ms)
+        if self._popular is None or now - self._popular_at > POPULAR_TTL_S:
+            limit = max(self.ranking.candidates, self.ranking.top_k)
+            raw = self.store.popular(limit * 2, now_ms)
+            self._popular = PopularBlock.prepare(raw, self.feed.index, limit)
             self._popular_at = now
         return self._popular
 
-    def for_user(self, user_id: str, trigger_event_id: str | None, now_ms: int) -> Recommendations:
-        """One user's list now."""
+    def build(self, last_events: Sequence[UserEvent], now_ms: int) -> list[Recommendations]:
+        """Lists for the users of ``last_events`` (one per user), newest state, one batch."""
         index = self.feed.index
-        interest = self.store.load(user_id)
-        vec = user_vector(interest, index.get, now_ms, self.interest)
-        contributors = [
-            item_id
-            for item_id, _ in top_contributors(
-                interest, CONTRIBUTORS, now_ms=now_ms, params=self.interest
+        users = [ev.user_id for ev in last_events]
+        states = self.store.load_many(users)
+        vectors: dict[str, np.ndarray] = {}
+        contributors: dict[str, list[str]] = {}
+        for user_id in users:
+            interest: UserInterest = states[user_id]
+            vec = user_vector(interest, index.get, now_ms, self.interest)
+            if vec is not None:
+                vectors[user_id] = vec
+            contributors[user_id] = [
+                item_id
+                for item_id, _ in top_contributors(
+                    interest, CONTRIBUTORS, now_ms=now_ms, params=self.interest
+                )
+            ]
+        seen = {u: {w.item_id for w in states[u].weights} for u in users}
+        hits: dict[str, list[tuple[str, float]]] = {}
+        personal = [u for u in users if u in vectors]
+        if personal and index.dim is not None:
+            k = max(self.ranking.candidates, self.ranking.top_k)
+            queries = np.stack([vectors[u] for u in personal]).astype(np.float32)
+            found = index.search_many(queries, k, [seen[u] for u in personal])
+            hits = dict(zip(personal, found, strict=True))
+        all_contributors = list(dict.fromkeys(c for u in users for c in contributors[u]))
+        co_raw = self.store.co_neighbours(all_contributors, self.ranking.candidates, now_ms=now_ms)
+        popular = self.popular(now_ms)
+        lists = []
+        for ev in last_events:
+            user_id = ev.user_id
+            co_scores: dict[str, tuple[float, str]] = {}
+            for via in contributors[user_id]:
+                for item_id, score in co_raw.get(via, ()):
+                    if item_id not in co_scores or score > co_scores[item_id][0]:
+                        co_scores[item_id] = (score, via)
+            items = rank(
+                vectors.get(user_id),
+                index,
+                seen[user_id],
+                co_scores,
+                popular,
+                contributors[user_id],
+                self.ranking,
+                hits=hits.get(user_id),
             )
-        ]
-        co_raw = self.store.co_neighbours(contributors, self.ranking.candidates, now_ms=now_ms)
-        co_scores: dict[str, tuple[float, str]] = {}
-        for via, neighbours in co_raw.items():
-            for item_id, score in neighbours:
-                if item_id not in co_scores or score > co_scores[item_id][0]:
-                    co_scores[item_id] = (score, via)
-        items = rank(
-            vec,
-            index,
-            self.store.seen(user_id),
-            co_scores,
-            self.popular(now_ms),
-            contributors,
-            self.ranking,
-        )
-        return Recommendations(
-            user_id=user_id,
-            items=items,
-            model_id=self.feed.active_model or "",
-            trigger_event_id=trigger_event_id,
-            generated_at_ms=now_ms,
-        )
+            lists.append(
+                Recommendations(
+                    user_id=user_id,
+                    items=items,
+                    model_id=self.feed.active_model or "",
+                    trigger_event_id=ev.event_id,
+                    generated_at_ms=now_ms,
+                )
+            )
+        return lists
 
     def refresh(self, last_events: Sequence[UserEvent]) -> list[Recommendations]:
         """Lists for each user of ``last_events`` (one per user), cached in Redis."""
-        now_ms = int(time.time() * 1000)
-        lists = [self.for_user(ev.user_id, ev.event_id, now_ms) for ev in last_events]
+        lists = self.build(last_events, int(time.time() * 1000))
         self.store.write_recs_many(lists)
         return lists

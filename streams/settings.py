@@ -202,7 +202,7 @@ class InterestSettings(BaseModel):
     applied_max: int = Field(default=1000, ge=10, description="Recent event ids kept per user.")
     pending_max: int = Field(default=100, ge=0, description="Events waiting for item vectors.")
     top_k: int = Field(default=20, ge=1, le=1000, description="Items per recommendation list.")
-    candidates: int = Field(default=200, ge=1, description="Retrieved before filtering/blend.")
+    candidates: int = Field(default=100, ge=1, description="Retrieved before filtering/blend.")
     coalesce_ms: int = Field(
         default=50,
         ge=0,

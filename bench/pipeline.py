@@ -1,0 +1,400 @@
+"""Interest-pipeline benchmark on the local Kafka + Redis (script, not a test).
+
+    .venv/bin/python bench/pipeline.py [--items 100000] [--users 10000] [--events 60000]
+
+In one run, against the same broker and Redis:
+  (a) sustained events/s through `visrec worker interests` (with refreshes) vs a pass-through
+      faust agent (bench/passthrough.py) that only forwards events: ratio printed;
+  (b) produce -> matching list consumed latency at a steady rate (default 500 events/s),
+      p50/p95/p99, for both, and the difference (what the pipeline adds);
+  (c) Redis bytes per active user (MEMORY USAGE of the user's keys, sampled);
+  (d) worker RSS.
+Catalogue: random unit vectors of the encoder's dim (1280); users Zipf-distributed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from schemas import EventType, ProductAttributes, RedisKeys, UserEvent  # noqa: E402
+from streams.item_store import ItemStore, StoredItem  # noqa: E402
+from streams.kafka_config import kafka_python_config  # noqa: E402
+from streams.services import KafkaServer, RedisServer, free_port  # noqa: E402
+from streams.settings import KafkaSettings, RedisSettings, Settings, TopicSettings, settings_env  # noqa: E402
+from streams.topics import Topics, create_topics  # noqa: E402
+from streams.user_state import UserStateStore  # noqa: E402
+
+TYPES = [
+    EventType.VIEW,
+    EventType.VIEW,
+    EventType.VIEW,
+    EventType.CLICK,
+    EventType.CLICK,
+    EventType.ADD_TO_CART,
+    EventType.PURCHASE,
+]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def build_catalogue(settings: Settings, n: int, dim: int) -> str:
+    model_id = f"bench-random-{dim}"
+    store = ItemStore(
+        redis.Redis.from_url(settings.redis.url), RedisKeys(), settings.embed.vector_dtype
+    )
+    rng = np.random.default_rng(0)
+    for start in range(0, n, 2000):
+        m = min(2000, n - start)
+        vecs = rng.normal(size=(m, dim)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        store.write(
+            [
+                StoredItem(
+                    f"item-{start + i}",
+                    model_id,
+                    vecs[i],
+                    ProductAttributes(category=f"c{(start + i) % 50}"),
+                    1,
+                )
+                for i in range(m)
+            ]
+        )
+    return model_id
+
+
+def make_events(
+    n: int, users: int, items: int, seed: int, start_ts: int, prefix: str
+) -> list[UserEvent]:
+    rng = np.random.default_rng(seed)
+    user_ids = np.minimum(rng.zipf(1.3, size=n), users) - 1
+    item_ids = np.minimum(rng.zipf(1.1, size=n), items) - 1
+    types = rng.integers(0, len(TYPES), size=n)
+    return [
+        UserEvent(
+            event_id=f"{prefix}-{k}",
+            user_id=f"user-{user_ids[k]}",
+            item_id=f"item-{(item_ids[k] * 7919) % items}",
+            type=TYPES[types[k]],
+            ts_ms=start_ts + k,
+        )
+        for k in range(n)
+    ]
+
+
+class Worker:
+    def __init__(self, argv: list[str], settings: Settings, log_path: Path) -> None:
+        env = {
+            **os.environ,
+            **settings_env(settings),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT),
+        }
+        self.out = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            argv, stdout=self.out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+        )
+        self.port = settings.web_port
+
+    def wait_ready(self, timeout: float = 600) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError("worker exited")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return time.monotonic() - start
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("worker not ready")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.out.close()
+
+
+def group_lag(settings: Settings, group: str, topic: str) -> int:
+    admin = KafkaAdminClient(**kafka_python_config(settings.kafka, client_suffix="bench-admin"))
+    consumer = KafkaConsumer(**kafka_python_config(settings.kafka, client_suffix="bench-lag"))
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(parts)
+        committed = admin.list_group_offsets([group]).get(group, {})
+        done = {}
+        for tp, meta in committed.items():
+            off = getattr(meta, "offset", meta)
+            done[(tp.topic, tp.partition)] = int(off) if int(off) >= 0 else 0
+        return sum(ends[tp] - done.get((tp.topic, tp.partition), 0) for tp in parts)
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def produce_all(settings: Settings, events: list[UserEvent]) -> float:
+    producer = KafkaProducer(
+        **kafka_python_config(settings.kafka, client_suffix="bench"),
+        acks=1,
+        linger_ms=5,
+        batch_size=256 * 1024,
+    )
+    topic = Topics.from_settings(settings).events.name
+    start = time.monotonic()
+    for e in events:
+        producer.send(topic, key=e.user_id.encode(), value=e.to_json_bytes())
+    producer.flush()
+    producer.close()
+    return time.monotonic() - start
+
+
+def sustained(
+    settings: Settings, worker: Worker, group: str, events: list[UserEvent]
+) -> dict[str, float]:
+    topic = Topics.from_settings(settings).events.name
+    start = time.monotonic()
+    threading.Thread(target=produce_all, args=(settings, events), daemon=True).start()
+    time.sleep(1.0)
+    while True:
+        lag = group_lag(settings, group, topic)
+        if lag == 0 and time.monotonic() - start > 2:
+            break
+        time.sleep(0.25)
+    took = time.monotonic() - start
+    return {
+        "events": len(events),
+        "seconds": took,
+        "events_per_s": len(events) / took,
+        "rss_mb": worker.rss_mb(),
+    }
+
+
+def latency(
+    settings: Settings, events: list[UserEvent], rate: float, passthrough: bool
+) -> dict[str, float]:
+    topic = Topics.from_settings(settings)
+    consumer = KafkaConsumer(
+        topic.recommendations.name,
+        **kafka_python_config(settings.kafka, client_suffix="bench-lat"),
+        group_id=f"bench-lat-{time.time_ns()}",
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    while not consumer.assignment():
+        consumer.poll(timeout_ms=100)
+    for tp in consumer.assignment():
+        consumer.position(tp)
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=20).values():
+                now = time.monotonic()
+                for r in records:
+                    if passthrough:
+                        key = json.loads(r.value)["event_id"]
+                    else:
+                        key = json.loads(r.value).get("trigger_event_id")
+                    if key in sent and key not in got:
+                        got[key] = now
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    producer = KafkaProducer(
+        **kafka_python_config(settings.kafka, client_suffix="bench-lat-p"), acks=1, linger_ms=0
+    )
+    t0 = time.monotonic()
+    for k, e in enumerate(events):
+        target = t0 + k / rate
+        delay = target - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent[e.event_id] = time.monotonic()
+        producer.send(topic.events.name, key=e.user_id.encode(), value=e.to_json_bytes())
+    producer.flush()
+    time.sleep(3)
+    stop.set()
+    reader.join()
+    consumer.close()
+    producer.close()
+    # With coalescing, a list answers the last event of its user's burst; earlier events of the
+    # burst are answered by it too, so measure every event against the first list that
+    # carries it or a later event of the same user.
+    by_user: dict[str, list[tuple[str, float]]] = {}
+    for e in events:
+        by_user.setdefault(e.user_id, []).append((e.event_id, sent[e.event_id]))
+    lat = []
+    for user_events in by_user.values():
+        answer: float | None = None
+        for event_id, t_sent in reversed(user_events):
+            if event_id in got:
+                answer = got[event_id] if answer is None else min(answer, got[event_id])
+            if answer is not None:
+                lat.append((answer - t_sent) * 1000)
+    arr = np.array(lat)
+    return {
+        "answered": len(lat) / len(events),
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p95_ms": float(np.percentile(arr, 95)),
+        "p99_ms": float(np.percentile(arr, 99)),
+    }
+
+
+def report(results: dict[str, Any], rate: float) -> None:
+    p, i = results["passthrough"], results["interests"]
+    ps, is_ = p["sustained"]["events_per_s"], i["sustained"]["events_per_s"]
+    print()
+    print(
+        f"(a) sustained events/s: interests {is_:.0f}, passthrough {ps:.0f}, ratio {is_ / ps:.2f}"
+    )
+    for q in ("p50_ms", "p95_ms", "p99_ms"):
+        il, pl = i["latency"][q], p["latency"][q]
+        print(
+            f"(b) {q} at {rate:.0f}/s: interests {il:.1f}, "
+            f"passthrough {pl:.1f}, added {il - pl:.1f}"
+        )
+    print(f"(c) redis bytes per active user: {results['redis_bytes_per_active_user']}")
+    irss, prss = i["sustained"]["rss_mb"], p["sustained"]["rss_mb"]
+    print(f"(d) worker RSS MB after sustained run: interests {irss:.0f}, passthrough {prss:.0f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--users", type=int, default=10_000)
+    ap.add_argument("--events", type=int, default=60_000)
+    ap.add_argument("--rate", type=float, default=500.0)
+    ap.add_argument("--latency-seconds", type=float, default=20.0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="visrec-bench-"))
+    kafka = KafkaServer(tmp, port=free_port(), controller_port=free_port(), heap="1g")
+    redis_server = RedisServer(tmp, port=free_port())
+    redis_server.start()
+    kafka.start()
+    results: dict[str, Any] = {
+        "machine": os.uname().nodename,
+        "cpus": os.cpu_count(),
+        **vars(args),
+    }
+    results["json"] = str(args.json)
+    try:
+        base = Settings(
+            kafka=KafkaSettings(bootstrap_servers=kafka.bootstrap),
+            redis=RedisSettings(url=redis_server.url),
+            state_dir=tmp,
+        )
+        log(f"catalogue: {args.items} x {args.dim} random unit vectors -> redis")
+        t = time.monotonic()
+        build_catalogue(base, args.items, args.dim)
+        log(f"catalogue written in {time.monotonic() - t:.1f}s")
+        n_lat = int(args.rate * args.latency_seconds)
+        for role in ("passthrough", "interests"):
+            settings = base.model_copy(
+                update={
+                    "topics": TopicSettings(prefix=f"bench-{role}"),
+                    "app_id": f"bench-{role}",
+                    "web_port": free_port(),
+                }
+            )
+            create_topics(settings)
+            argv = (
+                [sys.executable, str(ROOT / "bench/passthrough.py")]
+                if role == "passthrough"
+                else [
+                    sys.executable,
+                    "-c",
+                    "from streams.cli import main; main()",
+                    "worker",
+                    "interests",
+                ]
+            )
+            worker = Worker(argv, settings, tmp / f"{role}.log")
+            try:
+                ready = worker.wait_ready()
+                log(f"{role}: ready in {ready:.1f}s, rss {worker.rss_mb():.0f} MB")
+                # Warm-up (JIT-free, but connections, index pages, Lua cache).
+                latency(
+                    settings,
+                    make_events(500, args.users, args.items, 99, 1_764_000_000_000, f"warm-{role}"),
+                    args.rate,
+                    role == "passthrough",
+                )
+                lat = latency(
+                    settings,
+                    make_events(n_lat, args.users, args.items, 1, 1_764_000_100_000, f"lat-{role}"),
+                    args.rate,
+                    role == "passthrough",
+                )
+                log(f"{role}: latency at {args.rate:.0f}/s: {lat}")
+                sus = sustained(
+                    settings,
+                    worker,
+                    f"bench-{role}-{role}",
+                    make_events(
+                        args.events, args.users, args.items, 2, 1_764_000_200_000, f"sus-{role}"
+                    ),
+                )
+                log(f"{role}: sustained: {sus}")
+                results[role] = {"ready_s": ready, "latency": lat, "sustained": sus}
+            finally:
+                worker.stop()
+        store = UserStateStore.from_settings(
+            redis.Redis.from_url(base.redis.url), RedisKeys(), base.interest
+        )
+        users = [f"user-{u}" for u in range(0, args.users, max(1, args.users // 500))]
+        usage = [store.memory_usage(u) for u in users]
+        active = [u for u in usage if u > 0]
+        results["redis_bytes_per_active_user"] = {
+            "mean": float(np.mean(active)),
+            "p50": float(np.median(active)),
+            "max": float(np.max(active)),
+            "sampled": len(active),
+        }
+        info = redis.Redis.from_url(base.redis.url).info("memory")
+        results["redis_used_memory_mb"] = info["used_memory"] / 1e6
+        report(results, args.rate)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+    finally:
+        kafka.stop()
+        redis_server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
