@@ -20,6 +20,7 @@ _SUBCOMMANDS = {
     "demo": "streams.cli.demo",
     "status": "streams.cli.status",
     "eval": "streams.cli.eval",
+    "dlq": "streams.cli.dlq",
 }
 
 
