@@ -135,6 +135,9 @@ def decode_rgb(data: bytes, limits: ImageLimits, *, min_output_side: int | None 
         raise ImageError(ErrorCode.IMAGE_UNDECODABLE, "not a JPEG, PNG, WebP, GIF or BMP image")
     try:
         im = _open_header(fmt, data)
+    except Image.DecompressionBombError as exc:
+        # Some plugins (GIF frames larger than the screen) check while parsing the header.
+        raise ImageError(ErrorCode.IMAGE_TOO_MANY_PIXELS, f"{fmt} header: {exc}") from exc
     except _PARSE_ERRORS as exc:
         raise ImageError(ErrorCode.IMAGE_UNDECODABLE, f"bad {fmt} header: {exc}") from exc
     with im:
