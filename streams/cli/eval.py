@@ -1,0 +1,195 @@
+"""``visrec eval replay|embeddings``: measure recommendations and embeddings on real data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from streams.settings import Settings
+
+
+@click.group("eval")
+def command() -> None:
+    """Offline and replay evaluation on public datasets."""
+
+
+@contextmanager
+def local_services(settings: Settings, keep: bool) -> Iterator[None]:
+    """Reuse the configured Kafka and Redis if they answer, else start them locally."""
+    from streams.cli.services import servers
+
+    kafka, redis_server = servers(settings, "kafka")
+    started = []
+    for name, server in (("redis", redis_server), ("kafka", kafka)):
+        if server.running():
+            continue
+        click.echo(f"starting local {name} ...", err=True)
+        server.start()
+        started.append(server)
+    try:
+        yield
+    finally:
+        if not keep:
+            for server in reversed(started):
+                server.stop()
+
+
+@command.command("replay")
+@click.option("--full", is_flag=True, help="Replay every user (100k events); default: a subset.")
+@click.option(
+    "--users",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Users replayed without --full (drawn among users with test events).",
+)
+@click.option(
+    "--speedup",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Log seconds per wall second; 0 = as fast as the pacing allows.",
+)
+@click.option(
+    "--open-loop",
+    is_flag=True,
+    help="Do not wait for a user's list before their next event (bursts coalesce).",
+)
+@click.option(
+    "--lookahead",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="How far (log positions) sending may run ahead of the oldest unsent event.",
+)
+@click.option(
+    "--algorithm",
+    type=click.Choice(["als", "bpr"]),
+    default="als",
+    show_default=True,
+    help="Which CF model's item vectors the streaming system serves.",
+)
+@click.option("--factors", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("eval-out/replay"),
+    show_default=True,
+)
+@click.option("--keep-services", is_flag=True, help="Leave Kafka/Redis running if we started them.")
+def replay(
+    full: bool,
+    users: int,
+    speedup: float,
+    open_loop: bool,
+    lookahead: int,
+    algorithm: str,
+    factors: int,
+    seed: int,
+    out_dir: Path,
+    keep_services: bool,
+) -> None:
+    """Replay MovieLens-100k through Kafka and the interest worker; score it and baselines."""
+    from models.cf import default_params
+    from streams.eval.movielens import DatasetError
+    from streams.eval.replay import ReplayConfig, ReplayError, run_replay
+    from streams.eval.report import markdown, write_report
+
+    settings = Settings()
+    config = ReplayConfig(
+        users=None if full else users,
+        seed=seed,
+        speedup=speedup,
+        closed_loop=not open_loop,
+        lookahead=lookahead,
+        cf=default_params(algorithm, factors=factors),
+    )
+    try:
+        with local_services(settings, keep_services):
+            outcome = run_replay(settings, config, out_dir)
+    except (DatasetError, ReplayError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    paths = write_report(outcome, out_dir)
+    click.echo(markdown(outcome))
+    for name, path in paths.items():
+        click.echo(f"{name}: {path}", err=True)
+
+
+@command.command("embeddings")
+@click.option(
+    "--encoder",
+    "encoders",
+    multiple=True,
+    help="Built-in encoder(s) to evaluate (default: every built-in one).",
+)
+@click.option(
+    "--mnist-limit",
+    type=click.IntRange(min=20, max=5000),
+    default=5000,
+    show_default=True,
+    help="How many of the 5,000 MNIST digits to use.",
+)
+@click.option(
+    "--copies",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Augmented copies per photo (near-duplicate retrieval, photo 1-NN).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("eval-out/embeddings"),
+    show_default=True,
+)
+def embeddings(
+    encoders: tuple[str, ...], mnist_limit: int, copies: int, seed: int, out_dir: Path
+) -> None:
+    """Leave-one-out 1-NN accuracy and near-duplicate retrieval per encoder (photos, MNIST)."""
+    from models.export import SPECS, ExportError
+    from streams.eval.embeddings import EmbeddingEvalConfig, evaluate_embeddings, write_results
+
+    settings = Settings()
+    names = list(encoders) or sorted(SPECS)
+    config = EmbeddingEvalConfig(mnist_limit=mnist_limit, copies=copies, seed=seed)
+    try:
+        results = evaluate_embeddings(names, settings.model_cache_dir, config)
+    except (ExportError, ImportError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    table, paths = write_results(results, out_dir)
+    click.echo(table)
+    for name, path in paths.items():
+        click.echo(f"{name}: {path}", err=True)
+
+
+@command.command("hybrid")
+@click.option(
+    "--content-weight",
+    "content_weights",
+    type=click.FloatRange(0, 1),
+    multiple=True,
+    help="Weights of the content part to try (default: 0, 0.1, 0.25, 0.5, 1).",
+)
+def hybrid(content_weights: tuple[float, ...]) -> None:
+    """Weighted concatenation of content (genre) vectors and CF factors, on MovieLens-100k."""
+    from streams.eval import movielens
+    from streams.eval.hybrid import hybrid_sweep
+
+    settings = Settings()
+    weights = {str(k): v for k, v in settings.interest.event_weights.items()}
+    try:
+        data = movielens.load()
+    except movielens.DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    results = hybrid_sweep(data, content_weights or (0.0, 0.1, 0.25, 0.5, 1.0), weights)
+    click.echo("| item vectors | HitRate@10 | NDCG@10 | Recall@20 |\n|---|---:|---:|---:|")
+    for r in results:
+        s = r.scores
+        click.echo(f"| {r.name} | {s.hit_rate(10):.4f} | {s.ndcg(10):.4f} | {s.recall(20):.4f} |")

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.baselines import MostPopular
+from models.cf import Interactions
+from models.metrics import nearest_neighbours
+from schemas import EventType
+from streams.eval import movielens
+from streams.eval.embeddings import augment_digit, gray_png, photo_set, raw_pixels
+from streams.eval.hybrid import genre_vectors
+from streams.eval.prequential import (
+    LogEvent,
+    ReceivedList,
+    evaluate_baselines,
+    refresh_latencies,
+    score_received,
+)
+
+INTER = [
+    "user_id:token\titem_id:token\trating:float\ttimestamp:float",
+    "1\t10\t5\t300",
+    "2\t20\t3\t100",
+    "1\t30\t4\t100",
+    "3\t10\t1\t200",
+]
+ITEMS = [
+    "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq",
+    "10\tToy Story\t1995\tAnimation Children's Comedy",
+    "20\tGoldenEye\t1995\tAction Adventure Thriller",
+]
+
+
+def test_ratings_are_sorted_by_time_then_file_order() -> None:
+    ratings = movielens.parse_ratings(INTER)
+    assert [(r.user_id, r.item_id, r.ts_s) for r in ratings] == [
+        ("2", "20", 100),
+        ("1", "30", 100),
+        ("3", "10", 200),
+        ("1", "10", 300),
+    ]
+    assert [r.row for r in ratings] == [2, 3, 4, 1]
+    # >= 4 is a strong (click) signal, below is a view.
+    assert [r.event_type for r in ratings] == [
+        EventType.VIEW,
+        EventType.CLICK,
+        EventType.VIEW,
+        EventType.CLICK,
+    ]
+
+
+def test_bad_files_are_reported() -> None:
+    with pytest.raises(movielens.DatasetError, match="header"):
+        movielens.parse_ratings(["a\tb", "1\t2"])
+    with pytest.raises(movielens.DatasetError, match="line 2"):
+        movielens.parse_ratings([INTER[0], "1\t10\tfive\t300"])
+    with pytest.raises(movielens.DatasetError):
+        movielens.locate(Path("/nonexistent"))
+
+
+def test_movies_split_and_events(tmp_path: Path) -> None:
+    (tmp_path / movielens.INTER_FILE).write_text("\n".join(INTER) + "\n")
+    (tmp_path / movielens.ITEM_FILE).write_text("\n".join(ITEMS) + "\n")
+    data = movielens.load(tmp_path)
+    assert data.movies["10"].category == "Animation"
+    assert data.movies["30"].title == "30"  # rated but missing from the item file
+    train, test = data.split(0.5)
+    assert len(train) == 2 and len(test) == 2
+    assert max(r.ts_s for r in train) <= min(r.ts_s for r in test)
+    event = movielens.to_event(train[0], shift_ms=7)
+    assert event.event_id == "ml100k-2"
+    assert event.ts_ms == 100_007
+    assert event.type == EventType.VIEW
+    with pytest.raises(ValueError, match="train_fraction"):
+        data.split(1.0)
+
+
+def ev(seq: int, user: str, item: str, test: bool = True) -> LogEvent:
+    return LogEvent(seq, f"e{seq}", user, item, "click", 1.0, 1000 * seq, test)
+
+
+EVENTS = [ev(0, "a", "x", test=False), ev(1, "a", "y"), ev(2, "b", "x"), ev(3, "a", "z")]
+
+
+def test_received_lists_are_matched_to_the_event_they_preceded() -> None:
+    sent = {0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0}
+    lists = {
+        "a": [
+            ReceivedList(0, 0.5, ("y", "q")),  # answers e0, arrived before e1 was sent
+            ReceivedList(1, 3.5, ("z",)),  # answers e1 but arrived after e3 was sent
+        ]
+    }
+    result = score_received("sys", EVENTS, sent, lists, ks=(1, 2))
+    # e1: the list after e0 holds y at rank 1; b never had a list; e3: the list after e1
+    # arrived too late, so the user still saw the list after e0 (no z in it).
+    assert result.ranks == [1, None, None]
+    assert result.no_list == 1
+    assert result.fresh == 1  # e1's list answered e0, its predecessor; e3's did not
+    assert result.scores.hit_rate(1) == pytest.approx(0.25)  # a: 1 of 2, b: 0 of 1
+    assert result.segment({"a"}, 1) == (pytest.approx(0.5), pytest.approx(0.5), 2)
+    assert result.segment({"b"}, 1) == (0.0, 0.0, 1)
+    assert result.segment(set(), 1) == (0.0, 0.0, 0)
+    latencies = refresh_latencies(EVENTS, sent, lists)
+    assert latencies == pytest.approx([0.5, 2.5])  # e0 -> 0.5 s; e1 -> 3.5 s; b, e3: none
+
+
+def test_a_list_triggered_by_a_later_event_is_not_shown_before_it() -> None:
+    sent = {0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0}
+    lists = {"a": [ReceivedList(3, 0.9, ("y",))]}  # impossible order, must be ignored
+    result = score_received("sys", EVENTS, sent, lists, ks=(1,))
+    assert result.ranks[0] is None
+    assert result.no_list == 3  # a list answering e3 cannot have been shown before e3
+
+
+def test_baselines_see_each_test_event_after_scoring_it() -> None:
+    train = Interactions.from_triples([("t", "x", 1.0), ("t", "y", 1.0), ("s", "y", 1.0)])
+    results = evaluate_baselines([MostPopular(train)], EVENTS, {"a": {"x"}}, ks=(1, 2))
+    (pop,) = results
+    # e1 (a, y): y is the most popular unseen item for a -> rank 1.
+    # e2 (b, x): popularity y=3 (train 2 + e1), x=1 -> x at rank 2.
+    # e3 (a, z): z was never seen in training -> absent.
+    assert pop.ranks == [1, 2, None]
+    assert pop.fresh == 3
+
+
+def test_genre_vectors_are_one_hot_over_all_genres() -> None:
+    movies = {
+        "1": movielens.Movie("1", "A", "1995", ("Comedy", "Drama")),
+        "2": movielens.Movie("2", "B", "1995", ("Drama",)),
+        "3": movielens.Movie("3", "C", "1995", ()),
+    }
+    vectors = genre_vectors(movies)
+    assert set(vectors) == {"1", "2"}  # no genre, no content vector
+    assert vectors["1"].tolist() == [1.0, 1.0]  # columns: Comedy, Drama
+    assert vectors["2"].tolist() == [0.0, 1.0]
+
+
+def test_augmented_digit_is_a_near_duplicate() -> None:
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[6:22, 12:16] = 255  # a "1"
+    a = augment_digit(digit, np.random.default_rng(0))
+    b = augment_digit(digit, np.random.default_rng(0))
+    assert a.shape == (28, 28) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)  # seeded
+    assert not np.array_equal(a, digit)
+    other = np.zeros((28, 28), dtype=np.uint8)
+    other[12:16, 6:22] = 255  # a horizontal bar: a different shape
+    pixels = raw_pixels([gray_png(digit), gray_png(other), gray_png(a)])
+    assert pixels.shape == (3, 32 * 32)
+    assert np.abs(pixels.mean(axis=1)).max() < 1e-3
+    assert nearest_neighbours(pixels[2:], pixels[:2]).tolist() == [0]
+
+
+def test_photo_set_labels_each_variant_with_its_source() -> None:
+    photos = photo_set(copies=1, seed=0)
+    assert len(photos.queries) == len(photos.originals) == len(photos.labels)
+    assert sorted(photos.targets) == list(range(len(photos.originals)))
+    assert photos.loo_labels == photos.labels + [photos.labels[t] for t in photos.targets]
