@@ -281,7 +281,7 @@ class ExactIndex(ItemIndex):
 
 
 class AutoIndex(ItemIndex):
-    """Exact search below ``threshold`` items per model, HNSW at or above it."""
+    """Exact search below ``threshold`` items per model, HNSW at or above it (and after)."""
 
     def __init__(
         self,

@@ -114,3 +114,147 @@ def collect(
         return messages
     finally:
         consumer.close()
+
+
+class TopicReader:
+    """Reads a topic from the beginning, incrementally: one consumer, messages kept in order."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = KafkaConsumer(
+            **kafka_python_config(settings.kafka, client_suffix="reader"),
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=32 * 1024 * 1024,
+        )
+        partitions = self.consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        self.messages: list[Any] = []
+
+    def poll(self, timeout_ms: int = 200) -> list[Any]:
+        """New messages since the last call (also appended to ``messages``)."""
+        new: list[Any] = []
+        for records in self.consumer.poll(timeout_ms=timeout_ms).values():
+            new.extend(records)
+        self.messages.extend(new)
+        return new
+
+    def until(
+        self,
+        check: Callable[[list[Any]], bool],
+        timeout_s: float,
+        on_new: Callable[[list[Any]], None] | None = None,
+    ) -> bool:
+        """Poll until ``check(new messages)`` is true (``on_new`` sees each chunk first)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            new = self.poll()
+            if on_new is not None and new:
+                on_new(new)
+            if check(new):
+                return True
+            if time.monotonic() > deadline:
+                return False
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def group_members(settings: Settings, group: str) -> int:
+    """How many members the consumer group has now (0 if it is empty or unknown)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(**kafka_python_config(settings.kafka, client_suffix="admin"))
+    try:
+        described = admin.describe_groups([group]).get(group, {})
+        return len(described.get("members") or [])
+    finally:
+        admin.close()
+
+
+class Replay:
+    """Sends ``(key, value)`` messages to ``topic`` at ``rate`` per second from a thread.
+
+    ``sent`` counts messages handed to the producer; ``join`` flushes and raises if the broker
+    refused any (the idempotent producer retries through broker restarts meanwhile).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        messages: list[tuple[bytes | None, bytes]],
+        rate: float,
+    ) -> None:
+        import threading
+
+        self.settings = settings
+        self.topic = topic
+        self.messages = messages
+        self.rate = rate
+        self.sent = 0
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="replay", daemon=True)
+
+    def start(self) -> Replay:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        producer = raw_producer(self.settings)
+        futures = []
+        try:
+            start = time.monotonic()
+            for i, (key, value) in enumerate(self.messages):
+                delay = start + i / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                futures.append(producer.send(self.topic, key=key, value=value))
+                self.sent = i + 1
+            producer.flush(timeout=300)
+            self.errors.extend(f.exception for f in futures if f.failed())
+        except BaseException as exc:  # surfaced by join(): a dead thread must fail the test
+            self.errors.append(exc)
+        finally:
+            producer.close()
+
+    def wait_sent(self, n: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.sent < n and self._thread.is_alive():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replay sent {self.sent} of {n} within {timeout_s}s")
+            time.sleep(0.05)
+
+    def join(self, timeout_s: float = 300.0) -> None:
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(f"replay still running after {timeout_s}s ({self.sent} sent)")
+        import gc
+        import warnings
+
+        # kafka-python drops the sockets of connection attempts that failed (while a broker
+        # restarts) without closing them; collect them here, rather than as "unraisable"
+        # warnings in whichever later test the garbage collector happens to run.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+        if self.errors:
+            raise RuntimeError(f"{len(self.errors)} messages not delivered: {self.errors[0]!r}")
+
+
+def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset of each partition of ``topic`` (0 where none yet)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(**kafka_python_config(settings.kafka, client_suffix="admin"))
+    try:
+        found = admin.list_group_offsets([group]).get(group, {})
+        return {
+            tp.partition: max(0, int(getattr(meta, "offset", meta)))
+            for tp, meta in found.items()
+            if tp.topic == topic
+        }
+    finally:
+        admin.close()

@@ -5,6 +5,11 @@ one refresh). Each event is applied to the user's state in Redis by an atomic sc
 also records its ``event_id``, so a redelivered event changes nothing; then every user of
 the batch gets one refreshed list (cached in Redis and sent keyed by ``user_id``), and only
 then are the batch's offsets acknowledged: at-least-once delivery, exactly-once effect.
+
+Redis being unreachable (restarting, loading its AOF, a network blip) is waited out: the
+batch's Redis work is retried with capped exponential backoff until it succeeds. It must not
+raise, because faust's ``take_events`` acknowledges a batch even when its consumer raised, so
+a failed batch would be committed unapplied. Retrying is safe: applying is idempotent.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
+import redis
 from prometheus_client import Counter, Histogram
 
 from models.ranking import RankParams
@@ -26,11 +32,23 @@ from streams.batch import decode_batch
 from streams.deadletter import DeadLetterSink
 from streams.recommender import Recommender
 from streams.settings import Settings
-from streams.user_state import UserStateStore
+from streams.user_state import UserStateError, UserStateStore
 from workers.item_index import IndexFeed
 from workers.item_index import register as register_index
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Errors that say "Redis is not there right now", not "this event is bad": the first two
+# cover refused/closed connections and LOADING (BusyLoadingError is a ConnectionError);
+# UserStateError carries per-command errors of a pipeline that ran while Redis went away.
+TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    UserStateError,
+)
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 2.0
 
 EVENTS = Counter("visrec_events_consumed_total", "User events consumed")
 APPLIED = Counter("visrec_events_applied_total", "Events applied (not duplicates)")
@@ -39,6 +57,9 @@ REFRESH_LATENCY = Histogram(
     "visrec_refresh_latency_seconds",
     "Event produced (Kafka timestamp) to recommendation sent",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+)
+REDIS_RETRIES = Counter(
+    "visrec_redis_retries_total", "Batch steps retried because Redis was unavailable"
 )
 
 
@@ -78,7 +99,6 @@ class InterestUpdater:
     async def process(self, events: list[Any]) -> None:
         """Apply one batch, refresh its users, send, then return (the caller acks)."""
         EVENTS.inc(len(events))
-        loop = asyncio.get_running_loop()
         batch = await decode_batch(
             events,
             UserEvent,
@@ -89,10 +109,8 @@ class InterestUpdater:
         )
         sends: list[Awaitable[object]] = list(batch.sends)
         if batch.ok:
-            applied = await loop.run_in_executor(
-                self.feed.pool,
-                self.store.apply,
-                [(ev, src.partition, src.offset) for ev, src in batch.ok],
+            applied = await self._until_redis_answers(
+                self.store.apply, [(ev, src.partition, src.offset) for ev, src in batch.ok]
             )
             APPLIED.inc(sum(applied))
             # Last event per user in offset order: the trigger the refreshed list answers.
@@ -100,9 +118,7 @@ class InterestUpdater:
             for ev, _ in batch.ok:
                 last.pop(ev.user_id, None)
                 last[ev.user_id] = ev
-            lists = await loop.run_in_executor(
-                self.feed.pool, self.recommender.refresh, list(last.values())
-            )
+            lists = await self._until_redis_answers(self.recommender.refresh, list(last.values()))
             for recs in lists:
                 sends.append(
                     await self.recommendations.send(
@@ -114,6 +130,19 @@ class InterestUpdater:
         for event in events:
             REFRESH_LATENCY.observe(max(0.0, now - float(event.message.timestamp)))
         REFRESHES.inc(len(batch.ok) and len({ev.user_id for ev, _ in batch.ok}))
+
+    async def _until_redis_answers(self, step: Callable[[Any], T], arg: Any) -> T:
+        """Run ``step(arg)`` on the state thread, retrying with backoff while Redis is away."""
+        loop = asyncio.get_running_loop()
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return await loop.run_in_executor(self.feed.pool, step, arg)
+            except TRANSIENT_REDIS_ERRORS as exc:
+                REDIS_RETRIES.inc()
+                log.warning("redis unavailable (%s); retrying the batch in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
 
 def register(app: faust.App, settings: Settings) -> IndexFeed:

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from models.hnsw import HnswStore
 from models.index import (
     AnnIndex,
     AutoIndex,
@@ -309,12 +310,10 @@ def test_hnsw_recall_at_100_on_100k_random_unit_vectors_dim_1280() -> None:
 
 
 def test_background_build_failure_is_raised_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from models import auto_store as index_module
-
     def broken_build(*args: object, **kwargs: object) -> None:
         raise MemoryError("no room for the graph")
 
-    monkeypatch.setattr(index_module.HnswStore, "build", broken_build)
+    monkeypatch.setattr(HnswStore, "build", broken_build)
     index = make_index(10)
     x = _units(20, 8, seed=12)
     index.upsert_many([f"i{i}" for i in range(20)], x, model_id="m")
@@ -322,3 +321,46 @@ def test_background_build_failure_is_raised_not_swallowed(monkeypatch: pytest.Mo
     assert index.backend == "exact" and index.size == 20  # still serving from the exact store
     with pytest.raises(RuntimeError, match="background index build failed"):
         index.upsert("late", x[0], model_id="m")
+
+
+def test_hnsw_beam_is_calibrated_to_the_target_recall() -> None:
+    # A sparse graph on high-dimensional random data needs a wide beam: calibration finds it.
+    params = HnswParams(m=8, ef_construction=16, ef_search=16, calibration_k=50)
+    x = _units(2000, 128, seed=13)
+    ids = [str(i) for i in range(2000)]
+    ann = AnnIndex(params=params, background=False)
+    ann.upsert_many(ids, x, model_id="m")
+    fixed = AnnIndex(params=HnswParams(m=8, ef_construction=16, ef_search=16, target_recall=None))
+    fixed.upsert_many(ids, x, model_id="m")
+    assert ExactIndex().search_beam is None and fixed.search_beam == 16
+    beam = ann.search_beam
+    assert beam is not None and beam > 50
+    queries = _units(20, 128, seed=14)
+
+    def recall(index: ItemIndex) -> float:
+        got = [
+            len({h[0] for h in index.search(q, 50)} & set(_brute(x, ids, q, 50, set()))) / 50
+            for q in queries
+        ]
+        return float(np.mean(got))
+
+    assert recall(ann) >= 0.9 > recall(fixed)
+
+
+def test_hnsw_beam_is_rechecked_and_only_widened_as_the_catalogue_doubles() -> None:
+    params = HnswParams(m=8, ef_construction=16, ef_search=16, calibration_k=50)
+    x = _units(2000, 128, seed=15)
+    ids = [str(i) for i in range(2000)]
+    ann = AnnIndex(params=params, background=False)
+    ann.upsert_many(ids[:1000], x[:1000], model_id="m")
+    first = ann.search_beam
+    for i in range(1000, 2000):  # one at a time, as the item-vector consumer does
+        ann.upsert(ids[i], x[i], model_id="m")
+    second = ann.search_beam
+    assert first is not None and second is not None and second >= first
+    queries = _units(20, 128, seed=16)
+    got = [
+        len({h[0] for h in ann.search(q, 50)} & set(_brute(x, ids, q, 50, set()))) / 50
+        for q in queries
+    ]
+    assert float(np.mean(got)) >= 0.9
