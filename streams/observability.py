@@ -81,5 +81,7 @@ def install(app: faust.App, ready: Callable[[], bool]) -> None:
                 end = consumer.highwater(tp)
             except Exception:
                 continue
+            if end is None:
+                continue  # not fetched since the (re)assignment: unknown, not zero
             done = committed.get(tp) or 0
             CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - done))

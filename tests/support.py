@@ -196,6 +196,7 @@ class Replay:
         self.rate = rate
         self.sent = 0
         self.errors: list[BaseException] = []
+        self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replay", daemon=True)
 
     def start(self) -> Replay:
@@ -208,6 +209,8 @@ class Replay:
         try:
             start = time.monotonic()
             for i, (key, value) in enumerate(self.messages):
+                if self._halt.is_set():
+                    return
                 delay = start + i / self.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
@@ -219,6 +222,12 @@ class Replay:
             self.errors.append(exc)
         finally:
             producer.close()
+
+    def stop(self) -> None:
+        """Stop sending (a failed test's cleanup); the producer is closed on the way out."""
+        self._halt.set()
+        if self._thread.is_alive():
+            self._thread.join(60)
 
     def wait_sent(self, n: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
+import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaConsumer
 from prometheus_client import Gauge
@@ -121,7 +122,12 @@ class IndexFeed:
                 if vectors:
                     await loop.run_in_executor(self.pool, self._apply, vectors)
                 if loop.time() >= next_poll:
-                    await loop.run_in_executor(self.pool, self._check_model)
+                    try:
+                        await loop.run_in_executor(self.pool, self._check_model)
+                    except redis.RedisError as exc:
+                        # Redis restarting must not stop the index: vectors keep coming from
+                        # Kafka, and the model check runs again at the next poll.
+                        log.warning("active-model check failed (%s); retrying", exc)
                     next_poll = loop.time() + MODEL_POLL_S
         finally:
             await consumer.stop()
