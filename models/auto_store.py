@@ -130,6 +130,16 @@ class AutoStore(VectorStore):
         with self._lock:
             return self._inner.is_available(item_id)
 
+    def available_flags(self, item_ids: Sequence[str]) -> list[bool]:
+        """``is_available`` for each id, in one call."""
+        with self._lock:
+            return self._inner.available_flags(item_ids)
+
+    def get_many(self, item_ids: Sequence[str]) -> tuple[list[str], Vector]:
+        """Ids that have a vector, in the given order, and their vectors stacked."""
+        with self._lock:
+            return self._inner.get_many(item_ids)
+
     def category(self, item_id: str) -> str | None:
         """Return the item's category."""
         with self._lock:

@@ -174,6 +174,11 @@ class HnswStore(SlottedStore):
         slot = self._slots.of.get(item_id)
         return None if slot is None else cast(Vector, self._index.reconstruct(slot))
 
+    def _read_slots(self, slots: npt.NDArray[np.int64]) -> Vector:
+        if not len(slots):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.asarray(self._index.reconstruct_batch(slots), dtype=np.float32)
+
     def _walk(self, queries: Vector, k: int, flt: _Filter) -> list[list[Hit]]:
         """Graph search for ``k`` hits per query, widening the beam until each row is full."""
         ids = self._slots.ids

@@ -15,7 +15,8 @@ are staged aside and go live together in ``switch_model``. Unavailable items kee
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import numpy.typing as npt
@@ -76,6 +77,15 @@ class ItemIndex:
         # One lock for all operations: searches may run in a thread pool while the
         # item-vector consumer upserts on the event loop.
         self._lock = threading.RLock()
+
+    @contextmanager
+    def consistent(self) -> Iterator[None]:
+        """Hold off every change (upserts, removals, model switches) while the block runs.
+
+        For a reader that makes several calls that must see one state of the index.
+        """
+        with self._lock:
+            yield
 
     @property
     def model_id(self) -> str | None:
@@ -182,15 +192,9 @@ class ItemIndex:
     def get_many(self, item_ids: Sequence[str]) -> tuple[list[str], Vector]:
         """Return the ids that have a vector, in the given order, and their vectors stacked."""
         with self._lock:
-            found: list[str] = []
-            rows: list[Vector] = []
-            for item_id in item_ids:
-                vec = None if self._active is None else self._active.get(item_id)
-                if vec is not None:
-                    found.append(item_id)
-                    rows.append(vec)
-            dim = self.dim or 0
-            return found, (np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32))
+            if self._active is None:
+                return [], np.zeros((0, 0), dtype=np.float32)
+            return self._active.get_many(item_ids)
 
     def __contains__(self, item_id: object) -> bool:
         """Whether the active model has a vector for ``item_id``."""
@@ -201,6 +205,13 @@ class ItemIndex:
         """Tell whether the item has a vector under the active model and is listed."""
         with self._lock:
             return self._active is not None and self._active.is_available(item_id)
+
+    def available_flags(self, item_ids: Sequence[str]) -> list[bool]:
+        """``is_available`` for each id, under one lock acquisition."""
+        with self._lock:
+            if self._active is None:
+                return [False] * len(item_ids)
+            return self._active.available_flags(item_ids)
 
     def category(self, item_id: str) -> str | None:
         """Return the item's category, or None if unknown."""

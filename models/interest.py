@@ -25,10 +25,10 @@ with the same arithmetic (``logaddexp`` below is written exactly as the Lua is).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -147,9 +147,11 @@ def decay_score(score: float, now_ms: int, params: InterestParams) -> float:
     return math.exp(min(math.log(score) - e * LN2, 700.0))
 
 
-@dataclass(frozen=True)
-class ItemWeight:
-    """One touched item: its long/short log weights and the latest event time on it."""
+class ItemWeight(NamedTuple):
+    """One touched item: its long/short log weights and the latest event time on it.
+
+    A named tuple, not a dataclass: a refresh builds thousands of these per batch.
+    """
 
     item_id: str
     log_long: float
@@ -232,10 +234,10 @@ def _lookup(vectors: VectorSource) -> Callable[[str], AnyVector | None]:
     return vectors
 
 
-def _weighted_mean_direction(logs: list[float], vecs: list[Vector]) -> Vector | None:
+def _weighted_mean_direction(logs: list[float], vecs: Vector) -> Vector | None:
     m = max(logs)
     weights = np.exp(np.asarray(logs, dtype=np.float64) - m)
-    total = weights @ np.stack(vecs)
+    total = weights @ vecs
     norm = float(np.linalg.norm(total))
     if not (norm > 1e-12 and math.isfinite(norm)):
         return None
@@ -250,7 +252,8 @@ def user_vector(
 ) -> Vector | None:
     """Return the unit float64 user vector at ``now_ms``; None if no item has a vector yet."""
     get = _lookup(vectors)
-    found: list[tuple[ItemWeight, Vector]] = []
+    found: list[ItemWeight] = []
+    rows: list[Vector] = []
     dim: int | None = None
     for w in interest.weights:
         raw = get(w.item_id)
@@ -261,14 +264,37 @@ def user_vector(
             dim = vec.shape[0]
         elif vec.shape[0] != dim:
             raise ValueError(f"item {w.item_id!r} has dim {vec.shape[0]}, others {dim}")
-        if not np.all(np.isfinite(vec)):
-            continue  # a corrupt vector must not poison the user; the embedder guards it too
-        found.append((w, vec))
+        found.append(w)
+        rows.append(vec)
     if not found:
         return None
-    vecs = [v for _, v in found]
-    u_long = _weighted_mean_direction([w.log_long for w, _ in found], vecs)
-    u_short = _weighted_mean_direction([w.log_short for w, _ in found], vecs)
+    return blend_vector(interest, found, np.stack(rows), now_ms, params)
+
+
+def blend_vector(
+    interest: UserInterest,
+    weights: Sequence[ItemWeight],
+    vectors: AnyVector,
+    now_ms: int,
+    params: InterestParams,
+) -> Vector | None:
+    """``user_vector`` from the items of ``interest`` that have a vector, given as rows.
+
+    ``weights`` are those items (in any order) and row ``r`` of ``vectors`` is the vector of
+    ``weights[r]``: a caller that gathered the vectors of many users at once passes them here.
+    Rows that are not finite are skipped (a corrupt vector must not poison the user).
+    """
+    vecs = np.asarray(vectors, dtype=np.float64)
+    if vecs.ndim != 2 or vecs.shape[0] != len(weights):
+        raise ValueError("one vector row per weight is required")
+    finite = np.isfinite(vecs).all(axis=1)
+    if not finite.all():
+        weights = [weights[int(i)] for i in np.flatnonzero(finite)]
+        vecs = vecs[finite]
+    if not weights:
+        return None
+    u_long = _weighted_mean_direction([w.log_long for w in weights], vecs)
+    u_short = _weighted_mean_direction([w.log_short for w in weights], vecs)
     if u_long is None or u_short is None:
         return u_long if u_long is not None else u_short
     b = short_term_blend(interest, now_ms, params)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +69,8 @@ class PopularBlock:
     ids: tuple[str, ...]
     scores: npt.NDArray[np.float64]  # in [0, 1], same order as ids, best first
     vectors: npt.NDArray[np.float32]  # rows for ids (zero rows where an item has no vector)
+    score_of: Mapping[str, float] = field(default_factory=dict)
+    """``ids`` -> ``scores``, for lookups by candidate."""
 
     @classmethod
     def prepare(
@@ -77,7 +79,8 @@ class PopularBlock:
         """Keep available items with a positive score, best first, at most ``limit`` of them."""
         pop = {i: _positive(v) for i, v in popular}
         ranked = sorted((i for i, v in pop.items() if v > 0), key=lambda i: (-pop[i], i))
-        listed = [i for i in ranked if index.is_available(i)][:limit]
+        flags = index.available_flags(ranked)
+        listed = [i for i, ok in zip(ranked, flags, strict=True) if ok][:limit]
         top = max(pop.values(), default=0.0)  # normalised over the whole list, listed or not
         found, vecs = index.get_many(listed)
         rows = {item_id: row for row, item_id in enumerate(found)}
@@ -87,7 +90,7 @@ class PopularBlock:
             if item_id in rows:
                 matrix[pos] = vecs[rows[item_id]]
         scores = np.array([pop[i] / top for i in listed], dtype=np.float64) if top else np.zeros(0)
-        return cls(tuple(listed), scores, matrix)
+        return cls(tuple(listed), scores, matrix, dict(zip(listed, scores.tolist(), strict=True)))
 
 
 def _unit_query(user_vec: npt.ArrayLike | None) -> npt.NDArray[np.float32] | None:
@@ -104,6 +107,27 @@ def _positive(value: float) -> float:
     return value if math.isfinite(value) and value > 0 else 0.0
 
 
+@dataclass(slots=True)
+class _Pool:
+    """Candidates as parallel columns (one row per item, first source first)."""
+
+    ids: list[str]
+    visual: npt.NDArray[np.float64]
+    co: npt.NDArray[np.float64]  # normalised to [0, 1]
+    co_via: list[str]
+    popularity: npt.NDArray[np.float64]  # normalised to [0, 1]
+
+    def candidate(self, row: int, score: float) -> _Candidate:
+        return _Candidate(
+            self.ids[row],
+            float(self.visual[row]),
+            float(self.co[row]),
+            self.co_via[row],
+            float(self.popularity[row]),
+            score,
+        )
+
+
 def _collect(
     query: npt.NDArray[np.float32] | None,
     index: ItemIndex,
@@ -112,49 +136,93 @@ def _collect(
     popular: PopularBlock,
     params: RankParams,
     hits: Sequence[tuple[str, float]] | None,
-) -> dict[str, _Candidate]:
-    """Candidates from the three sources, each with its visual and normalised terms."""
-    pool: dict[str, _Candidate] = {}
+) -> _Pool:
+    """Candidates from the three sources, each with its visual and normalised terms.
+
+    Visual: the top ``candidates`` by similarity. Co-occurrence: the ``candidates`` strongest
+    co-occurring items (available, unseen). Popularity: up to ``min(candidates, 2 * top_k)``
+    popular items not already in. Every candidate gets all three terms.
+    """
+    ids: list[str] = []
+    visual: list[float] = []
     if query is not None:
         if hits is None:
             hits = index.search(query, max(params.candidates, params.top_k), exclude=seen)
         for item_id, similarity in hits:
-            pool[item_id] = _Candidate(item_id, visual=similarity)
-    retrieved = set(pool)
+            ids.append(item_id)
+            visual.append(similarity)
+    row_of = {item_id: row for row, item_id in enumerate(ids)}
+    n_retrieved = len(ids)
 
-    co = {
-        i: (_positive(s), via)
-        for i, (s, via) in co_scores.items()
-        if i not in seen and index.is_available(i)
-    }
-    co_max = max((s for s, _ in co.values()), default=0.0)
-    for item_id, (value, via) in co.items():
-        if value > 0:
-            cand = pool.setdefault(item_id, _Candidate(item_id))
-            cand.co, cand.co_via = value / co_max, via
+    co_items = [i for i in co_scores if i not in seen]
+    flags = index.available_flags(co_items)
+    co = [
+        (value, item_id, via)
+        for item_id, ok in zip(co_items, flags, strict=True)
+        if ok and (value := _positive(co_scores[item_id][0])) > 0
+        for via in (co_scores[item_id][1],)
+    ]
+    co_max = max((value for value, _, _ in co), default=0.0)
+    co.sort(key=lambda c: (-c[0], c[1]))
+    co_rows: list[tuple[int, float, str]] = []
+    co_only: list[str] = []
+    for value, item_id, via in co[: params.candidates]:
+        row = row_of.get(item_id)
+        if row is None:
+            row = row_of[item_id] = len(ids)
+            ids.append(item_id)
+            co_only.append(item_id)
+        co_rows.append((row, value / co_max, via))
 
+    pop_rows: list[tuple[int, float]] = []
     if popular.ids:
-        pop_visual = (popular.vectors @ query).tolist() if query is not None else None
-        pop_score = dict(zip(popular.ids, popular.scores.tolist(), strict=True))
-        added = 0
-        # Popularity is a small prior: a few times top_k popular candidates are plenty.
+        budget = min(params.candidates, 2 * params.top_k)  # a small prior: a few top_k suffice
+        picked: list[int] = []
         for pos, item_id in enumerate(popular.ids):
-            if added >= min(params.candidates, 2 * params.top_k):
+            if len(picked) >= budget:
                 break
-            if item_id in seen or item_id in pool:
+            if item_id in seen or item_id in row_of:
                 continue
-            pool[item_id] = _Candidate(item_id, visual=pop_visual[pos] if pop_visual else 0.0)
-            retrieved.add(item_id)
-            added += 1
-        for cand in pool.values():
-            cand.popularity = pop_score.get(cand.item_id, 0.0)
+            row_of[item_id] = len(ids)
+            ids.append(item_id)
+            picked.append(pos)
+        if picked and query is not None:
+            pop_visual = popular.vectors[picked] @ query
+            pop_rows = list(
+                zip(range(len(ids) - len(picked), len(ids)), pop_visual.tolist(), strict=True)
+            )
 
-    if query is not None:
+    n = len(ids)
+    vis = np.zeros(n, dtype=np.float64)
+    vis[:n_retrieved] = visual
+    for row, similarity in pop_rows:
+        vis[row] = similarity
+    if query is not None and co_only:
         # Candidates that came from co-occurrence only still get their cosine.
-        found, vectors = index.get_many([i for i in pool if i not in retrieved])
+        found, vectors = index.get_many(co_only)
         for item_id, similarity in zip(found, (vectors @ query).tolist(), strict=True):
-            pool[item_id].visual = similarity
-    return pool
+            vis[row_of[item_id]] = similarity
+    co_col = np.zeros(n, dtype=np.float64)
+    via_col = [""] * n
+    for row, value, via in co_rows:
+        co_col[row] = value
+        via_col[row] = via
+    score_of = popular.score_of
+    pop_col = np.fromiter((score_of.get(i, 0.0) for i in ids), dtype=np.float64, count=n)
+    return _Pool(ids, vis, co_col, via_col, pop_col)
+
+
+def _best(pool: _Pool, score: npt.NDArray[np.float64], m: int) -> list[_Candidate]:
+    """The ``m`` best finite scores, ordered by (score, popularity) descending, then item id."""
+    finite = np.flatnonzero(np.isfinite(score))
+    if m <= 0 or not len(finite):
+        return []
+    if m < len(finite):
+        # Keep every row tied with the m-th score: the full key below decides among them.
+        part = finite[np.argpartition(-score[finite], m - 1)[:m]]
+        finite = finite[score[finite] >= score[part].min()]
+    rows = sorted(finite.tolist(), key=lambda r: (-score[r], -pool.popularity[r], pool.ids[r]))[:m]
+    return [pool.candidate(r, float(score[r])) for r in rows]
 
 
 def _mmr(ranked: list[_Candidate], index: ItemIndex, top_k: int, lam: float) -> list[_Candidate]:
@@ -237,19 +305,13 @@ def rank(
     personal = query is not None
     pool = _collect(query, index, seen_set, co_scores, popular, params, hits)
     vw = params.visual_weight if personal else 0.0
-    for cand in pool.values():
-        cand.score = vw * cand.visual + params.co_weight * cand.co
-        cand.score += params.popularity_weight * cand.popularity
-    ranked = sorted(
-        (c for c in pool.values() if math.isfinite(c.score)),
-        key=lambda c: (-c.score, -c.popularity, c.item_id),
-    )
+    score = vw * pool.visual + params.co_weight * pool.co
+    score += params.popularity_weight * pool.popularity
     if params.mmr_lambda is not None:
-        chosen = _mmr(
-            ranked[: max(params.candidates, params.top_k)], index, params.top_k, params.mmr_lambda
-        )
+        ranked = _best(pool, score, max(params.candidates, params.top_k))
+        chosen = _mmr(ranked, index, params.top_k, params.mmr_lambda)
     else:
-        chosen = ranked[: params.top_k]
+        chosen = _best(pool, score, params.top_k)
     if not personal and len(chosen) < params.top_k:
         # Cold start before any popularity exists: any listed items, in a stable order.
         taken = seen_set | {c.item_id for c in chosen}

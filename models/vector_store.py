@@ -52,8 +52,14 @@ def top_hits(
         candidates = np.flatnonzero(masked >= masked[part].min())
     else:
         candidates = np.flatnonzero(mask)
-    hits = [(cast(str, ids[int(slot)]), float(masked[slot])) for slot in candidates]
-    hits.sort(key=lambda hit: (-hit[1], hit[0]))
+    # Best score first (a stable numpy sort), then ids ascending within runs of equal scores.
+    order = candidates[np.argsort(-masked[candidates], kind="stable")]
+    scores = masked[order].tolist()
+    hits = [
+        (cast(str, ids[slot]), score) for slot, score in zip(order.tolist(), scores, strict=True)
+    ]
+    if len(set(scores)) < len(scores):
+        hits.sort(key=lambda hit: (-hit[1], hit[0]))
     return hits[:k]
 
 
@@ -159,6 +165,21 @@ class VectorStore(ABC):
     def get(self, item_id: str) -> Vector | None:
         """Return a copy of the item's vector, or None."""
 
+    def get_many(self, item_ids: Sequence[str]) -> tuple[list[str], Vector]:
+        """Ids that have a vector, in the given order, and their vectors stacked."""
+        found: list[str] = []
+        rows: list[Vector] = []
+        for item_id in item_ids:
+            vec = self.get(item_id)
+            if vec is not None:
+                found.append(item_id)
+                rows.append(vec)
+        return found, (np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32))
+
+    def available_flags(self, item_ids: Sequence[str]) -> list[bool]:
+        """``is_available`` for each id, in one call."""
+        return [self.is_available(item_id) for item_id in item_ids]
+
     @abstractmethod
     def is_available(self, item_id: str) -> bool:
         """Whether the item is stored and listed."""
@@ -224,6 +245,24 @@ class SlottedStore(VectorStore):
         """Whether the item is stored and listed."""
         slot = self._slots.of.get(item_id)
         return slot is not None and bool(self._slots.available[slot])
+
+    def available_flags(self, item_ids: Sequence[str]) -> list[bool]:
+        """``is_available`` for each id, in one call."""
+        of, available = self._slots.of, self._slots.available
+        return [
+            bool(available[slot]) if (slot := of.get(i)) is not None else False for i in item_ids
+        ]
+
+    def get_many(self, item_ids: Sequence[str]) -> tuple[list[str], Vector]:
+        """Ids that have a vector, in the given order, and their vectors (one gather)."""
+        of = self._slots.of
+        found = [item_id for item_id in item_ids if item_id in of]
+        slots = np.fromiter((of[i] for i in found), dtype=np.int64, count=len(found))
+        return found, self._read_slots(slots)
+
+    @abstractmethod
+    def _read_slots(self, slots: npt.NDArray[np.int64]) -> Vector:
+        """Vectors of bound ``slots`` as a fresh (len(slots), dim) array."""
 
     def category(self, item_id: str) -> str | None:
         """Return the item's category, or None if unknown."""
@@ -305,6 +344,9 @@ class ExactStore(SlottedStore):
         """Return a copy of the item's vector, or None."""
         slot = self._slots.of.get(item_id)
         return None if slot is None else self._vecs[slot].copy()
+
+    def _read_slots(self, slots: npt.NDArray[np.int64]) -> Vector:
+        return self._vecs[slots]
 
     def search_many(
         self, queries: Vector, k: int, excludes: Sequence[Collection[str]]

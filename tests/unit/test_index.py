@@ -364,3 +364,44 @@ def test_hnsw_beam_is_rechecked_and_only_widened_as_the_catalogue_doubles() -> N
         for q in queries
     ]
     assert float(np.mean(got)) >= 0.9
+
+
+def test_batch_reads_equal_one_by_one_reads(make: Factory) -> None:
+    x = _units(200, 16, seed=3)
+    ids = [f"item-{i}" for i in range(200)]
+    index = make()
+    index.upsert_many(ids, x, available=[i % 7 != 0 for i in range(200)], model_id="m")
+    index.remove("item-5")
+    asked = ["item-3", "missing", "item-5", "item-7", "item-199", "item-3"]
+    found, vectors = index.get_many(asked)
+    assert found == ["item-3", "item-7", "item-199", "item-3"]  # order kept, unknown skipped
+    assert vectors.dtype == np.float32 and vectors.shape == (4, 16)
+    for row, item_id in enumerate(found):
+        np.testing.assert_array_equal(vectors[row], _vec(index, item_id))
+    assert index.available_flags(asked) == [index.is_available(i) for i in asked]
+    assert index.available_flags(asked) == [True, False, False, False, True, True]
+    empty_found, empty = index.get_many([])
+    assert empty_found == [] and empty.shape == (0, 16)
+    assert ExactIndex().get_many(["a"])[0] == [] and ExactIndex().available_flags(["a"]) == [
+        False
+    ]
+
+
+def test_consistent_holds_off_changes_from_other_threads() -> None:
+    import threading
+
+    index = ExactIndex()
+    index.upsert("a", [1.0, 0.0], model_id="m")
+    done = threading.Event()
+
+    def writer() -> None:
+        index.upsert("b", [0.0, 1.0], model_id="m")
+        done.set()
+
+    with index.consistent():
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert not done.wait(0.2)  # the upsert waits for the block
+        assert index.size == 1
+    thread.join(5)
+    assert done.is_set() and index.size == 2

@@ -16,6 +16,7 @@ from models.interest import (
     InterestParams,
     UserInterest,
     apply_events,
+    blend_vector,
     decay_score,
     log_increment,
     logaddexp,
@@ -186,6 +187,25 @@ def test_corrupt_item_vector_is_ignored() -> None:
     assert np.allclose(u, good, atol=1e-12)
     with pytest.raises(ValueError, match="dim"):
         user_vector(state, {"x": good, "y": np.ones(5) / math.sqrt(5)}, NOW, P)
+
+
+def test_blend_vector_from_gathered_rows_equals_user_vector() -> None:
+    rng = random.Random(4)
+    events = random_events(rng, 60, 8, DAY_MS)
+    vecs = unit_vectors([f"item-{i}" for i in range(8)], 16, seed=5)
+    vecs["item-3"] = np.full(16, np.nan)  # corrupt: skipped by both
+    state = apply_events(UserInterest.empty(), events, P, max_items=200)
+    now = max(e.ts_ms for e in events) + 1000
+    embedded = [w for w in state.weights if w.item_id != "item-5"]  # item-5: pending
+    rows = np.stack([vecs[w.item_id] for w in reversed(embedded)]).astype(np.float32)
+    got = blend_vector(state, list(reversed(embedded)), rows, now, P)
+    pending = {k: v for k, v in vecs.items() if k != "item-5"}
+    want = user_vector(state, {k: v.astype(np.float32) for k, v in pending.items()}, now, P)
+    assert got is not None and want is not None
+    assert np.max(np.abs(got - want)) <= 1e-12
+    assert blend_vector(state, embedded[:1], np.full((1, 16), np.inf), now, P) is None
+    with pytest.raises(ValueError, match="one vector row"):
+        blend_vector(state, embedded, rows[:1], now, P)
 
 
 def test_short_term_session_fades() -> None:

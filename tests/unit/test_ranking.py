@@ -229,3 +229,17 @@ def test_rank_params_are_validated() -> None:
     ):
         with pytest.raises(ValueError):
             RankParams(**bad)
+
+
+def test_only_the_strongest_co_occurring_items_are_candidates() -> None:
+    # candidates=1: one visual hit (a2) and one co-occurring item (b1, the strongest). a3
+    # would score 0.97 + 0.3 * 4/5 but is neither, so it is not a candidate at all.
+    params: dict[str, float | int | None] = {"candidates": 1, "top_k": 1}
+    args = ([1.0, 0.0, 0.0, 0.0], _index())
+    co = {"a3": (4.0, "a1"), "b1": (5.0, "a1")}
+    items = _rank(*args, seen={"a1"}, co=co, contributors=["a1"], **params)
+    assert _ids(items) == ["a2"]
+    # With two candidates per source a3 is one, and wins with its full blended score.
+    items = _rank(*args, seen={"a1"}, co=co, contributors=["a1"], candidates=2, top_k=1)
+    assert _ids(items) == ["a3"]
+    assert items[0].score == pytest.approx(0.97 / math.hypot(0.97, 0.2) + 0.3 * 4.0 / 5.0)
