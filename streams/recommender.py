@@ -1,8 +1,9 @@
 """Building refreshed lists from Redis state and the in-memory index, a batch of users at once.
 
-Runs on the interest worker's state thread (the only thread touching the index). A batch
-costs two Redis round trips (user states; co-occurrence neighbours), one matrix product for
-the visual search of all its users, and the popularity list prepared at most once a second.
+A batch costs three Redis round trips (user states; co-occurrence neighbours; the lists
+cached), one gather of every vector its users' items need, one matrix product (or HNSW walk)
+for the visual search of all its users, and the popularity list prepared at most once a
+second; what remains per user is array work in ``models.ranking``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.interest import InterestParams, UserInterest, top_contributors, user_vector
+from models.interest import InterestParams, UserInterest, blend_vector, top_contributors
 from models.ranking import PopularBlock, RankParams, rank
 from schemas import Recommendations, UserEvent
 from streams.user_state import UserStateStore
@@ -40,6 +41,9 @@ class Recommender:
         self.feed = feed
         self.interest = interest
         self.ranking = ranking
+        # The ranking keeps the ``candidates`` strongest co-occurring items; the strongest
+        # few of each contributor's list are plenty to find them.
+        self.co_per_contributor = max(ranking.top_k, -(-2 * ranking.candidates // CONTRIBUTORS))
         self._popular: PopularBlock | None = None
         self._popular_at = 0.0
 
@@ -55,32 +59,50 @@ class Recommender:
 
     def build(self, last_events: Sequence[UserEvent], now_ms: int) -> list[Recommendations]:
         """Lists for the users of ``last_events`` (one per user), newest state, one batch."""
+        # One state of the index for the whole batch: vectors arrive (and models switch) on
+        # the state thread and wait for the batch to finish.
+        with self.feed.index.consistent():
+            return self._build(last_events, now_ms, self.feed.active_model or "")
+
+    def _build(
+        self, last_events: Sequence[UserEvent], now_ms: int, model_id: str
+    ) -> list[Recommendations]:
         index = self.feed.index
         users = [ev.user_id for ev in last_events]
-        states = self.store.load_many(users)
+        states = self.store.load_many(users, item_times=False)
+        # One gather for the vectors of every item of every user of the batch.
+        found, matrix = index.get_many(
+            list(dict.fromkeys(w.item_id for u in users for w in states[u].weights))
+        )
+        row_of = {item_id: row for row, item_id in enumerate(found)}
         vectors: dict[str, np.ndarray] = {}
         contributors: dict[str, list[str]] = {}
+        seen: dict[str, set[str]] = {}
         for user_id in users:
             interest: UserInterest = states[user_id]
-            vec = user_vector(interest, index.get, now_ms, self.interest)
-            if vec is not None:
-                vectors[user_id] = vec
+            embedded = [w for w in interest.weights if w.item_id in row_of]
+            if embedded:
+                rows = [row_of[w.item_id] for w in embedded]
+                vec = blend_vector(interest, embedded, matrix[rows], now_ms, self.interest)
+                if vec is not None:
+                    vectors[user_id] = vec
             contributors[user_id] = [
                 item_id
                 for item_id, _ in top_contributors(
                     interest, CONTRIBUTORS, now_ms=now_ms, params=self.interest
                 )
             ]
-        seen = {u: {w.item_id for w in states[u].weights} for u in users}
+            seen[user_id] = {w.item_id for w in interest.weights}
         hits: dict[str, list[tuple[str, float]]] = {}
         personal = [u for u in users if u in vectors]
         if personal and index.dim is not None:
             k = max(self.ranking.candidates, self.ranking.top_k)
             queries = np.stack([vectors[u] for u in personal]).astype(np.float32)
-            found = index.search_many(queries, k, [seen[u] for u in personal])
-            hits = dict(zip(personal, found, strict=True))
+            found_hits = index.search_many(queries, k, [seen[u] for u in personal])
+            hits = dict(zip(personal, found_hits, strict=True))
         all_contributors = list(dict.fromkeys(c for u in users for c in contributors[u]))
-        co_raw = self.store.co_neighbours(all_contributors, self.ranking.candidates, now_ms=now_ms)
+        # Stored (undecayed) scores: the ranking normalises them per user, so decay cancels.
+        co_raw = self.store.co_neighbours_raw(all_contributors, self.co_per_contributor)
         popular = self.popular(now_ms)
         lists = []
         for ev in last_events:
@@ -104,7 +126,7 @@ class Recommender:
                 Recommendations(
                     user_id=user_id,
                     items=items,
-                    model_id=self.feed.active_model or "",
+                    model_id=model_id,
                     trigger_event_id=ev.event_id,
                     generated_at_ms=now_ms,
                 )

@@ -1,9 +1,10 @@
 """Users' interest state in Redis: idempotent per-event updates, global signals, the recs cache.
 
-Per event, one Lua script (``_APPLY_EVENT``) touches only that user's hash-tagged keys
-(``user_state``, ``user_seen``, ``user_applied``) and atomically: skips an ``event_id`` already
-applied; else merges the event into the item's two log weights (``models.interest``), updates
-the seen set and trims it (with the trimmed items' weights), and records the ``event_id``.
+Per event, a Lua function (``_APPLY_EVENTS`` calls it for each event of one user's part of a
+batch: one script call per user) touches only that user's hash-tagged keys (``user_state``,
+``user_seen``, ``user_applied``) and atomically: skips an ``event_id`` already applied; else
+merges the event into the item's two log weights (``models.interest``), updates the seen set
+and trims it (with the trimmed items' weights), and records the ``event_id``.
 So a redelivered event changes nothing: at-least-once delivery, exactly-once effect.
 
 The global signals (popularity, co-occurrence) are written in a second pipelined step, only
@@ -38,7 +39,7 @@ import math
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,12 @@ from streams.settings import InterestSettings
 # 1000 items (the contract's maximum) of generous size: bounds what a cached value inflates to.
 MAX_RECS_JSON_BYTES = 4 * 1024 * 1024
 
+Signals = list[tuple[UserEvent, list[str]]]
+"""Applied events with the items each co-occurred with: what ``write_signals`` adds up."""
+
+# Most events of one user applied by one script call.
+MAX_EVENTS_PER_CALL = 256
+
 # Defaults for signals InterestSettings has no field for yet.
 DEFAULT_CO_WINDOW_S = 1800.0
 DEFAULT_CO_MAX_PER_EVENT = 10
@@ -67,16 +74,10 @@ DEFAULT_POPULAR_MAX = 10_000
 
 # Numbers go to redis.call as strings formatted with %.17g: Lua 5.1 turns a bare number into
 # a string with %.14g, which would round timestamps past 1e14 ms and log weights.
-_APPLY_EVENT = """
+_APPLY_EVENTS = """
 local state, seen, applied = KEYS[1], KEYS[2], KEYS[3]
-local eid, item, ts_s = ARGV[1], ARGV[2], ARGV[3]
-if redis.call('ZSCORE', applied, eid) then
-  return 0
-end
-local ts = tonumber(ts_s)
-local inc_l, inc_s = tonumber(ARGV[4]), tonumber(ARGV[5])
-local seen_max, applied_max = tonumber(ARGV[6]), tonumber(ARGV[7])
-local window, co_max = tonumber(ARGV[8]), tonumber(ARGV[9])
+local seen_max, applied_max = tonumber(ARGV[1]), tonumber(ARGV[2])
+local window, co_max = tonumber(ARGV[3]), tonumber(ARGV[4])
 
 -- exactly models.interest.logaddexp
 local function lae(a, b)
@@ -85,46 +86,63 @@ local function lae(a, b)
   return m + math.log(1 + math.exp(d))
 end
 
-local field = 'i:' .. item
-local l, s = inc_l, inc_s
-local cur = redis.call('HGET', state, field)
-if cur then
-  local cl, cs = string.match(cur, '^(%S+) (%S+)$')
-  l = lae(tonumber(cl), inc_l)
-  s = lae(tonumber(cs), inc_s)
-end
-local last = redis.call('HGET', state, 'last_ts')
-if (not last) or tonumber(last) < ts then last = ts_s end
-redis.call('HSET', state, field, string.format('%.17g %.17g', l, s), 'last_ts', last)
-local n = redis.call('HINCRBY', state, 'n', 1)
-
-redis.call('ZADD', seen, 'GT', ts_s, item)
-local cnt = redis.call('ZCARD', seen)
-if cnt > seen_max then
-  local stop = cnt - seen_max - 1
-  local drop = redis.call('ZRANGE', seen, 0, stop)
-  redis.call('ZREMRANGEBYRANK', seen, 0, stop)
-  for i = 1, #drop do drop[i] = 'i:' .. drop[i] end
-  redis.call('HDEL', state, unpack(drop))
-end
-
--- Items touched within the window on either side: a symmetric window makes a pair count
--- once whichever of its two events is applied second.
-local out = {1}
-if co_max > 0 then
-  local near = redis.call('ZREVRANGEBYSCORE', seen, string.format('%.17g', ts + window),
-    string.format('%.17g', ts - window), 'LIMIT', 0, co_max + 1)
-  for i = 1, #near do
-    if near[i] ~= item and #out <= co_max then out[#out + 1] = near[i] end
+-- One event: 0 if its id was applied before, else {1, co-occurring items...}.
+local function apply(eid, item, ts_s, inc_l, inc_s)
+  if redis.call('ZSCORE', applied, eid) then
+    return 0
   end
+  local ts = tonumber(ts_s)
+  local field = 'i:' .. item
+  local l, s = inc_l, inc_s
+  local cur = redis.call('HGET', state, field)
+  if cur then
+    local cl, cs = string.match(cur, '^(%S+) (%S+)$')
+    l = lae(tonumber(cl), inc_l)
+    s = lae(tonumber(cs), inc_s)
+  end
+  local last = redis.call('HGET', state, 'last_ts')
+  if (not last) or tonumber(last) < ts then last = ts_s end
+  redis.call('HSET', state, field, string.format('%.17g %.17g', l, s), 'last_ts', last)
+  local n = redis.call('HINCRBY', state, 'n', 1)
+
+  redis.call('ZADD', seen, 'GT', ts_s, item)
+  local cnt = redis.call('ZCARD', seen)
+  if cnt > seen_max then
+    local stop = cnt - seen_max - 1
+    local drop = redis.call('ZRANGE', seen, 0, stop)
+    redis.call('ZREMRANGEBYRANK', seen, 0, stop)
+    for i = 1, #drop do drop[i] = 'i:' .. drop[i] end
+    redis.call('HDEL', state, unpack(drop))
+  end
+
+  -- Items touched within the window on either side: a symmetric window makes a pair count
+  -- once whichever of its two events is applied second.
+  local out = {1}
+  if co_max > 0 then
+    local near = redis.call('ZREVRANGEBYSCORE', seen, string.format('%.17g', ts + window),
+      string.format('%.17g', ts - window), 'LIMIT', 0, co_max + 1)
+    for i = 1, #near do
+      if near[i] ~= item and #out <= co_max then out[#out + 1] = near[i] end
+    end
+  end
+
+  redis.call('ZADD', applied, n, eid)
+  return out
 end
 
-redis.call('ZADD', applied, n, eid)
+-- ARGV[5..]: (event_id, item_id, ts_ms, inc_long, inc_short) per event, in order.
+local results = {}
+for e = 5, #ARGV, 5 do
+  results[#results + 1] = apply(ARGV[e], ARGV[e + 1], ARGV[e + 2],
+    tonumber(ARGV[e + 3]), tonumber(ARGV[e + 4]))
+end
+-- Trim the applied ids once per call: it keeps the same applied_max highest-n ids as trimming
+-- after every event would, since applied_max >= the events of one call (a batch).
 local ac = redis.call('ZCARD', applied)
 if ac > applied_max then
   redis.call('ZREMRANGEBYRANK', applied, 0, ac - applied_max - 1)
 end
-return out
+return results
 """
 
 
@@ -213,7 +231,7 @@ class UserStateStore:
         self._co_max_per_event = co_max_per_event
         self._popular_max = popular_max
         self._cluster = isinstance(client, RedisCluster)
-        self._script = client.register_script(_APPLY_EVENT)
+        self._script = client.register_script(_APPLY_EVENTS)
         self._bump = client.register_script(_BUMP)
 
     @classmethod
@@ -243,32 +261,56 @@ class UserStateStore:
 
         Raises ``UserStateError`` after writing everything else if Redis rejected some events.
         """
+        applied, signals = self.apply_state(events)
+        self.write_signals(signals)
+        return applied
+
+    def apply_state(
+        self, events: Sequence[tuple[UserEvent, int, int]]
+    ) -> tuple[list[bool], Signals]:
+        """``apply`` without the global signals: they are returned, for ``write_signals``.
+
+        The worker writes them while it ranks. If Redis rejected some events this writes the
+        signals of the others and raises ``UserStateError``.
+        """
         if not events:
-            return []
+            return [], []
+        # One script call per user with all of that user's events of the batch, in order:
+        # a user's keys share a slot, and per-call overhead, not the work, dominates.
+        # Calls are capped so that one script never blocks Redis for long, and at applied_max
+        # events so that trimming the applied ids once per call equals trimming per event.
+        chunk = min(MAX_EVENTS_PER_CALL, self._applied_max)
+        by_user: dict[str, list[int]] = defaultdict(list)
+        for pos, (ev, _, _) in enumerate(events):
+            by_user[ev.user_id].append(pos)
+        calls = [
+            (user_id, positions[start : start + chunk])
+            for user_id, positions in by_user.items()
+            for start in range(0, len(positions), chunk)
+        ]
         pipe = self._r.pipeline(transaction=False)
-        for ev, _, _ in events:
-            inc_long, inc_short = log_increment(ev.type, ev.ts_ms, self._params)
-            self._run(
-                pipe,
-                self._script,
-                [
-                    self._keys.user_state(ev.user_id),
-                    self._keys.user_seen(ev.user_id),
-                    self._keys.user_applied(ev.user_id),
-                ],
-                [
-                    ev.event_id,
-                    ev.item_id,
-                    str(ev.ts_ms),
-                    repr(inc_long),
-                    repr(inc_short),
-                    self._seen_max,
-                    self._applied_max,
-                    self._co_window_ms,
-                    self._co_max_per_event,
-                ],
-            )
-        results = pipe.execute(raise_on_error=False)
+        for user_id, positions in calls:
+            args: list[Any] = [
+                self._seen_max,
+                self._applied_max,
+                self._co_window_ms,
+                self._co_max_per_event,
+            ]
+            for pos in positions:
+                ev = events[pos][0]
+                inc_long, inc_short = log_increment(ev.type, ev.ts_ms, self._params)
+                args += (ev.event_id, ev.item_id, str(ev.ts_ms), repr(inc_long), repr(inc_short))
+            keys = [
+                self._keys.user_state(user_id),
+                self._keys.user_seen(user_id),
+                self._keys.user_applied(user_id),
+            ]
+            self._run(pipe, self._script, keys, args)
+        replies = pipe.execute(raise_on_error=False)
+        results: list[Any] = [None] * len(events)
+        for (_, positions), reply in zip(calls, replies, strict=True):
+            for k, pos in enumerate(positions):
+                results[pos] = reply if isinstance(reply, Exception) else reply[k]
         applied: list[bool] = []
         failures: list[tuple[int, int, str]] = []
         neighbours: list[tuple[UserEvent, list[str]]] = []
@@ -281,12 +323,17 @@ class UserStateStore:
                 neighbours.append((ev, [_text(x) for x in res[1:]]))
             else:
                 applied.append(False)  # 0: already applied
-        self._update_signals(neighbours)
         if failures:
+            self.write_signals(neighbours)
             raise UserStateError(failures, applied)
-        return applied
+        return applied, neighbours
 
-    def _update_signals(self, applied: Iterable[tuple[UserEvent, list[str]]]) -> None:
+    def write_signals(self, applied: Signals) -> None:
+        """Add the popularity and co-occurrence increments of applied events.
+
+        Not idempotent (increments): never retry a call that may have partly run; a lost call
+        loses increments, which the approximate decayed counts tolerate.
+        """
         # Sum the batch's increments per (key, member) and send one script call per key:
         # client-side command packing, not Redis, bounds throughput here.
         bumps: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -329,13 +376,23 @@ class UserStateStore:
         """Read the user's interest state (empty if the user has none)."""
         return self.load_many([user_id])[user_id]
 
-    def load_many(self, user_ids: Sequence[str]) -> dict[str, UserInterest]:
-        """Read several users' states in one round trip (only their one writer changes them)."""
-        pipe = self._r.pipeline(transaction=False)
+    def load_many(
+        self, user_ids: Sequence[str], *, item_times: bool = True
+    ) -> dict[str, UserInterest]:
+        """Read several users' states in one round trip (only their one writer changes them).
+
+        ``item_times=False`` skips each item's latest event time (``last_ts_ms`` reads 0): the
+        user vector and the ranking do not need it, and it is half of what a refresh reads.
+        """
+        pipe: Any = self._r.pipeline(transaction=False)
         for user_id in user_ids:
-            pipe.hgetall(self._keys.user_state(user_id))
-            pipe.zrange(self._keys.user_seen(user_id), 0, -1, withscores=True)
+            # Raw HGETALL: a flat field/value list, no per-reply dict built by redis-py.
+            pipe.execute_command("HGETALL", self._keys.user_state(user_id))
+            if item_times:
+                pipe.zrange(self._keys.user_seen(user_id), 0, -1, withscores=True)
         replies = pipe.execute()
+        if not item_times:
+            return {u: _interest(raw, []) for u, raw in zip(user_ids, replies, strict=True)}
         return {
             user_id: _interest(replies[2 * i], replies[2 * i + 1])
             for i, user_id in enumerate(user_ids)
@@ -367,6 +424,30 @@ class UserStateStore:
             item: [(_text(o), decay_score(float(s), now, self._params)) for o, s in rows]
             for item, rows in zip(item_ids, pipe.execute(), strict=True)
         }
+
+    def co_neighbours_raw(
+        self, item_ids: Sequence[str], n: int
+    ) -> dict[str, list[tuple[str, float]]]:
+        """``co_neighbours`` without the decay to now: stored scores, one round trip.
+
+        Decaying multiplies every stored score by the same factor ``2 ** -((now - T0) / h)``,
+        so whoever normalises by the largest score (the ranking does) can skip it.
+        """
+        if n < 1 or not item_ids:
+            return {i: [] for i in item_ids}
+        pipe: Any = self._r.pipeline(transaction=False)
+        for item in item_ids:
+            # A raw command: redis-py's reply callback would build float pairs one by one.
+            pipe.execute_command("ZREVRANGE", self._keys.cooccurrence(item), 0, n - 1, "WITHSCORES")
+        out: dict[str, list[tuple[str, float]]] = {}
+        for item, reply in zip(item_ids, pipe.execute(), strict=True):
+            if reply and isinstance(reply[0], list | tuple):  # RESP3: [member, score] pairs
+                out[item] = [(_text(m), float(v)) for m, v in reply]
+            else:
+                out[item] = [
+                    (_text(m), float(v)) for m, v in zip(reply[::2], reply[1::2], strict=True)
+                ]
+        return out
 
     def write_recs(self, recs: Recommendations) -> None:
         """Cache the user's latest list for pull reads."""
@@ -403,23 +484,25 @@ class UserStateStore:
         return self.memory_breakdown(user_id).total
 
 
-def _interest(raw: dict[Any, Any], seen_rows: list[tuple[Any, float]]) -> UserInterest:
+def _interest(raw: dict[Any, Any] | list[Any], seen_rows: list[tuple[Any, float]]) -> UserInterest:
+    """Parse a state hash (HGETALL as a dict, or its flat field/value list) and the seen set."""
     seen_ts = {_text(item): int(ts) for item, ts in seen_rows}
+    pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
     weights: list[ItemWeight] = []
     last_ts = n = 0
-    for k, v in raw.items():
-        name, value = _text(k), _text(v)
+    for k, v in pairs:
+        name = k.decode("utf-8") if isinstance(k, bytes) else k
         if name.startswith("i:"):
             item = name[2:]
-            log_long, log_short = value.split(" ")
+            log_long, log_short = v.split()
             weights.append(
                 ItemWeight(item, float(log_long), float(log_short), seen_ts.get(item, 0))
             )
         elif name == "last_ts":
-            last_ts = int(value)
+            last_ts = int(v)
         elif name == "n":
-            n = int(value)
-    weights.sort(key=lambda w: w.item_id)
+            n = int(v)
+    weights.sort()
     return UserInterest(tuple(weights), last_ts, n)
 
 
