@@ -35,7 +35,10 @@ MODEL_POLL_S = 2.0
 
 
 class IndexFeed:
-    """Owns the index; all mutations and reads run on one state thread (no races)."""
+    """Owns the index: vectors are applied on the state thread, refreshes read it from the loop.
+
+    The index serialises its own operations with a lock, so the two never race.
+    """
 
     def __init__(self, settings: Settings, state_pool: ThreadPoolExecutor) -> None:
         """Build an empty index; ``start`` fills it."""
@@ -79,10 +82,12 @@ class IndexFeed:
         if model is not None and model != self.active_model:
             if self.active_model is None:
                 self._load_from_redis(model)
+                self.active_model = model
             else:
-                self.index.switch_model(model)
+                with self.index.consistent():  # a refresh sees both switched, or neither
+                    self.index.switch_model(model)
+                    self.active_model = model
             log.warning("item index now serves model %s (%d items)", model, len(self.index))
-            self.active_model = model
 
     async def run(self) -> None:
         """Build the index, then follow the item-vectors topic until cancelled."""

@@ -32,7 +32,7 @@ from streams.batch import decode_batch
 from streams.deadletter import DeadLetterSink
 from streams.recommender import Recommender
 from streams.settings import Settings
-from streams.user_state import UserStateError, UserStateStore
+from streams.user_state import Signals, UserStateError, UserStateStore
 from workers.item_index import IndexFeed
 from workers.item_index import register as register_index
 
@@ -57,6 +57,21 @@ REFRESH_LATENCY = Histogram(
     "visrec_refresh_latency_seconds",
     "Event produced (Kafka timestamp) to recommendation sent",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+)
+BATCH_STAGE = Histogram(
+    "visrec_interest_batch_stage_seconds",
+    "Time an event batch spends in each stage: decode, apply (Redis), refresh, send",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+BATCH_EVENTS = Histogram(
+    "visrec_interest_batch_events",
+    "Events per consumed batch",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+)
+SIGNALS_DROPPED = Counter(
+    "visrec_signal_updates_dropped_total",
+    "Applied events whose popularity/co-occurrence increments were lost to a Redis outage",
 )
 REDIS_RETRIES = Counter(
     "visrec_redis_retries_total", "Batch steps retried because Redis was unavailable"
@@ -99,6 +114,8 @@ class InterestUpdater:
     async def process(self, events: list[Any]) -> None:
         """Apply one batch, refresh its users, send, then return (the caller acks)."""
         EVENTS.inc(len(events))
+        BATCH_EVENTS.observe(len(events))
+        t0 = time.perf_counter()
         batch = await decode_batch(
             events,
             UserEvent,
@@ -108,35 +125,83 @@ class InterestUpdater:
             dead_letters=self.dead_letters,
         )
         sends: list[Awaitable[object]] = list(batch.sends)
+        t1 = t2 = t3 = time.perf_counter()
         if batch.ok:
-            applied = await self._until_redis_answers(
-                self.store.apply, [(ev, src.partition, src.offset) for ev, src in batch.ok]
+            applied, signals = await self._until_redis_answers(
+                self.store.apply_state, [(ev, src.partition, src.offset) for ev, src in batch.ok]
             )
             APPLIED.inc(sum(applied))
+            # Popularity and co-occurrence increments go to Redis from the state thread while
+            # this one ranks (mostly Redis time, overlapped); done before the batch is acked.
+            signals_written = asyncio.get_running_loop().run_in_executor(
+                self.feed.pool, self._write_signals, signals
+            )
+            t2 = time.perf_counter()
             # Last event per user in offset order: the trigger the refreshed list answers.
             last: dict[str, UserEvent] = {}
             for ev, _ in batch.ok:
                 last.pop(ev.user_id, None)
                 last[ev.user_id] = ev
-            lists = await self._until_redis_answers(self.recommender.refresh, list(last.values()))
+            try:
+                lists = await self._until_redis_answers(
+                    self.recommender.refresh, list(last.values())
+                )
+            finally:
+                await signals_written
+            t3 = time.perf_counter()
+            # The producer directly: faust's Topic.send costs ~0.4 ms of Python per message
+            # (channel, codecs, callbacks) for bytes that are already encoded.
+            producer = self.recommendations.app.producer
+            topic = self.recommendations.get_topic_name()
             for recs in lists:
                 sends.append(
-                    await self.recommendations.send(
-                        key=recs.user_id.encode("utf-8"), value=recs.to_json_bytes()
+                    await producer.send(
+                        topic, recs.user_id.encode("utf-8"), recs.to_json_bytes(), None, None, None
                     )
                 )
         await asyncio.gather(*sends)
+        t4 = time.perf_counter()
+        for stage, took in (("decode", t1 - t0), ("apply", t2 - t1), ("refresh", t3 - t2)):
+            BATCH_STAGE.labels(stage).observe(took)
+        BATCH_STAGE.labels("send").observe(t4 - t3)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "batch: %d events, %d ok; decode %.1f ms, apply %.1f, refresh %.1f, send %.1f",
+                len(events),
+                len(batch.ok),
+                (t1 - t0) * 1000,
+                (t2 - t1) * 1000,
+                (t3 - t2) * 1000,
+                (t4 - t3) * 1000,
+            )
         now = time.time()
         for event in events:
             REFRESH_LATENCY.observe(max(0.0, now - float(event.message.timestamp)))
         REFRESHES.inc(len(batch.ok) and len({ev.user_id for ev, _ in batch.ok}))
 
+    def _write_signals(self, signals: Signals) -> None:
+        try:
+            self.store.write_signals(signals)
+        except TRANSIENT_REDIS_ERRORS as exc:
+            # Increments are not idempotent: a retry after a partial write could double them.
+            SIGNALS_DROPPED.inc(len(signals))
+            log.warning("redis unavailable (%s): %d signal updates dropped", exc, len(signals))
+
     async def _until_redis_answers(self, step: Callable[[Any], T], arg: Any) -> T:
-        """Run ``step(arg)`` on the state thread, retrying with backoff while Redis is away."""
+        """Run ``step(arg)``, retrying with backoff while Redis is away.
+
+        The first try runs on the event loop's thread: the batch is the only work this agent
+        has, and a second thread would only trade the GIL back and forth with the consumer
+        (measured: produce-to-list p50 at 500 events/s fell from ~0.8 s to ~0.26 s). Retries
+        run on the state thread, so that an unreachable Redis's socket timeouts never stall
+        the loop (heartbeats, the item-vector consumer, /metrics).
+        """
         loop = asyncio.get_running_loop()
         delay = RETRY_FIRST_S
         while True:
             try:
+                if delay == RETRY_FIRST_S:
+                    return step(arg)
                 return await loop.run_in_executor(self.feed.pool, step, arg)
             except TRANSIENT_REDIS_ERRORS as exc:
                 REDIS_RETRIES.inc()
