@@ -127,6 +127,12 @@ local function apply(eid, item, ts_s, inc_l, inc_s)
   end
 
   redis.call('ZADD', applied, n, eid)
+  -- Trimmed after every event, never above applied_max: a set that outgrew Redis's compact
+  -- (listpack) encoding limit would stay in the ~8x larger skiplist encoding for good.
+  local ac = redis.call('ZCARD', applied)
+  if ac > applied_max then
+    redis.call('ZREMRANGEBYRANK', applied, 0, ac - applied_max - 1)
+  end
   return out
 end
 
@@ -135,12 +141,6 @@ local results = {}
 for e = 5, #ARGV, 5 do
   results[#results + 1] = apply(ARGV[e], ARGV[e + 1], ARGV[e + 2],
     tonumber(ARGV[e + 3]), tonumber(ARGV[e + 4]))
-end
--- Trim the applied ids once per call: it keeps the same applied_max highest-n ids as trimming
--- after every event would, since applied_max >= the events of one call (a batch).
-local ac = redis.call('ZCARD', applied)
-if ac > applied_max then
-  redis.call('ZREMRANGEBYRANK', applied, 0, ac - applied_max - 1)
 end
 return results
 """
@@ -277,9 +277,8 @@ class UserStateStore:
             return [], []
         # One script call per user with all of that user's events of the batch, in order:
         # a user's keys share a slot, and per-call overhead, not the work, dominates.
-        # Calls are capped so that one script never blocks Redis for long, and at applied_max
-        # events so that trimming the applied ids once per call equals trimming per event.
-        chunk = min(MAX_EVENTS_PER_CALL, self._applied_max)
+        # Calls are capped so that one script never blocks Redis for long.
+        chunk = MAX_EVENTS_PER_CALL
         by_user: dict[str, list[int]] = defaultdict(list)
         for pos, (ev, _, _) in enumerate(events):
             by_user[ev.user_id].append(pos)
