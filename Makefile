@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps lint typecheck test test-unit test-integration demo services-up services-down bench clean
+.PHONY: help install system-deps lint typecheck test test-unit test-integration demo services-up services-down bench bench-pipeline clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ services-down: ## Stop them
 
 bench: $(STAMP) ## Embedder benchmark on CPU (ratio against bare ONNX Runtime and decode alone)
 	$(PY) bench/embed.py --device cpu
+
+bench-pipeline: $(STAMP) ## Interest pipeline at full scale vs a pass-through agent (~5 min)
+	OPENBLAS_NUM_THREADS=1 $(PY) bench/pipeline.py
 
 clean: ## Remove local state (.state) and caches
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

@@ -89,7 +89,8 @@ def catalogue_vectors(rng: np.random.Generator, m: int, dim: int, kind: str) -> 
         latent = centres[rng.integers(0, 1000, m)] + 0.3 * rng.standard_normal((m, 64))
         vecs = latent.astype(np.float32) @ basis.T
         vecs += 0.02 * rng.standard_normal((m, dim), dtype=np.float32)
-    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    unit: np.ndarray = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    return unit
 
 
 def build_catalogue(settings: Settings, n: int, dim: int, kind: str = "random") -> str:
@@ -255,25 +256,28 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuMeter:
-    """CPU seconds used by named processes between ``start`` and ``stop``."""
+    """CPU seconds used by named groups of processes between ``start`` and ``stop``."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, list[int]]) -> None:
         self.pids = pids
         self.begin: dict[str, float] = {}
         self.t0 = 0.0
 
+    def _now(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.pids.items()}
+
     def start(self) -> None:
-        self.begin = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.begin = self._now()
         self.t0 = time.monotonic()
 
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self.t0
-        used = {name: cpu_seconds(pid) - self.begin[name] for name, pid in self.pids.items()}
+        used = {name: v - self.begin[name] for name, v in self._now().items()}
         return {"wall_s": wall, **{f"{name}_cpu_s": v for name, v in used.items()}}
 
 
 def sustained(
-    settings: Settings, worker: Worker, group: str, events: list[UserEvent]
+    settings: Settings, workers: list[Worker], group: str, events: list[UserEvent]
 ) -> dict[str, Any]:
     topic = Topics.from_settings(settings).events.name
     probe = LagProbe(settings, group, topic)
@@ -292,8 +296,20 @@ def sustained(
         "events": len(events),
         "seconds": took,
         "events_per_s": len(events) / took,
-        "rss_mb": worker.rss_mb(),
+        "rss_mb": sum(w.rss_mb() for w in workers),
     }
+
+
+def wait_quiet(pids: list[int], limit_s: float = 900.0, busy: float = 0.2) -> float:
+    """Wait until the processes use under ``busy`` of a core over 2 s (background index
+    builds done); return the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        before = sum(cpu_seconds(p) for p in pids)
+        time.sleep(2.0)
+        if sum(cpu_seconds(p) for p in pids) - before < busy * 2.0:
+            break
+    return time.monotonic() - start
 
 
 def latency(
@@ -407,7 +423,10 @@ def report(results: dict[str, Any], rate: float) -> None:
         f"{results['interests']['sustained']['redis_usec_per_event']:.0f} us"
     )
     irss, prss = i["sustained"]["rss_mb"], p["sustained"]["rss_mb"]
-    print(f"(d) worker RSS MB after sustained run: interests {irss:.0f}, passthrough {prss:.0f}")
+    print(
+        f"(d) worker RSS MB after sustained run (all workers): interests {irss:.0f}, "
+        f"passthrough {prss:.0f}"
+    )
 
 
 def main() -> int:
@@ -426,6 +445,15 @@ def main() -> int:
         help="interest.ann_threshold for the worker; default: exact search for random data "
         "(HNSW needs a beam of ~5,600 there and is slower than a scan), the worker's default "
         "for clustered data",
+    )
+    ap.add_argument(
+        "--workers", type=int, default=1, help="processes per role (one consumer group)"
+    )
+    ap.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help="interest.max_batch (default: the setting's default); applied_max follows",
     )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -447,10 +475,14 @@ def main() -> int:
             default = InterestSettings().ann_threshold
             threshold = args.items + 1 if args.data == "random" else default
         results["ann_threshold"] = threshold
+        batch: dict[str, int] = {}
+        if args.max_batch:
+            applied = max(InterestSettings().applied_max, args.max_batch)
+            batch = {"max_batch": args.max_batch, "applied_max": applied}
         base = Settings(
             kafka=KafkaSettings(bootstrap_servers=kafka.bootstrap),
             redis=RedisSettings(url=redis_server.url),
-            interest=InterestSettings(ann_threshold=threshold),
+            interest=InterestSettings(ann_threshold=threshold, **batch),
             state_dir=tmp,
         )
         log(f"catalogue: {args.items} x {args.dim} {args.data} unit vectors -> redis")
@@ -481,10 +513,22 @@ def main() -> int:
                     "interests",
                 ]
             )
-            worker = Worker(argv, settings, tmp / f"{role}.log")
+            workers = [
+                Worker(
+                    argv,
+                    settings.model_copy(update={"web_port": free_port()}) if k else settings,
+                    tmp / f"{role}-{k}.log",
+                )
+                for k in range(args.workers)
+            ]
             try:
-                ready = worker.wait_ready()
-                log(f"{role}: ready in {ready:.1f}s, rss {worker.rss_mb():.0f} MB")
+                ready = max(w.wait_ready() for w in workers)
+                rss = sum(w.rss_mb() for w in workers)
+                quiet = wait_quiet([w.proc.pid for w in workers])
+                log(
+                    f"{role}: {len(workers)} worker(s) ready in {ready:.1f}s, quiet after "
+                    f"{quiet:.0f}s more (index build), rss {rss:.0f} MB"
+                )
                 # Warm-up (JIT-free, but connections, index pages, Lua cache).
                 latency(
                     settings,
@@ -494,10 +538,10 @@ def main() -> int:
                 )
                 meter = CpuMeter(
                     {
-                        "worker": worker.proc.pid,
-                        "kafka": kafka_pid,
-                        "redis": redis_pid,
-                        "bench": os.getpid(),
+                        "worker": [w.proc.pid for w in workers],
+                        "kafka": [kafka_pid],
+                        "redis": [redis_pid],
+                        "bench": [os.getpid()],
                     }
                 )
                 meter.start()
@@ -514,21 +558,22 @@ def main() -> int:
                 sus_events = make_events(
                     args.events, args.users, args.items, 2, 1_764_000_200_000, f"sus-{role}"
                 )
-                sus = sustained(
-                    settings,
-                    worker,
-                    f"bench-{role}-{role}",
-                    sus_events,
-                )
+                sus = sustained(settings, workers, f"bench-{role}-{role}", sus_events)
                 sus["cpu"] = meter.stop()
                 stats = rclient.info("commandstats")
                 sus["redis_usec_per_event"] = sum(
                     v["usec"] for k, v in stats.items() if k != "cmdstat_config|resetstat"
                 ) / len(sus_events)
                 log(f"{role}: sustained: {sus}")
-                results[role] = {"ready_s": ready, "latency": lat, "sustained": sus}
+                results[role] = {
+                    "ready_s": ready,
+                    "quiet_s": quiet,
+                    "latency": lat,
+                    "sustained": sus,
+                }
             finally:
-                worker.stop()
+                for w in workers:
+                    w.stop()
         store = UserStateStore.from_settings(
             redis.Redis.from_url(base.redis.url), RedisKeys(), base.interest
         )
