@@ -382,9 +382,7 @@ def test_batch_reads_equal_one_by_one_reads(make: Factory) -> None:
     assert index.available_flags(asked) == [True, False, False, False, True, True]
     empty_found, empty = index.get_many([])
     assert empty_found == [] and empty.shape == (0, 16)
-    assert ExactIndex().get_many(["a"])[0] == [] and ExactIndex().available_flags(["a"]) == [
-        False
-    ]
+    assert ExactIndex().get_many(["a"])[0] == [] and ExactIndex().available_flags(["a"]) == [False]
 
 
 def test_consistent_holds_off_changes_from_other_threads() -> None:
