@@ -222,10 +222,38 @@ def apply_events(
     return UserInterest(tuple(sorted(items.values(), key=lambda w: w.item_id)), last_ts, n)
 
 
-def short_term_blend(interest: UserInterest, now_ms: int, params: InterestParams) -> float:
+def short_term_blend(
+    interest: UserInterest | InterestColumns, now_ms: int, params: InterestParams
+) -> float:
     """``b = short_term_weight * 2 ** (-(now - last_ts) / h_short)``, never above the weight."""
     age_s = max(0, int(now_ms) - interest.last_ts_ms) / 1000.0
     return params.short_term_weight * math.pow(2.0, -age_s / params.half_life_short_s)
+
+
+@dataclass(frozen=True, slots=True)
+class InterestColumns:
+    """A user's state as columns (item ids sorted), for code that handles many users at once.
+
+    Holds what ``UserInterest`` holds except each item's latest event time, which neither the
+    user vector nor the ranking needs.
+    """
+
+    item_ids: list[str]
+    log_long: npt.NDArray[np.float64]
+    log_short: npt.NDArray[np.float64]
+    last_ts_ms: int = 0
+    n_events: int = 0
+
+    @classmethod
+    def of(cls, interest: UserInterest) -> InterestColumns:
+        """The columns of ``interest``."""
+        return cls(
+            [w.item_id for w in interest.weights],
+            np.array([w.log_long for w in interest.weights], dtype=np.float64),
+            np.array([w.log_short for w in interest.weights], dtype=np.float64),
+            interest.last_ts_ms,
+            interest.n_events,
+        )
 
 
 def _lookup(vectors: VectorSource) -> Callable[[str], AnyVector | None]:
@@ -234,9 +262,9 @@ def _lookup(vectors: VectorSource) -> Callable[[str], AnyVector | None]:
     return vectors
 
 
-def _weighted_mean_direction(logs: list[float], vecs: Vector) -> Vector | None:
-    m = max(logs)
-    weights = np.exp(np.asarray(logs, dtype=np.float64) - m)
+def _weighted_mean_direction(logs: npt.ArrayLike, vecs: Vector) -> Vector | None:
+    arr = np.asarray(logs, dtype=np.float64)
+    weights = np.exp(arr - arr.max())
     total = weights @ vecs
     norm = float(np.linalg.norm(total))
     if not (norm > 1e-12 and math.isfinite(norm)):
@@ -281,20 +309,44 @@ def blend_vector(
     """``user_vector`` from the items of ``interest`` that have a vector, given as rows.
 
     ``weights`` are those items (in any order) and row ``r`` of ``vectors`` is the vector of
-    ``weights[r]``: a caller that gathered the vectors of many users at once passes them here.
-    Rows that are not finite are skipped (a corrupt vector must not poison the user).
+    ``weights[r]``. Rows that are not finite are skipped (a corrupt vector must not poison the
+    user).
+    """
+    if np.ndim(vectors) != 2 or np.shape(vectors)[0] != len(weights):
+        raise ValueError("one vector row per weight is required")
+    columns = InterestColumns(
+        [w.item_id for w in weights],
+        np.array([w.log_long for w in weights], dtype=np.float64),
+        np.array([w.log_short for w in weights], dtype=np.float64),
+        interest.last_ts_ms,
+        interest.n_events,
+    )
+    return blend_columns(columns, np.arange(len(weights)), vectors, now_ms, params)
+
+
+def blend_columns(
+    interest: InterestColumns,
+    rows: npt.NDArray[np.intp],
+    vectors: AnyVector,
+    now_ms: int,
+    params: InterestParams,
+) -> Vector | None:
+    """``user_vector`` for the items at positions ``rows`` of ``interest``, vectors given.
+
+    Row ``r`` of ``vectors`` belongs to item ``interest.item_ids[rows[r]]``: a caller that
+    gathered the vectors of many users at once passes them here. Rows that are not finite
+    are skipped (a corrupt vector must not poison the user).
     """
     vecs = np.asarray(vectors, dtype=np.float64)
-    if vecs.ndim != 2 or vecs.shape[0] != len(weights):
-        raise ValueError("one vector row per weight is required")
+    if vecs.ndim != 2 or vecs.shape[0] != len(rows):
+        raise ValueError("one vector row per item position is required")
     finite = np.isfinite(vecs).all(axis=1)
     if not finite.all():
-        weights = [weights[int(i)] for i in np.flatnonzero(finite)]
-        vecs = vecs[finite]
-    if not weights:
+        rows, vecs = rows[finite], vecs[finite]
+    if not len(rows):
         return None
-    u_long = _weighted_mean_direction([w.log_long for w in weights], vecs)
-    u_short = _weighted_mean_direction([w.log_short for w in weights], vecs)
+    u_long = _weighted_mean_direction(interest.log_long[rows], vecs)
+    u_short = _weighted_mean_direction(interest.log_short[rows], vecs)
     if u_long is None or u_short is None:
         return u_long if u_long is not None else u_short
     b = short_term_blend(interest, now_ms, params)
@@ -339,3 +391,25 @@ def top_contributors(
     ]
     scored.sort(key=lambda p: (-p[1], p[0]))
     return scored[:k]
+
+
+def top_contributor_ids(
+    interest: InterestColumns, k: int, now_ms: int, params: InterestParams
+) -> list[str]:
+    """``top_contributors`` of every item, ids only, on columns (numpy, for many users)."""
+    n = len(interest.item_ids)
+    if not n or k < 1:
+        return []
+    b = short_term_blend(interest, now_ms, params)
+    long_w = np.exp(interest.log_long - interest.log_long.max())
+    short_w = np.exp(interest.log_short - interest.log_short.max())
+    share = (1.0 - b) * (long_w / long_w.sum()) + b * (short_w / short_w.sum())
+    if k < n:
+        # Keep every position tied with the k-th share: the id decides among them below.
+        best = np.argpartition(-share, k - 1)[:k]
+        candidates = np.flatnonzero(share >= share[best].min()).tolist()
+    else:
+        candidates = list(range(n))
+    ids = interest.item_ids
+    candidates.sort(key=lambda i: (-share[i], ids[i]))
+    return [ids[i] for i in candidates[:k]]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.interest import InterestParams, UserInterest, blend_vector, top_contributors
+from models.interest import InterestParams, blend_columns, top_contributor_ids
 from models.ranking import PopularBlock, RankParams, rank
 from schemas import Recommendations, UserEvent
 from streams.user_state import UserStateStore
@@ -69,30 +69,27 @@ class Recommender:
     ) -> list[Recommendations]:
         index = self.feed.index
         users = [ev.user_id for ev in last_events]
-        states = self.store.load_many(users, item_times=False)
+        states = self.store.load_columns(users)
         # One gather for the vectors of every item of every user of the batch.
         found, matrix = index.get_many(
-            list(dict.fromkeys(w.item_id for u in users for w in states[u].weights))
+            list(dict.fromkeys(i for u in users for i in states[u].item_ids))
         )
         row_of = {item_id: row for row, item_id in enumerate(found)}
         vectors: dict[str, np.ndarray] = {}
         contributors: dict[str, list[str]] = {}
         seen: dict[str, set[str]] = {}
         for user_id in users:
-            interest: UserInterest = states[user_id]
-            embedded = [w for w in interest.weights if w.item_id in row_of]
+            state = states[user_id]
+            # Positions of the user's items that have a vector (others are pending).
+            embedded = [(p, row_of[i]) for p, i in enumerate(state.item_ids) if i in row_of]
             if embedded:
-                rows = [row_of[w.item_id] for w in embedded]
-                vec = blend_vector(interest, embedded, matrix[rows], now_ms, self.interest)
+                positions = np.fromiter((p for p, _ in embedded), dtype=np.intp)
+                rows = [r for _, r in embedded]
+                vec = blend_columns(state, positions, matrix[rows], now_ms, self.interest)
                 if vec is not None:
                     vectors[user_id] = vec
-            contributors[user_id] = [
-                item_id
-                for item_id, _ in top_contributors(
-                    interest, CONTRIBUTORS, now_ms=now_ms, params=self.interest
-                )
-            ]
-            seen[user_id] = {w.item_id for w in interest.weights}
+            contributors[user_id] = top_contributor_ids(state, CONTRIBUTORS, now_ms, self.interest)
+            seen[user_id] = set(state.item_ids)
         hits: dict[str, list[tuple[str, float]]] = {}
         personal = [u for u in users if u in vectors]
         if personal and index.dim is not None:

@@ -43,11 +43,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from models.interest import (
+    InterestColumns,
     InterestParams,
     ItemWeight,
     UserInterest,
@@ -375,26 +377,26 @@ class UserStateStore:
         """Read the user's interest state (empty if the user has none)."""
         return self.load_many([user_id])[user_id]
 
-    def load_many(
-        self, user_ids: Sequence[str], *, item_times: bool = True
-    ) -> dict[str, UserInterest]:
-        """Read several users' states in one round trip (only their one writer changes them).
-
-        ``item_times=False`` skips each item's latest event time (``last_ts_ms`` reads 0): the
-        user vector and the ranking do not need it, and it is half of what a refresh reads.
-        """
+    def load_many(self, user_ids: Sequence[str]) -> dict[str, UserInterest]:
+        """Read several users' states in one round trip (only their one writer changes them)."""
         pipe: Any = self._r.pipeline(transaction=False)
         for user_id in user_ids:
             # Raw HGETALL: a flat field/value list, no per-reply dict built by redis-py.
             pipe.execute_command("HGETALL", self._keys.user_state(user_id))
-            if item_times:
-                pipe.zrange(self._keys.user_seen(user_id), 0, -1, withscores=True)
+            pipe.zrange(self._keys.user_seen(user_id), 0, -1, withscores=True)
         replies = pipe.execute()
-        if not item_times:
-            return {u: _interest(raw, []) for u, raw in zip(user_ids, replies, strict=True)}
         return {
             user_id: _interest(replies[2 * i], replies[2 * i + 1])
             for i, user_id in enumerate(user_ids)
+        }
+
+    def load_columns(self, user_ids: Sequence[str]) -> dict[str, InterestColumns]:
+        """Several users' states as columns, one round trip: what a refresh reads."""
+        pipe: Any = self._r.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.execute_command("HGETALL", self._keys.user_state(user_id))
+        return {
+            user_id: _columns(raw) for user_id, raw in zip(user_ids, pipe.execute(), strict=True)
         }
 
     def seen(self, user_id: str) -> set[str]:
@@ -503,6 +505,24 @@ def _interest(raw: dict[Any, Any] | list[Any], seen_rows: list[tuple[Any, float]
             n = int(v)
     weights.sort()
     return UserInterest(tuple(weights), last_ts, n)
+
+
+def _columns(raw: dict[Any, Any] | list[Any]) -> InterestColumns:
+    """Parse a state hash into columns sorted by item id (one numpy float parse per user)."""
+    pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+    items: list[tuple[str, bytes]] = []
+    last_ts = n = 0
+    for k, v in pairs:
+        name = k.decode("utf-8") if isinstance(k, bytes) else k
+        if name.startswith("i:"):
+            items.append((name[2:], v if isinstance(v, bytes) else v.encode()))
+        elif name == "last_ts":
+            last_ts = int(v)
+        elif name == "n":
+            n = int(v)
+    items.sort()
+    logs = np.array(b" ".join(v for _, v in items).split(), dtype=np.float64).reshape(-1, 2)
+    return InterestColumns([i for i, _ in items], logs[:, 0].copy(), logs[:, 1].copy(), last_ts, n)
 
 
 def encode_recs(recs: Recommendations) -> bytes:

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from models.interest import (
+    InterestColumns,
     InterestParams,
     UserInterest,
     apply_events,
@@ -159,6 +160,23 @@ def test_state_equals_offline_recomputation_in_any_order(client: redis.Redis) ->
         u_got, u_want = user_vector(got, vecs, NOW, P), user_vector(want, vecs, NOW, P)
         assert u_got is not None and u_want is not None
         assert float(np.max(np.abs(u_got - u_want))) <= 1e-9
+
+
+def test_columns_read_for_a_refresh_equal_the_full_state(client: redis.Redis) -> None:
+    rng = random.Random(43)
+    store = make_store(client)
+    apply_in_batches(store, zipf_log(rng, 3000, 40, 500))
+    users = [f"u-{k:05d}" for k in range(40)] + ["nobody"]
+    columns = store.load_columns(users)
+    for user in users:
+        full = store.load(user)
+        want = InterestColumns.of(full)
+        got = columns[user]
+        assert got.item_ids == want.item_ids
+        assert np.array_equal(got.log_long, want.log_long)  # bit for bit: %.17g round-trips
+        assert np.array_equal(got.log_short, want.log_short)
+        assert (got.last_ts_ms, got.n_events) == (full.last_ts_ms, full.n_events)
+    assert columns["nobody"].item_ids == [] and columns["nobody"].n_events == 0
 
 
 def test_trimmed_state_equals_reference_in_log_order(client: redis.Redis) -> None:

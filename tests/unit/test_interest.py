@@ -13,15 +13,18 @@ from models.interest import (
     LN2,
     MAX_SCORE_EXPONENT,
     T0_MS,
+    InterestColumns,
     InterestParams,
     UserInterest,
     apply_events,
+    blend_columns,
     blend_vector,
     decay_score,
     log_increment,
     logaddexp,
     score_increment,
     short_term_blend,
+    top_contributor_ids,
     top_contributors,
     user_vector,
 )
@@ -206,6 +209,29 @@ def test_blend_vector_from_gathered_rows_equals_user_vector() -> None:
     assert blend_vector(state, embedded[:1], np.full((1, 16), np.inf), now, P) is None
     with pytest.raises(ValueError, match="one vector row"):
         blend_vector(state, embedded, rows[:1], now, P)
+
+
+def test_column_form_gives_the_same_vector_and_contributors() -> None:
+    rng = random.Random(11)
+    for trial in range(20):
+        events = random_events(rng, rng.randrange(1, 120), rng.randrange(1, 30), 3 * DAY_MS)
+        state = apply_events(UserInterest.empty(), events, P, max_items=200)
+        cols = InterestColumns.of(state)
+        assert cols.item_ids == [w.item_id for w in state.weights]
+        assert (cols.last_ts_ms, cols.n_events) == (state.last_ts_ms, state.n_events)
+        now = max(e.ts_ms for e in events) + rng.randrange(0, DAY_MS)
+        for k in (1, 3, 10, 50):
+            want = [i for i, _ in top_contributors(state, k, now_ms=now, params=P)]
+            assert top_contributor_ids(cols, k, now, P) == want, (trial, k)
+        vecs = unit_vectors(cols.item_ids, 8, seed=trial)
+        positions = np.arange(0, len(cols.item_ids), 2)  # every other item has a vector
+        rows = np.stack([vecs[cols.item_ids[p]] for p in positions])
+        got = blend_columns(cols, positions, rows, now, P)
+        have = {cols.item_ids[p]: vecs[cols.item_ids[p]] for p in positions}
+        want_vec = user_vector(state, have, now, P)
+        assert got is not None and want_vec is not None
+        assert np.max(np.abs(got - want_vec)) <= 1e-12
+    assert top_contributor_ids(InterestColumns.of(UserInterest.empty()), 5, NOW, P) == []
 
 
 def test_short_term_session_fades() -> None:
