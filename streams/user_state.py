@@ -486,29 +486,19 @@ class UserStateStore:
 
 
 def _interest(raw: dict[Any, Any] | list[Any], seen_rows: list[tuple[Any, float]]) -> UserInterest:
-    """Parse a state hash (HGETALL as a dict, or its flat field/value list) and the seen set."""
+    """Parse a state hash (see ``_columns``) with each item's latest time from the seen set."""
     seen_ts = {_text(item): int(ts) for item, ts in seen_rows}
-    pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-    weights: list[ItemWeight] = []
-    last_ts = n = 0
-    for k, v in pairs:
-        name = k.decode("utf-8") if isinstance(k, bytes) else k
-        if name.startswith("i:"):
-            item = name[2:]
-            log_long, log_short = v.split()
-            weights.append(
-                ItemWeight(item, float(log_long), float(log_short), seen_ts.get(item, 0))
-            )
-        elif name == "last_ts":
-            last_ts = int(v)
-        elif name == "n":
-            n = int(v)
-    weights.sort()
-    return UserInterest(tuple(weights), last_ts, n)
+    cols = _columns(raw)
+    weights = zip(cols.item_ids, cols.log_long.tolist(), cols.log_short.tolist(), strict=True)
+    return UserInterest(
+        tuple(ItemWeight(i, lo, sh, seen_ts.get(i, 0)) for i, lo, sh in weights),
+        cols.last_ts_ms,
+        cols.n_events,
+    )
 
 
 def _columns(raw: dict[Any, Any] | list[Any]) -> InterestColumns:
-    """Parse a state hash into columns sorted by item id (one numpy float parse per user)."""
+    """Parse a state hash (HGETALL as a dict or a flat list) into columns sorted by item id."""
     pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
     items: list[tuple[str, bytes]] = []
     last_ts = n = 0
