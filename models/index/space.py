@@ -1,0 +1,360 @@
+"""The retrieval space of a model: a projection fitted on the catalogue, 8-bit codes, an IVF.
+
+Encoder outputs are 1280-d float32 (5 KiB per item): at 1M items that is 5.3 GB in every
+interest worker. A ``Space`` maps them to ``dim`` <= 256 dimensions with an uncentred PCA
+(the top right-singular vectors of a catalogue sample: the directions that keep most of the
+items' energy, so inner products survive) and stores each projected vector as one byte per
+dimension (scalar quantisation over the range seen in the sample). Inner products are taken in
+the projected space: a user vector built from projected item vectors is the projection of the
+full-dimension user vector (the interest rule is linear), so ranking needs nothing else.
+
+Large catalogues are searched with an inverted file (faiss IVF: a coarse k-means, 4-bit codes
+in the lists) whose candidates are re-scored with the 8-bit codes; its quantisers and the
+number of lists probed (calibrated on the sample to reach a target recall) are part of the
+space, so every worker searches identically.
+
+``raw_space`` is the identity: full-dimension float32, exact search. It serves a model until
+its catalogue is large enough to fit a space on.
+
+A space is identified by ``<model_id>@<version>``; the version is a hash of its contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+Floats = npt.NDArray[np.float32]
+Codes = npt.NDArray[np.uint8]
+
+RAW_VERSION = "raw"
+_MAGIC = b"VSPACE1\n"
+_HEADER = struct.Struct("<I")
+
+
+class SpaceError(ValueError):
+    """A space blob that cannot be read, or parameters that cannot make a space."""
+
+
+@dataclass(frozen=True, eq=False)
+class SearchStructure:
+    """A trained, empty IVF (faiss, inner product) and how many of its lists to probe."""
+
+    trained: bytes
+    """``faiss.serialize_index`` of the trained, empty index."""
+    nprobe: int
+    fetch: int
+    """Candidates taken from the IVF per result wanted, before re-scoring with 8-bit codes."""
+
+    def new_index(self) -> Any:
+        """A fresh, empty copy of the trained index, ready for ``add_with_ids``."""
+        index: Any = faiss.deserialize_index(np.frombuffer(self.trained, dtype=np.uint8))
+        index.nprobe = self.nprobe
+        # Removals (re-embedded or withdrawn items) need the id -> list map.
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # missing in faiss's stubs
+        return index
+
+
+@dataclass(frozen=True, eq=False)
+class Space:
+    """How one model's item vectors are held and searched; see the module docstring."""
+
+    model_id: str
+    version: str
+    dim_in: int
+    projection: Floats | None = None
+    """(dim, dim_in) orthonormal rows; None = identity (raw space)."""
+    lo: Floats | None = None
+    """Per-dimension lower end of the 8-bit code range; None = float32 rows."""
+    step: Floats | None = None
+    """Per-dimension width of one code step."""
+    fitted_on: int = 0
+    """Catalogue size when the space was fitted (a refit is due when it has grown enough)."""
+    ivf: SearchStructure | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    """What the fit measured (energy kept, calibration recall), for operators."""
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the vectors searched."""
+        return self.dim_in if self.projection is None else int(self.projection.shape[0])
+
+    @property
+    def id(self) -> str:
+        """``<model_id>@<version>``."""
+        return f"{self.model_id}@{self.version}"
+
+    @property
+    def is_raw(self) -> bool:
+        """Whether this is the identity space (float32, full dimension, exact search)."""
+        return self.version == RAW_VERSION
+
+    @property
+    def quantised(self) -> bool:
+        """Whether rows are stored as 8-bit codes."""
+        return self.lo is not None
+
+    def project(self, vectors: npt.ArrayLike) -> Floats:
+        """Full-dimension vectors (n, dim_in) into this space (n, dim), float32."""
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim_in:
+            raise SpaceError(f"expected vectors of dim {self.dim_in}, got shape {x.shape}")
+        if self.projection is None:
+            return x
+        return np.ascontiguousarray(x @ self.projection.T, dtype=np.float32)
+
+    def encode(self, projected: Floats) -> Codes:
+        """8-bit codes of projected vectors (values outside the range are clipped)."""
+        if self.lo is None or self.step is None:
+            raise SpaceError("a raw space has no codes")
+        steps = np.floor((projected - self.lo) / self.step)
+        codes: Codes = np.clip(steps, 0, 255).astype(np.uint8)
+        return codes
+
+    def decode(self, codes: Codes) -> Floats:
+        """Projected vectors back from 8-bit codes (the centre of each code's step)."""
+        if self.lo is None or self.step is None:
+            raise SpaceError("a raw space has no codes")
+        out = codes.astype(np.float32)
+        out += np.float32(0.5)
+        out *= self.step
+        out += self.lo
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The space as one blob (for Redis): a JSON header, then raw little-endian arrays."""
+        arrays: list[tuple[str, bytes]] = []
+        if self.projection is not None:
+            arrays.append(("projection", _f32(self.projection)))
+        if self.lo is not None and self.step is not None:
+            arrays += [("lo", _f32(self.lo)), ("step", _f32(self.step))]
+        if self.ivf is not None:
+            arrays.append(("ivf", self.ivf.trained))
+        header = {
+            "model_id": self.model_id,
+            "version": self.version,
+            "dim_in": self.dim_in,
+            "dim": self.dim,
+            "fitted_on": self.fitted_on,
+            "nprobe": self.ivf.nprobe if self.ivf else None,
+            "fetch": self.ivf.fetch if self.ivf else None,
+            "meta": self.meta,
+            "arrays": [[name, len(data)] for name, data in arrays],
+        }
+        head = json.dumps(header, sort_keys=True).encode("utf-8")
+        return b"".join([_MAGIC, _HEADER.pack(len(head)), head, *(data for _, data in arrays)])
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Space:
+        """Read a blob written by ``to_bytes``; SpaceError if it is malformed."""
+        try:
+            if not blob.startswith(_MAGIC):
+                raise SpaceError("not a space blob")
+            pos = len(_MAGIC)
+            (head_len,) = _HEADER.unpack_from(blob, pos)
+            pos += _HEADER.size
+            header = json.loads(blob[pos : pos + head_len])
+            pos += head_len
+            parts: dict[str, bytes] = {}
+            for name, size in header["arrays"]:
+                parts[str(name)] = blob[pos : pos + int(size)]
+                pos += int(size)
+            if pos != len(blob):
+                raise SpaceError("space blob has trailing or missing bytes")
+            dim_in, dim = int(header["dim_in"]), int(header["dim"])
+            projection = lo = step = None
+            if "projection" in parts:
+                projection = _array(parts["projection"], (dim, dim_in))
+            if "lo" in parts:
+                lo, step = _array(parts["lo"], (dim,)), _array(parts["step"], (dim,))
+            ivf = None
+            if "ivf" in parts:
+                ivf = SearchStructure(parts["ivf"], int(header["nprobe"]), int(header["fetch"]))
+            return cls(
+                model_id=str(header["model_id"]),
+                version=str(header["version"]),
+                dim_in=dim_in,
+                projection=projection,
+                lo=lo,
+                step=step,
+                fitted_on=int(header["fitted_on"]),
+                ivf=ivf,
+                meta=dict(header.get("meta") or {}),
+            )
+        except (KeyError, TypeError, ValueError, struct.error) as exc:
+            if isinstance(exc, SpaceError):
+                raise
+            raise SpaceError(f"malformed space blob: {exc}") from exc
+
+
+def _f32(arr: npt.NDArray[Any]) -> bytes:
+    return np.ascontiguousarray(arr, dtype="<f4").tobytes()
+
+
+def _array(data: bytes, shape: tuple[int, ...]) -> Floats:
+    arr = np.frombuffer(data, dtype="<f4")
+    if arr.size != int(np.prod(shape)):
+        raise SpaceError(f"array of {arr.size} floats where {shape} was expected")
+    if not np.isfinite(arr).all():
+        raise SpaceError("space arrays must be finite")
+    return arr.reshape(shape).astype(np.float32)
+
+
+def raw_space(model_id: str, dim: int) -> Space:
+    """The identity space: full-dimension float32 rows, exact search."""
+    if dim < 1:
+        raise SpaceError("dim must be >= 1")
+    return Space(model_id=model_id, version=RAW_VERSION, dim_in=dim)
+
+
+@dataclass(frozen=True, slots=True)
+class FitParams:
+    """How a space is fitted (from ``InterestSettings``)."""
+
+    dims: int = 256
+    """Dimensions kept (at most the input's)."""
+    ivf_min_items: int = 50_000
+    """Catalogue size from which the space carries an IVF (exact search below)."""
+    target_recall: float = 0.98
+    """Recall@k against exact search in the space that the probe count is calibrated to."""
+    k: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dims < 1 or self.k < 1:
+            raise SpaceError("dims and k must be >= 1")
+        if not 0.0 < self.target_recall <= 1.0:
+            raise SpaceError("target_recall must be in (0, 1]")
+
+
+def fit_space(
+    model_id: str, sample: npt.ArrayLike, catalogue_size: int, params: FitParams
+) -> Space:
+    """Fit a space on a sample of the model's unit item vectors (rows of ``sample``)."""
+    x = np.ascontiguousarray(sample, dtype=np.float32)
+    if x.ndim != 2 or len(x) < 2 or not np.isfinite(x).all():
+        raise SpaceError("the sample must be a finite (n >= 2, dim) array")
+    dim_in = x.shape[1]
+    dims = min(params.dims, dim_in)
+    # Uncentred PCA: eigenvectors of X^T X (dim_in^2, cheap) rather than an SVD of the sample.
+    gram = (x.T.astype(np.float64) @ x.astype(np.float64)) / len(x)
+    eigval, eigvec = np.linalg.eigh(gram)
+    order = np.argsort(eigval)[::-1][:dims]
+    projection = np.ascontiguousarray(eigvec[:, order].T, dtype=np.float32)
+    energy = float(eigval[order].sum() / max(eigval.sum(), 1e-30))
+    y = x @ projection.T
+    # The code range covers the sample with a margin: items fitted later fall inside it.
+    lo_s, hi_s = y.min(axis=0), y.max(axis=0)
+    margin = 0.05 * (hi_s - lo_s) + 1e-6
+    lo = (lo_s - margin).astype(np.float32)
+    step = ((hi_s + margin - lo) / 256.0).astype(np.float32)
+    meta: dict[str, Any] = {"energy_kept": round(energy, 6), "sample": len(x)}
+    base = Space(model_id, "", dim_in, projection, lo, step, catalogue_size, None, meta)
+    ivf = None
+    if catalogue_size >= params.ivf_min_items:
+        decoded = base.decode(base.encode(y))
+        ivf, recall = _fit_ivf(decoded, catalogue_size, params)
+        meta["calibrated_recall"] = round(recall, 4)
+    digest = hashlib.sha256()
+    for arr in (projection, lo, step):
+        digest.update(arr.tobytes())
+    if ivf is not None:
+        digest.update(ivf.trained)
+        digest.update(struct.pack("<II", ivf.nprobe, ivf.fetch))
+    version = digest.hexdigest()[:12]
+    return Space(model_id, version, dim_in, projection, lo, step, catalogue_size, ivf, meta)
+
+
+def ivf_lists(n: int) -> int:
+    """Inverted lists for ``n`` items: ~4 sqrt(n), 16..4096."""
+    return int(min(4096, max(16, round(4 * np.sqrt(max(n, 1))))))
+
+
+NPROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+def _fit_ivf(y: Floats, catalogue_size: int, params: FitParams) -> tuple[SearchStructure, float]:
+    """An IVF with 4-bit codes over ``y`` (projected sample), its probe count calibrated.
+
+    4-bit codes make the lists half the size of the 8-bit rows they are re-scored with, and
+    rank candidates well enough that twice ``k`` of them hold the 8-bit top ``k``
+    (``bench/index.py``: product quantisation needed 4x and reached lower recall).
+    """
+    dim = y.shape[1]
+    nlist = min(ivf_lists(catalogue_size), max(1, len(y) // 39))  # ~39 training points a list
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_4bit, faiss.METRIC_INNER_PRODUCT
+    )
+    index.cp.seed = params.seed
+    index.cp.niter = 12  # coarse k-means: a dozen rounds settle the lists; 25 doubles the fit
+    rng = np.random.default_rng(params.seed)
+    index.train(y[rng.permutation(len(y))[: 64 * nlist]])
+    trained = faiss.serialize_index(index).tobytes()
+    structure = SearchStructure(trained, 1, 2)
+    nprobe, recall = calibrate_nprobe(structure, y, params, rng, catalogue_size)
+    return SearchStructure(trained, nprobe, 2), recall
+
+
+def user_like_queries(items: Floats, n: int, rng: np.random.Generator) -> Floats:
+    """Queries shaped like user vectors: a recent item plus a decayed sum of 1-32 others."""
+    picks = rng.integers(0, len(items), size=(n, 33))
+    sizes = rng.integers(1, 33, size=n)
+    weights = rng.exponential(size=(n, 33)) * (np.arange(33)[None, :] < sizes[:, None])
+    weights[:, 0] = 0.0
+    q = items[picks[:, 0]] + 0.3 * np.einsum("nk,nkd->nd", weights, items[picks])
+    norms = np.linalg.norm(q, axis=1, keepdims=True)
+    return np.ascontiguousarray(q / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def calibrate_nprobe(
+    structure: SearchStructure,
+    items: Floats,
+    params: FitParams,
+    rng: np.random.Generator,
+    catalogue_size: int,
+    queries: int = 200,
+) -> tuple[int, float]:
+    """The fewest lists to probe for ``target_recall`` at ``k`` on ``items``, and that recall.
+
+    Recall is measured against exact search over the same (decoded 8-bit) vectors, with the
+    candidates re-scored exactly as ``ItemIndex`` does. ``items`` may be a sample of a larger
+    catalogue: the nearest ``k * len(items) / catalogue`` of a sample lie as far out as the
+    nearest ``k`` of the whole, so that is the depth calibrated.
+    """
+    scale = len(items) / max(catalogue_size, len(items))
+    k = max(1, min(len(items), round(params.k * scale)))
+    index = structure.new_index()
+    index.add_with_ids(items, np.arange(len(items), dtype=np.int64))
+    q = user_like_queries(items, queries, rng)
+    truth = np.argpartition(-(q @ items.T), k - 1, axis=1)[:, :k]
+    recall = 0.0
+    nprobe = 1
+    for nprobe in [p for p in NPROBE_LADDER if p < index.nlist] + [int(index.nlist)]:
+        index.nprobe = nprobe
+        _, cand = index.search(q, min(len(items), max(structure.fetch * k, 2 * k + 8)))
+        found = _rescore_top(q, cand, items, k)
+        recall = float(
+            np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(found, truth, strict=True)])
+        )
+        if recall >= params.target_recall:
+            break
+    return nprobe, recall
+
+
+def _rescore_top(
+    q: Floats, cand: npt.NDArray[np.int64], items: Floats, k: int
+) -> npt.NDArray[np.int64]:
+    valid = cand >= 0
+    safe = np.where(valid, cand, 0)
+    scores = np.einsum("qd,qcd->qc", q, items[safe])
+    scores[~valid] = -np.inf
+    top = np.argpartition(-scores, min(k, scores.shape[1]) - 1, axis=1)[:, :k]
+    return np.take_along_axis(safe, top, axis=1)
