@@ -1,27 +1,34 @@
-"""Ranking a user's list: blend visual, co-occurrence and popularity scores, filter, diversify.
+"""Step 2 of a refresh: rank every user's list of a batch on arrays.
 
 ``score = visual_weight * cos(user, item) + co_weight * co / max co + popularity_weight *
-popularity / max popularity``, over the visual top ``candidates`` plus every co-occurring and
-popular candidate; seen and unavailable items never appear. Optional MMR re-ranking trades
-relevance against similarity to the items already picked. Every item says why it is there:
+popularity / max popularity`` over each user's pool: the visual top ``candidates`` (one
+search for the whole batch), the ``candidates`` strongest co-occurring items, and up to
+``min(candidates, 2 top_k)`` popular items not already in. Seen and unavailable items never
+appear; ties go by popularity, then item id. Optional MMR re-ranking trades relevance
+against similarity to the items already picked. Every item says why it is there:
 
 - ``also_viewed_with:<item>`` when the co-occurrence term is the largest of the three;
 - ``popular`` when the popularity term is, and for users without a vector;
 - ``similar_to:<item>`` otherwise: the user's contributing item most similar to it
   (``similar_to_profile`` if none of the contributors has a vector).
+
+Pools are flat arrays of (user, row) entries; membership tests use keys ``user * W + row``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
 
-from models.index import ItemIndex
-from schemas import RecommendedItem
+from models.index import ItemIndex, Rows
+from models.profile import Profiles
+
+Floats = npt.NDArray[np.float64]
+Keys = npt.NDArray[np.int64]
 
 REASON_POPULAR = "popular"
 REASON_PROFILE = "similar_to_profile"
@@ -31,11 +38,11 @@ ALSO_VIEWED_WITH = "also_viewed_with:"
 
 @dataclass(frozen=True, slots=True)
 class RankParams:
-    """How a list is ranked; defaults mirror the interest settings."""
+    """How a list is ranked (``InterestSettings.rank_params()``)."""
 
     top_k: int = 20
     candidates: int = 100
-    """Items retrieved by visual similarity before blending and filtering."""
+    """Items retrieved by visual similarity (and by co-occurrence) before blending."""
     visual_weight: float = 1.0
     co_weight: float = 0.3
     popularity_weight: float = 0.05
@@ -52,273 +59,479 @@ class RankParams:
             raise ValueError("mmr_lambda must be in [0, 1]")
 
 
-@dataclass(slots=True)
-class _Candidate:
-    item_id: str
-    visual: float = 0.0
-    co: float = 0.0  # normalised to [0, 1]
-    co_via: str = ""
-    popularity: float = 0.0  # normalised to [0, 1]
-    score: float = 0.0
+def _positive(value: float) -> float:
+    return value if math.isfinite(value) and value > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class PopularBlock:
-    """The popularity list prepared once for many users: listed items, normalised scores."""
+    """The popularity list prepared once for many users: available items, best first."""
 
-    ids: tuple[str, ...]
-    scores: npt.NDArray[np.float64]  # in [0, 1], same order as ids, best first
-    vectors: npt.NDArray[np.float32]  # rows for ids (zero rows where an item has no vector)
-    score_of: Mapping[str, float] = field(default_factory=dict)
-    """``ids`` -> ``scores``, for lookups by candidate."""
+    rows: Rows
+    scores: Floats
+    """In [0, 1]: each score over the largest of the list read (listed or not)."""
+    vectors: npt.NDArray[np.float32]
+    _sorted_rows: Rows
+    _sorted_scores: Floats
 
     @classmethod
     def prepare(
         cls, popular: Sequence[tuple[str, float]], index: ItemIndex, limit: int
     ) -> PopularBlock:
-        """Keep available items with a positive score, best first, at most ``limit`` of them."""
-        pop = {i: _positive(v) for i, v in popular}
+        """Available items with a positive score, best first (ties by id), at most ``limit``."""
+        pop = {item_id: _positive(float(v)) for item_id, v in popular}
         ranked = sorted((i for i, v in pop.items() if v > 0), key=lambda i: (-pop[i], i))
-        flags = index.available_flags(ranked)
-        listed = [i for i, ok in zip(ranked, flags, strict=True) if ok][:limit]
-        top = max(pop.values(), default=0.0)  # normalised over the whole list, listed or not
-        found, vecs = index.get_many(listed)
-        rows = {item_id: row for row, item_id in enumerate(found)}
-        dim = vecs.shape[1] if len(found) else (index.dim or 0)
-        matrix = np.zeros((len(listed), dim), dtype=np.float32)
-        for pos, item_id in enumerate(listed):
-            if item_id in rows:
-                matrix[pos] = vecs[rows[item_id]]
-        scores = np.array([pop[i] / top for i in listed], dtype=np.float64) if top else np.zeros(0)
-        return cls(tuple(listed), scores, matrix, dict(zip(listed, scores.tolist(), strict=True)))
+        rows = index.rows(ranked)
+        ok = index.available(rows)
+        listed = [i for i, flag in zip(ranked, ok.tolist(), strict=True) if flag][:limit]
+        listed_rows = rows[ok][:limit]
+        top = max(pop.values(), default=0.0)
+        scores = np.array([pop[i] / top for i in listed] if top else [], dtype=np.float64)
+        return cls.of(listed_rows, scores, index)
+
+    @classmethod
+    def of(cls, rows: Rows, scores: Floats, index: ItemIndex) -> PopularBlock:
+        """A block from rows and normalised scores (same order, best first)."""
+        order = np.argsort(rows, kind="stable")
+        vectors = index.vectors(rows) if len(rows) else np.zeros((0, index.dim), np.float32)
+        return cls(rows, scores, vectors, rows[order], scores[order])
+
+    @classmethod
+    def empty(cls, dim: int) -> PopularBlock:
+        """No popular items."""
+        none = np.zeros(0, dtype=np.int64)
+        nil = np.zeros(0, dtype=np.float64)
+        return cls(none, nil, np.zeros((0, dim), dtype=np.float32), none, nil)
+
+    def score_of(self, rows: Rows) -> Floats:
+        """Normalised popularity of each row (0 where not listed)."""
+        if not len(self._sorted_rows):
+            return np.zeros(len(rows), dtype=np.float64)
+        at = np.searchsorted(self._sorted_rows, rows)
+        at = np.minimum(at, len(self._sorted_rows) - 1)
+        hit = self._sorted_rows[at] == rows
+        return np.where(hit, self._sorted_scores[at], 0.0)
 
 
-def _unit_query(user_vec: npt.ArrayLike | None) -> npt.NDArray[np.float32] | None:
-    if user_vec is None:
-        return None
-    arr = np.asarray(user_vec, dtype=np.float64).reshape(-1)
-    norm = float(np.linalg.norm(arr)) if arr.size and np.isfinite(arr).all() else 0.0
-    if norm == 0.0 or not math.isfinite(norm):
-        return None  # no usable interest yet: treat as a new user
-    return (arr / norm).astype(np.float32)
+@dataclass(frozen=True, slots=True)
+class CoLists:
+    """Co-occurrence neighbours of items as index rows, all lists end to end.
+
+    List ``at[item]`` is ``rows[start[at]:start[at + 1]]`` with ``scores`` alike, strongest first.
+    """
+
+    at: Mapping[str, int]
+    start: npt.NDArray[np.int64]
+    rows: Rows
+    scores: Floats
+
+    @classmethod
+    def of(cls, co: Mapping[str, tuple[Sequence[str], npt.ArrayLike]], index: ItemIndex) -> CoLists:
+        """Map every list's ids to rows with one lookup."""
+        names = list(co)
+        ids = [i for name in names for i in co[name][0]]
+        sizes = [len(co[name][0]) for name in names]
+        scores = [np.asarray(co[name][1], dtype=np.float64).reshape(-1) for name in names]
+        if [len(x) for x in scores] != sizes:
+            raise ValueError("a co-occurrence list has different numbers of ids and scores")
+        start = np.zeros(len(names) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=start[1:])
+        flat = np.concatenate(scores) if scores else np.zeros(0, dtype=np.float64)
+        return cls({name: j for j, name in enumerate(names)}, start, index.rows(ids), flat)
+
+    @classmethod
+    def from_rows(cls, lists: Mapping[str, tuple[Rows, Floats]]) -> CoLists:
+        """Lists whose ids were mapped to rows already."""
+        names = list(lists)
+        start = np.zeros(len(names) + 1, dtype=np.int64)
+        np.cumsum([len(lists[name][0]) for name in names], out=start[1:])
+        if not names:
+            return cls({}, start, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+        rows = np.concatenate([lists[name][0] for name in names]).astype(np.int64)
+        scores = np.concatenate([lists[name][1] for name in names]).astype(np.float64)
+        return cls({name: j for j, name in enumerate(names)}, start, rows, scores)
 
 
-def _positive(value: float) -> float:
-    return value if math.isfinite(value) and value > 0 else 0.0
+@dataclass(frozen=True, slots=True)
+class RankedLists:
+    """Every user's list: entries ``ptr[u]:ptr[u + 1]``, best first."""
+
+    user_ids: list[str]
+    ptr: npt.NDArray[np.int64]
+    rows: Rows
+    item_ids: list[str]
+    scores: Floats
+    reasons: list[str]
+
+    def items(self, u: int) -> list[tuple[str, float, str]]:
+        """User ``u``'s list as (item_id, score, reason)."""
+        lo, hi = int(self.ptr[u]), int(self.ptr[u + 1])
+        return list(
+            zip(self.item_ids[lo:hi], self.scores[lo:hi].tolist(), self.reasons[lo:hi], strict=True)
+        )
+
+
+def _isin(keys: Keys, sorted_keys: Keys) -> npt.NDArray[np.bool_]:
+    """Membership of ``keys`` in the sorted unique ``sorted_keys``."""
+    if not len(sorted_keys):
+        return np.zeros(keys.shape, dtype=np.bool_)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    found: npt.NDArray[np.bool_] = sorted_keys[at] == keys
+    return found
+
+
+def _starts(user_of: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
+    return np.searchsorted(user_of, np.arange(n + 1)).astype(np.int64)
 
 
 @dataclass(slots=True)
 class _Pool:
-    """Candidates as parallel columns (one row per item, first source first)."""
+    """Every user's candidates as flat columns (grouped by user after ``_sorted``)."""
 
-    ids: list[str]
-    visual: npt.NDArray[np.float64]
-    co: npt.NDArray[np.float64]  # normalised to [0, 1]
-    co_via: list[str]
-    popularity: npt.NDArray[np.float64]  # normalised to [0, 1]
+    user: npt.NDArray[np.int64]
+    row: Rows
+    visual: Floats
+    co: Floats
+    via: npt.NDArray[np.int64]  # state entry of the contributor it co-occurred with, or -1
+    pop: Floats
+    score: Floats
 
-    def candidate(self, row: int, score: float) -> _Candidate:
-        return _Candidate(
-            self.ids[row],
-            float(self.visual[row]),
-            float(self.co[row]),
-            self.co_via[row],
-            float(self.popularity[row]),
-            score,
+    def take(self, sel: npt.NDArray[np.int64]) -> _Pool:
+        return _Pool(
+            self.user[sel],
+            self.row[sel],
+            self.visual[sel],
+            self.co[sel],
+            self.via[sel],
+            self.pop[sel],
+            self.score[sel],
         )
 
 
-def _collect(
-    query: npt.NDArray[np.float32] | None,
+def rank_batch(
+    profiles: Profiles,
     index: ItemIndex,
-    seen: set[str],
-    co_scores: Mapping[str, tuple[float, str]],
+    co: CoLists,
     popular: PopularBlock,
     params: RankParams,
-    hits: Sequence[tuple[str, float]] | None,
-) -> _Pool:
-    """Candidates from the three sources, each with its visual and normalised terms.
+) -> RankedLists:
+    """Ranked lists for every user of ``profiles`` (see the module docstring)."""
+    st = profiles.states
+    n = len(st)
+    width = np.int64(max(index.row_bound, 1))
+    entry_user = np.repeat(np.arange(n, dtype=np.int64), np.diff(st.ptr))
+    has = profiles.item_rows >= 0
+    seen_user, seen_rows = entry_user[has], profiles.item_rows[has]
+    seen_keys = np.unique(seen_user * width + seen_rows)
 
-    Visual: the top ``candidates`` by similarity. Co-occurrence: the ``candidates`` strongest
-    co-occurring items (available, unseen). Popularity: up to ``min(candidates, 2 * top_k)``
-    popular items not already in. Every candidate gets all three terms.
-    """
-    ids: list[str] = []
-    visual: list[float] = []
-    if query is not None:
-        if hits is None:
-            hits = index.search(query, max(params.candidates, params.top_k), exclude=seen)
-        for item_id, similarity in hits:
-            ids.append(item_id)
-            visual.append(similarity)
-    row_of = {item_id: row for row, item_id in enumerate(ids)}
-    n_retrieved = len(ids)
+    vis_user, vis_row, vis_score = _visual(profiles, index, params, seen_user, seen_rows)
+    vis_keys = np.sort(vis_user * width + vis_row)
+    co_user, co_row, co_val, co_via = _co_candidates(
+        profiles, index, co, params, entry_user, seen_keys, width
+    )
+    co_key = co_user * width + co_row
+    co_order = np.argsort(co_key)
+    co_keys = co_key[co_order]
+    pop_user, pop_pos = _popular_picks(n, popular, params, width, [seen_keys, vis_keys, co_keys])
 
-    co_items = [i for i in co_scores if i not in seen]
-    flags = index.available_flags(co_items)
-    co = [
-        (value, item_id, via)
-        for item_id, ok in zip(co_items, flags, strict=True)
-        if ok and (value := _positive(co_scores[item_id][0])) > 0
-        for via in (co_scores[item_id][1],)
-    ]
-    co_max = max((value for value, _, _ in co), default=0.0)
-    co.sort(key=lambda c: (-c[0], c[1]))
-    co_rows: list[tuple[int, float, str]] = []
-    co_only: list[str] = []
-    for value, item_id, via in co[: params.candidates]:
-        row = row_of.get(item_id)
-        if row is None:
-            row = row_of[item_id] = len(ids)
-            ids.append(item_id)
-            co_only.append(item_id)
-        co_rows.append((row, value / co_max, via))
+    only = ~_isin(co_key, vis_keys)
+    user = np.concatenate([vis_user, co_user[only], pop_user])
+    row = np.concatenate([vis_row, co_row[only], popular.rows[pop_pos]])
+    key = user * width + row
+    at = np.minimum(np.searchsorted(co_keys, key), max(len(co_keys) - 1, 0))
+    in_co = co_keys[at] == key if len(co_keys) else np.zeros(len(key), dtype=np.bool_)
+    co_col = np.where(in_co, co_val[co_order][at] if len(co_keys) else 0.0, 0.0)
+    via_col = np.where(in_co, co_via[co_order][at] if len(co_keys) else -1, -1)
 
-    pop_rows: list[tuple[int, float]] = []
-    if popular.ids:
-        budget = min(params.candidates, 2 * params.top_k)  # a small prior: a few top_k suffice
-        picked: list[int] = []
-        for pos, item_id in enumerate(popular.ids):
-            if len(picked) >= budget:
-                break
-            if item_id in seen or item_id in row_of:
-                continue
-            row_of[item_id] = len(ids)
-            ids.append(item_id)
-            picked.append(pos)
-        if picked and query is not None:
-            pop_visual = popular.vectors[picked] @ query
-            pop_rows = list(
-                zip(range(len(ids) - len(picked), len(ids)), pop_visual.tolist(), strict=True)
-            )
+    queries = profiles.vectors
+    visual = np.zeros(len(user), dtype=np.float64)
+    nv = len(vis_user)
+    visual[:nv] = vis_score
+    n_co = int(only.sum())
+    if n_co:
+        vecs = index.vectors(co_row[only])
+        visual[nv : nv + n_co] = np.einsum("nd,nd->n", vecs, queries[co_user[only]])
+    if len(pop_user):
+        visual[nv + n_co :] = np.einsum("nd,nd->n", popular.vectors[pop_pos], queries[pop_user])
+    personal = profiles.personal
+    visual[~personal[user]] = 0.0
+    pop_col = popular.score_of(row)
+    vw = np.where(personal[user], params.visual_weight, 0.0)
+    score = vw * visual + params.co_weight * co_col + params.popularity_weight * pop_col
+    pool = _Pool(user, row, visual, co_col, via_col.astype(np.int64), pop_col, score)
 
-    n = len(ids)
-    vis = np.zeros(n, dtype=np.float64)
-    vis[:n_retrieved] = visual
-    for row, similarity in pop_rows:
-        vis[row] = similarity
-    if query is not None and co_only:
-        # Candidates that came from co-occurrence only still get their cosine.
-        found, vectors = index.get_many(co_only)
-        for item_id, similarity in zip(found, (vectors @ query).tolist(), strict=True):
-            vis[row_of[item_id]] = similarity
-    co_col = np.zeros(n, dtype=np.float64)
-    via_col = [""] * n
-    for row, value, via in co_rows:
-        co_col[row] = value
-        via_col[row] = via
-    score_of = popular.score_of
-    pop_col = np.fromiter((score_of.get(i, 0.0) for i in ids), dtype=np.float64, count=n)
-    return _Pool(ids, vis, co_col, via_col, pop_col)
+    depth = params.top_k if params.mmr_lambda is None else max(params.candidates, params.top_k)
+    chosen = _best(pool, n, depth, index)
+    if params.mmr_lambda is not None:
+        chosen = _mmr(chosen, n, index, params.top_k, params.mmr_lambda)
+    chosen = _fill_cold_start(chosen, n, personal, index, params.top_k, seen_user, seen_rows)
+    return _finish(chosen, profiles, index, params)
 
 
-def _best(pool: _Pool, score: npt.NDArray[np.float64], m: int) -> list[_Candidate]:
-    """The ``m`` best finite scores, ordered by (score, popularity) descending, then item id."""
-    finite = np.flatnonzero(np.isfinite(score))
-    if m <= 0 or not len(finite):
-        return []
-    if m < len(finite):
-        # Keep every row tied with the m-th score: the full key below decides among them.
-        part = finite[np.argpartition(-score[finite], m - 1)[:m]]
-        finite = finite[score[finite] >= score[part].min()]
-    rows = sorted(finite.tolist(), key=lambda r: (-score[r], -pool.popularity[r], pool.ids[r]))[:m]
-    return [pool.candidate(r, float(score[r])) for r in rows]
-
-
-def _mmr(ranked: list[_Candidate], index: ItemIndex, top_k: int, lam: float) -> list[_Candidate]:
-    """Greedy maximal marginal relevance over the ranked pool (ties keep the ranked order)."""
-    found, vectors = index.get_many([c.item_id for c in ranked])
-    by_id = {c.item_id: c for c in ranked}
-    pool = [by_id[item_id] for item_id in found]
-    if len(pool) <= 1:
-        return pool[:top_k]
-    relevance = np.array([c.score for c in pool], dtype=np.float64)
-    gram = (vectors @ vectors.T).astype(np.float64)
-    picked = [0]
-    closest = gram[0].copy()
-    while len(picked) < min(top_k, len(pool)):
-        objective = lam * relevance - (1.0 - lam) * closest
-        objective[picked] = -np.inf
-        best = int(np.argmax(objective))  # first maximum: deterministic
-        picked.append(best)
-        closest = np.maximum(closest, gram[best])
-    return [pool[i] for i in picked]
-
-
-def _reasons(
-    chosen: list[_Candidate],
+def _visual(
+    profiles: Profiles,
     index: ItemIndex,
-    contributors: Sequence[str],
-    personal: bool,
     params: RankParams,
-) -> list[str]:
-    found, contrib = index.get_many(list(dict.fromkeys(contributors)))
-    item_ids, items = index.get_many([c.item_id for c in chosen])
-    nearest: dict[str, str] = {}
-    if found and item_ids:
-        # First maximum wins: contributors come most relevant first.
-        best = np.argmax(items @ contrib.T, axis=1)
-        nearest = {item_id: found[int(col)] for item_id, col in zip(item_ids, best, strict=True)}
+    seen_user: npt.NDArray[np.int64],
+    seen_rows: Rows,
+) -> tuple[npt.NDArray[np.int64], Rows, Floats]:
+    """One search for every personal user: (user, row, similarity) of their visual top."""
+    users = np.flatnonzero(profiles.personal)
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(users) or len(index) == 0:
+        return empty, empty, np.zeros(0, dtype=np.float64)
+    keep = profiles.personal[seen_user]
+    counts = np.bincount(seen_user[keep], minlength=len(profiles.states))[users]
+    ex_ptr = np.zeros(len(users) + 1, dtype=np.int64)
+    np.cumsum(counts, out=ex_ptr[1:])
+    k = max(params.candidates, params.top_k)
+    rows, scores = index.search(profiles.vectors[users], k, ex_ptr, seen_rows[keep])
+    ok = rows >= 0
+    user = np.broadcast_to(users[:, None], rows.shape)[ok]
+    return user.astype(np.int64), rows[ok], scores[ok].astype(np.float64)
+
+
+def _co_candidates(
+    profiles: Profiles,
+    index: ItemIndex,
+    co: CoLists,
+    params: RankParams,
+    entry_user: npt.NDArray[np.int64],
+    seen_keys: Keys,
+    width: np.int64,
+) -> tuple[npt.NDArray[np.int64], Rows, Floats, npt.NDArray[np.int64]]:
+    """Per user the ``candidates`` strongest co-occurring items (available, unseen).
+
+    An item co-occurring with several contributors counts with its largest score, via the
+    most contributing of those contributors. Values are normalised by the user's largest.
+    """
+    st = profiles.states
+    n = len(st)
+    ptr, pos = profiles.contrib_ptr, profiles.contrib_pos
+    ids = st.item_ids
+    empty = np.zeros(0, dtype=np.int64)
+    if not co.at:
+        return empty, empty, np.zeros(0, dtype=np.float64), empty
+    lists = np.array([co.at.get(ids[p], -1) for p in pos.tolist()], dtype=np.int64)
+    lo = np.where(lists >= 0, co.start[np.maximum(lists, 0)], 0)
+    sizes = np.where(lists >= 0, co.start[np.maximum(lists, 0) + 1] - lo, 0)
+    total = int(sizes.sum())
+    if total == 0:
+        return empty, empty, np.zeros(0, dtype=np.float64), empty
+    # Entry j of contributor c is element lo[c] + j of the lists: expand without a loop.
+    owner = np.repeat(np.arange(len(pos), dtype=np.int64), sizes)
+    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    flat = lo[owner] + offsets
+    contrib_user = np.repeat(np.arange(n, dtype=np.int64), np.diff(ptr))
+    user = contrib_user[owner]
+    rank_ = owner - ptr[user]
+    rows, scores = co.rows[flat], co.scores[flat]
+    ok = (rows >= 0) & np.isfinite(scores) & (scores > 0)
+    ok[ok] &= index.available(rows[ok])
+    ok[ok] &= ~_isin(user[ok] * width + rows[ok], seen_keys)
+    user, rank_, rows, scores = user[ok], rank_[ok], rows[ok], scores[ok]
+    key = user * width + rows
+    order = np.lexsort((rank_, -scores, key))
+    key_sorted = key[order]
+    first = np.ones(len(order), dtype=np.bool_)
+    first[1:] = key_sorted[1:] != key_sorted[:-1]
+    sel = order[first]  # one per (user, row): the largest score, the first contributor
+    user, rank_, rows, scores = user[sel], rank_[sel], rows[sel], scores[sel]
+    top = np.zeros(n, dtype=np.float64)
+    np.maximum.at(top, user, scores)
+    keep = _first_per_user(user, -scores, np.zeros(len(user)), rows, n, params.candidates, index)
+    user, rank_, rows, scores = user[keep], rank_[keep], rows[keep], scores[keep]
+    via = pos[ptr[user] + rank_]
+    return user, rows, scores / top[user], via.astype(np.int64)
+
+
+def _first_per_user(
+    user: npt.NDArray[np.int64],
+    key1: Floats,
+    key2: Floats,
+    rows: Rows,
+    n: int,
+    m: int,
+    index: ItemIndex,
+) -> npt.NDArray[np.int64]:
+    """Positions of each user's first ``m`` entries ordered by (key1, key2, item id), in order.
+
+    Ordered by row first (fast, numeric); runs of equal (key1, key2) that reach a user's
+    cut are then re-ordered by item id, so the result never depends on row numbers.
+    """
+    order = np.lexsort((rows, key2, key1, user))
+    u, k1, k2 = user[order], key1[order], key2[order]
+    starts = _starts(u, n)
+    rank = np.arange(len(u)) - starts[u]
+    same = np.zeros(len(u), dtype=np.bool_)
+    same[1:] = (u[1:] == u[:-1]) & (k1[1:] == k1[:-1]) & (k2[1:] == k2[:-1])
+    tied = np.flatnonzero(same)
+    if len(tied):
+        for run in np.split(tied, np.flatnonzero(np.diff(tied) > 1) + 1):
+            lo, hi = int(run[0]) - 1, int(run[-1]) + 1
+            if rank[lo] >= m:
+                continue
+            seg = order[lo:hi]
+            names = index.ids_of(rows[seg])
+            order[lo:hi] = seg[sorted(range(hi - lo), key=names.__getitem__)]
+    return order[rank < m]
+
+
+def _popular_picks(
+    n: int, popular: PopularBlock, params: RankParams, width: np.int64, taken: list[Keys]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Per user the first popular items not seen and not already in the pool."""
+    budget = min(params.candidates, 2 * params.top_k)
+    if not len(popular.rows) or n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    keys = np.arange(n, dtype=np.int64)[:, None] * width + popular.rows[None, :]
+    allowed = np.ones(keys.shape, dtype=np.bool_)
+    for sorted_keys in taken:
+        allowed &= ~_isin(keys, np.unique(sorted_keys))
+    pick = allowed & (np.cumsum(allowed, axis=1) <= budget)
+    user, pos = np.nonzero(pick)
+    return user.astype(np.int64), pos.astype(np.int64)
+
+
+def _best(pool: _Pool, n: int, m: int, index: ItemIndex) -> _Pool:
+    """Per user the ``m`` best entries by (score, popularity) descending, then item id."""
+    p = pool.take(np.flatnonzero(np.isfinite(pool.score)))
+    return p.take(_first_per_user(p.user, -p.score, -p.pop, p.row, n, m, index))
+
+
+def _mmr(p: _Pool, n: int, index: ItemIndex, top_k: int, lam: float) -> _Pool:
+    """Greedy maximal marginal relevance per user over the ranked pool."""
+    starts = _starts(p.user, n)
+    counts = np.diff(starts)
+    depth = int(counts.max()) if n and len(p.user) else 0
+    if depth <= 1:
+        return p
+    slot = np.arange(len(p.user)) - starts[p.user]
+    grid = np.full((n, depth), -1, dtype=np.int64)
+    grid[p.user, slot] = np.arange(len(p.user))
+    valid = grid >= 0
+    vecs = np.zeros((n, depth, index.dim), dtype=np.float32)
+    vecs[valid] = index.vectors(p.row[grid[valid]])
+    relevance = np.where(valid, p.score[np.maximum(grid, 0)], -np.inf)
+    gram = np.einsum("umd,und->umn", vecs, vecs).astype(np.float64)
+    picked = np.zeros((n, depth), dtype=np.bool_)
+    picked[:, 0] = valid[:, 0]
+    closest = gram[:, 0, :].copy()
+    order = [np.where(valid[:, 0], 0, -1)]
+    users = np.arange(n)
+    for _ in range(1, min(top_k, depth)):
+        objective = lam * relevance - (1.0 - lam) * closest
+        objective[picked | ~valid] = -np.inf
+        best = np.argmax(objective, axis=1)
+        ok = np.isfinite(objective[users, best])
+        picked[users[ok], best[ok]] = True
+        closest[ok] = np.maximum(closest[ok], gram[users[ok], best[ok], :])
+        order.append(np.where(ok, best, -1))
+    picks = np.stack(order, axis=1)  # (n, steps) slots, -1 after a user's pool ran out
+    u, step = np.nonzero(picks >= 0)
+    return p.take(grid[u, picks[u, step]])
+
+
+def _fill_cold_start(
+    p: _Pool,
+    n: int,
+    personal: npt.NDArray[np.bool_],
+    index: ItemIndex,
+    top_k: int,
+    seen_user: npt.NDArray[np.int64],
+    seen_rows: Rows,
+) -> _Pool:
+    """Users without a vector and a short list get any available items (stable order)."""
+    counts = np.bincount(p.user, minlength=n)
+    short = np.flatnonzero(~personal & (counts < top_k))
+    if not len(short):
+        return p
+    parts = [p]
+    for u in short.tolist():
+        exclude = np.concatenate([seen_rows[seen_user == u], p.row[p.user == u]])
+        extra = index.available_rows(top_k - int(counts[u]), exclude)
+        if len(extra):
+            z = np.zeros(len(extra), dtype=np.float64)
+            none = np.full(len(extra), -1, dtype=np.int64)
+            parts.append(_Pool(np.full(len(extra), u, dtype=np.int64), extra, z, z, none, z, z))
+    merged = _Pool(*(np.concatenate([getattr(q, f.name) for q in parts]) for f in fields(_Pool)))
+    return merged.take(np.argsort(merged.user, kind="stable"))
+
+
+def _finish(p: _Pool, profiles: Profiles, index: ItemIndex, params: RankParams) -> RankedLists:
+    """Reasons, ids and the per-user layout of the chosen entries."""
+    st = profiles.states
+    n = len(st)
+    personal = profiles.personal[p.user]
+    vis_t = np.where(personal, params.visual_weight * p.visual, 0.0)
+    co_t = params.co_weight * p.co
+    pop_t = params.popularity_weight * p.pop
+    also = (co_t > 0) & (co_t >= vis_t) & (co_t >= pop_t)
+    popular = ~also & (~personal | ((pop_t > 0) & (pop_t > vis_t)))
+    similar = ~also & ~popular
+    nearest = np.full(len(p.user), -1, dtype=np.int64)
+    if similar.any():
+        nearest[similar] = _nearest_contributor(profiles, index, p.user[similar], p.row[similar])
+    ids = index.ids_of(p.row)
     reasons: list[str] = []
-    for cand in chosen:
-        visual = params.visual_weight * cand.visual if personal else 0.0
-        co = params.co_weight * cand.co
-        pop = params.popularity_weight * cand.popularity
-        if co > 0 and co >= visual and co >= pop:
-            reasons.append(ALSO_VIEWED_WITH + cand.co_via)
-        elif not personal or (pop > 0 and pop > visual):
+    item_ids = st.item_ids
+    for a, pop, near, via in zip(
+        also.tolist(), popular.tolist(), nearest.tolist(), p.via.tolist(), strict=True
+    ):
+        if a:
+            reasons.append(ALSO_VIEWED_WITH + item_ids[via])
+        elif pop:
             reasons.append(REASON_POPULAR)
-        elif cand.item_id in nearest:
-            reasons.append(SIMILAR_TO + nearest[cand.item_id])
+        elif near >= 0:
+            reasons.append(SIMILAR_TO + item_ids[near])
         else:
             reasons.append(REASON_PROFILE)
-    return reasons
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(p.user, minlength=n), out=ptr[1:])
+    return RankedLists(list(st.user_ids), ptr, p.row, ids, p.score.astype(np.float64), reasons)
 
 
-def rank(
-    user_vec: npt.ArrayLike | None,
-    index: ItemIndex,
-    seen: Collection[str],
-    co_scores: Mapping[str, tuple[float, str]],
-    popular: Sequence[tuple[str, float]] | PopularBlock,
-    contributors: Sequence[str],
-    params: RankParams,
-    *,
-    hits: Sequence[tuple[str, float]] | None = None,
-) -> list[RecommendedItem]:
-    """Rank up to ``top_k`` available, unseen items for one user, each with its reason.
+def _nearest_contributor(
+    profiles: Profiles, index: ItemIndex, users: npt.NDArray[np.int64], rows: Rows
+) -> npt.NDArray[np.int64]:
+    """For each (user, item row) the state entry of the most similar contributor with a vector.
 
-    ``co_scores`` maps a candidate to its co-occurrence score and the user's item it was
-    co-clicked with; ``popular`` is (item, popularity) pairs or a ``PopularBlock`` prepared once
-    for many users; ``contributors`` are the user's items behind the vector, most relevant
-    first (they name the ``similar_to`` item). ``hits`` are the visual top candidates when the
-    caller already searched (a batch of users shares one ``search_many``).
+    The first of equals wins (contributors come most contributing first); -1 if no
+    contributor of the user has a vector.
+
+    ``users`` must be grouped (ascending): items and contributors are laid out per user and
+    compared with one batched matrix product.
     """
-    if not isinstance(popular, PopularBlock):
-        popular = PopularBlock.prepare(popular, index, max(params.candidates, params.top_k))
-    seen_set = set(seen)
-    query = _unit_query(user_vec)
-    if query is not None and index.dim not in (None, query.shape[0]):
-        raise ValueError(f"user vector dim {query.shape[0]} != index dim {index.dim}")
-    if index.dim is None:
-        query = None  # nothing embedded yet under the served model
-    personal = query is not None
-    pool = _collect(query, index, seen_set, co_scores, popular, params, hits)
-    vw = params.visual_weight if personal else 0.0
-    score = vw * pool.visual + params.co_weight * pool.co
-    score += params.popularity_weight * pool.popularity
-    if params.mmr_lambda is not None:
-        ranked = _best(pool, score, max(params.candidates, params.top_k))
-        chosen = _mmr(ranked, index, params.top_k, params.mmr_lambda)
-    else:
-        chosen = _best(pool, score, params.top_k)
-    if not personal and len(chosen) < params.top_k:
-        # Cold start before any popularity exists: any listed items, in a stable order.
-        taken = seen_set | {c.item_id for c in chosen}
-        extra = index.available_ids(params.top_k - len(chosen), exclude=taken)
-        chosen.extend(_Candidate(item_id) for item_id in extra)
-    reasons = _reasons(chosen, index, contributors, personal, params)
-    return [
-        RecommendedItem(item_id=c.item_id, score=float(c.score), reason=reason)
-        for c, reason in zip(chosen, reasons, strict=True)
-    ]
+    n = len(profiles.states)
+    cptr, cpos = profiles.contrib_ptr, profiles.contrib_pos
+    crow = profiles.item_rows[cpos]
+    cuser = np.repeat(np.arange(n, dtype=np.int64), np.diff(cptr))
+    keep = crow >= 0
+    cuser, cpos, crow = cuser[keep], cpos[keep], crow[keep]
+    if not len(crow) or not len(users):
+        return np.full(len(users), -1, dtype=np.int64)
+    cgrid = _grid(cuser, n)
+    igrid = _grid(users, n)
+    cvec = np.zeros((*cgrid.shape, index.dim), dtype=np.float32)
+    cvec[cgrid >= 0] = index.vectors(crow[cgrid[cgrid >= 0]])
+    ivec = np.zeros((*igrid.shape, index.dim), dtype=np.float32)
+    ivec[igrid >= 0] = index.vectors(rows[igrid[igrid >= 0]])
+    sims = np.matmul(ivec, cvec.transpose(0, 2, 1)).astype(np.float64)  # (n, items, contribs)
+    sims[np.broadcast_to((cgrid < 0)[:, None, :], sims.shape)] = -np.inf
+    best = np.argmax(sims, axis=2)  # first maximum: the most contributing of equals
+    found = np.take_along_axis(cgrid, best, axis=1)  # (n, items) contributor index or -1
+    out = np.full(len(users), -1, dtype=np.int64)
+    ok = igrid >= 0
+    hit = found[ok]
+    out[igrid[ok]] = np.where(hit >= 0, cpos[np.maximum(hit, 0)], -1)
+    return out
+
+
+def _grid(user: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
+    """(n, widest) positions of each user's entries (``user`` ascending), -1 padded."""
+    starts = _starts(user, n)
+    width = int(np.diff(starts).max()) if len(user) else 0
+    grid = np.full((n, width), -1, dtype=np.int64)
+    grid[user, np.arange(len(user)) - starts[user]] = np.arange(len(user))
+    return grid

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import pytest
 
-from models.index import ExactIndex, ItemIndex
-from models.ranking import RankParams, rank
-from schemas import RecommendedItem
+from models.index import ItemIndex, raw_space
+from models.interest import InterestParams
+from models.profile import BatchStates, Profiles
+from models.ranking import CoLists, PopularBlock, RankParams, rank_batch
 
 VECTORS = {
     "a1": [1.0, 0.0, 0.0, 0.0],
@@ -21,10 +23,10 @@ VECTORS = {
 }
 
 
-def _index(unavailable: Collection[str] = ()) -> ItemIndex:
-    index = ExactIndex()
-    for item_id, vec in VECTORS.items():
-        index.upsert(item_id, vec, available=item_id not in unavailable, model_id="m")
+def _index(vectors: Mapping[str, Sequence[float]] = VECTORS, unavailable: Collection[str] = ()):
+    index = ItemIndex(raw_space("m", len(next(iter(vectors.values())))))
+    ids = list(vectors)
+    index.upsert_many(ids, np.array([vectors[i] for i in ids]), [i not in unavailable for i in ids])
     return index
 
 
@@ -37,27 +39,48 @@ def _rank(
     popular: Sequence[tuple[str, float]] = (),
     contributors: Sequence[str] = (),
     **params: float | int | None,
-) -> list[RecommendedItem]:
-    return rank(
-        None if user is None else np.asarray(user, dtype=np.float32),
-        index,
-        seen,
-        co or {},
-        popular,
-        contributors,
-        RankParams(**params),  # type: ignore[arg-type]
+) -> list[tuple[str, float, str]]:
+    """One user's list from a given user vector (profiles built by hand)."""
+    co = co or {}
+    contributors = list(dict.fromkeys([*contributors, *(via for _, via in co.values())]))
+    items = sorted(set(seen) | set(contributors))
+    zeros = np.zeros(len(items))
+    states = BatchStates(
+        ["u"], np.array([0]), np.array([0]), np.array([0, len(items)]), items, zeros, zeros
     )
+    vec = np.zeros((1, index.dim), dtype=np.float32)
+    personal = False
+    if user is not None and np.linalg.norm(user) > 0:
+        vec[0] = np.asarray(user) / np.linalg.norm(user)
+        personal = True
+    profiles = Profiles(
+        states,
+        index.rows(items),
+        vec,
+        np.array([personal]),
+        np.array([0, len(contributors)]),
+        np.array([items.index(c) for c in contributors], dtype=np.int64),
+    )
+    lists: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for item_id, (score, via) in co.items():
+        lists[via].append((item_id, score))
+    rank = RankParams(**params)  # type: ignore[arg-type]
+    block = PopularBlock.prepare(popular, index, max(rank.candidates, rank.top_k))
+    co_lists = CoLists.of(
+        {v: ([i for i, _ in p], np.array([s for _, s in p])) for v, p in lists.items()}, index
+    )
+    return rank_batch(profiles, index, co_lists, block, rank).items(0)
 
 
-def _ids(items: list[RecommendedItem]) -> list[str]:
-    return [item.item_id for item in items]
+def _ids(items: list[tuple[str, float, str]]) -> list[str]:
+    return [i for i, _, _ in items]
 
 
 def test_visual_order_and_seen_items_excluded() -> None:
     items = _rank([1.0, 0.0, 0.0, 0.0], _index(), seen={"a1"}, contributors=["a1"], top_k=3)
     assert _ids(items) == ["a2", "a3", "b2"]
-    assert all(math.isfinite(item.score) for item in items)
-    assert [item.score for item in items] == sorted((item.score for item in items), reverse=True)
+    assert all(math.isfinite(s) for _, s, _ in items)
+    assert [s for _, s, _ in items] == sorted((s for _, s, _ in items), reverse=True)
 
 
 def test_unavailable_items_excluded_from_every_source() -> None:
@@ -70,7 +93,7 @@ def test_unavailable_items_excluded_from_every_source() -> None:
         top_k=10,
     )
     assert {"a2", "d1", "c1"}.isdisjoint(_ids(items))
-    assert set(_ids(items)) == {"a1", "a3", "b1", "b2"}
+    assert set(_ids(items)) == {"a3", "b1", "b2"}  # a1 is the co-occurrence contributor: seen
 
 
 def test_blended_score_is_the_documented_sum() -> None:
@@ -80,11 +103,8 @@ def test_blended_score_is_the_documented_sum() -> None:
         co={"b1": (4.0, "a1"), "c1": (2.0, "a1")},
         popular=[("c1", 10.0), ("a3", 5.0)],
         top_k=7,
-        visual_weight=1.0,
-        co_weight=0.3,
-        popularity_weight=0.05,
     )
-    scores = {item.item_id: item.score for item in items}
+    scores = {i: s for i, s, _ in items}
     a3 = np.asarray(VECTORS["a3"]) / np.linalg.norm(VECTORS["a3"])
     assert scores["a3"] == pytest.approx(float(a3[0]) + 0.05 * 0.5, rel=1e-6)
     assert scores["b1"] == pytest.approx(0.0 + 0.3 * 1.0, abs=1e-6)
@@ -93,16 +113,19 @@ def test_blended_score_is_the_documented_sum() -> None:
 
 def test_similar_to_names_the_nearest_contributor() -> None:
     items = _rank(
-        [1.0, 1.0, 0.0, 0.0],
-        _index(),
-        seen={"a1", "b1"},
-        contributors=["b1", "a1"],
-        top_k=4,
+        [1.0, 1.0, 0.0, 0.0], _index(), seen={"a1", "b1"}, contributors=["b1", "a1"], top_k=4
     )
-    reasons = {item.item_id: item.reason for item in items}
+    reasons = {i: r for i, _, r in items}
     assert reasons["a2"] == "similar_to:a1"
     assert reasons["a3"] == "similar_to:a1"
     assert reasons["b2"] == "similar_to:b1"
+
+
+def test_similar_to_profile_when_no_contributor_has_a_vector() -> None:
+    items = _rank(
+        [1.0, 0.0, 0.0, 0.0], _index(), seen={"pending"}, contributors=["pending"], top_k=2
+    )
+    assert [r for _, _, r in items] == ["similar_to_profile"] * 2
 
 
 def test_also_viewed_with_when_co_occurrence_dominates() -> None:
@@ -114,10 +137,16 @@ def test_also_viewed_with_when_co_occurrence_dominates() -> None:
         contributors=["a1"],
         top_k=4,
     )
-    reasons = {item.item_id: item.reason for item in items}
+    reasons = {i: r for i, _, r in items}
     assert reasons["d1"] == "also_viewed_with:a1"  # cosine 0, co-occurrence term 0.3
     assert reasons["a2"] == "similar_to:a1"  # cosine 0.99 outweighs its small co term
-    assert "d1" in _ids(items)
+
+
+def test_co_occurring_item_counts_with_its_strongest_contributor() -> None:
+    index = _index()
+    states_co = {"d1": (3.0, "a1")}
+    items = _rank([1.0, 0.0, 0.0, 0.0], index, co=states_co, contributors=["b1", "a1"], top_k=7)
+    assert dict((i, r) for i, _, r in items)["d1"] == "also_viewed_with:a1"
 
 
 def test_user_without_vector_gets_popular_minus_seen_and_unavailable() -> None:
@@ -130,20 +159,20 @@ def test_user_without_vector_gets_popular_minus_seen_and_unavailable() -> None:
         top_k=2,
     )
     assert _ids(items) == ["d1", "a3"]
-    assert [item.reason for item in items] == ["popular", "popular"]
-    assert items[0].score == pytest.approx(0.05 * 7.0 / 50.0)
+    assert [r for _, _, r in items] == ["popular", "popular"]
+    assert items[0][1] == pytest.approx(0.05 * 7.0 / 50.0)
 
 
 def test_zero_user_vector_is_treated_as_no_vector() -> None:
     items = _rank([0.0, 0.0, 0.0, 0.0], _index(), popular=[("b2", 1.0)], top_k=1)
-    assert _ids(items) == ["b2"] and items[0].reason == "popular"
+    assert _ids(items) == ["b2"] and items[0][2] == "popular"
 
 
 def test_popularity_fallback_without_popularity_lists_any_available_items() -> None:
     index = _index(unavailable={"a2"})
     items = _rank(None, index, seen={"a1"}, top_k=3)
     assert _ids(items) == ["a3", "b1", "b2"]  # storage order: stable across calls
-    assert all(item.reason == "popular" and item.score == 0.0 for item in items)
+    assert all(r == "popular" and s == 0.0 for _, s, r in items)
     assert _rank(None, index, seen={"a1"}, top_k=3) == items
 
 
@@ -155,28 +184,27 @@ def test_popular_list_is_padded_up_to_k_when_short() -> None:
 def test_top_k_respected_and_short_catalogue_gives_fewer() -> None:
     assert len(_rank([1.0, 0.0, 0.0, 0.0], _index(), top_k=2)) == 2
     assert len(_rank([1.0, 0.0, 0.0, 0.0], _index(), seen={"a1", "a2"}, top_k=50)) == 5
-    assert _rank(None, ExactIndex(), popular=[("x", 1.0)]) == []
+    empty = ItemIndex(raw_space("m", 4))
+    assert _rank(None, empty, popular=[("x", 1.0)]) == []
 
 
 def test_mmr_reduces_near_duplicates() -> None:
-    index = ExactIndex()
     rng = np.random.default_rng(0)
     base = np.array([1.0, 0.2, 0.0, 0.0, 0.0, 0.0])
-    for i in range(5):  # near-duplicates of one picture
-        index.upsert(f"dup{i}", base + rng.normal(0, 0.01, 6), model_id="m")
-    others = [[0.7, 0.0, 0.7, 0.0, 0.0, 0.0], [0.7, 0.0, 0.0, 0.7, 0.0, 0.0]]
-    for i, vec in enumerate(others):
-        index.upsert(f"other{i}", vec, model_id="m")
+    vectors = {f"dup{i}": base + rng.normal(0, 0.01, 6) for i in range(5)}
+    vectors["other0"] = np.array([0.7, 0.0, 0.7, 0.0, 0.0, 0.0])
+    vectors["other1"] = np.array([0.7, 0.0, 0.0, 0.7, 0.0, 0.0])
+    index = _index(vectors)
     user = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     plain = _rank(user, index, top_k=3)
     diverse = _rank(user, index, top_k=3, mmr_lambda=0.5)
 
-    def dups(items: list[RecommendedItem]) -> int:
-        return sum(item.item_id.startswith("dup") for item in items)
+    def dups(items: list[tuple[str, float, str]]) -> int:
+        return sum(i.startswith("dup") for i in _ids(items))
 
-    def max_pair(items: list[RecommendedItem]) -> float:
-        found, vecs = index.get_many(_ids(items))
-        assert found == _ids(items)
+    def max_pair(items: list[tuple[str, float, str]]) -> float:
+        vecs = index.vectors(index.rows(_ids(items)))
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         gram = vecs @ vecs.T
         np.fill_diagonal(gram, -1.0)
         return float(gram.max())
@@ -184,16 +212,15 @@ def test_mmr_reduces_near_duplicates() -> None:
     assert dups(plain) == 3
     assert dups(diverse) == 1
     assert max_pair(diverse) < max_pair(plain)
-    assert diverse[0].item_id == plain[0].item_id  # the most relevant item stays first
+    assert diverse[0][0] == plain[0][0]  # the most relevant item stays first
     assert _rank(user, index, top_k=3, mmr_lambda=1.0) == plain
 
 
-def test_ties_are_broken_deterministically() -> None:
-    index = ExactIndex()
-    for item_id in ("t3", "t1", "t2"):
-        index.upsert(item_id, [1.0, 0.0], model_id="m")
+def test_ties_are_broken_by_item_id_whatever_the_storage_order() -> None:
+    index = _index({"t3": [1.0, 0.0], "t1": [1.0, 0.0], "t2": [1.0, 0.0], "t0": [0.0, 1.0]})
     first = _rank([1.0, 0.0], index, top_k=3)
     assert _ids(first) == ["t1", "t2", "t3"]
+    assert _ids(_rank([1.0, 0.0], index, top_k=2)) == ["t1", "t2"]  # the cut falls in the tie
     assert _rank([1.0, 0.0], index, top_k=3) == first
 
 
@@ -205,18 +232,13 @@ def test_non_finite_inputs_never_make_non_finite_scores() -> None:
         popular=[("b2", math.nan), ("a3", math.inf), ("a2", 1.0)],
         top_k=7,
     )
-    assert len(items) == 7
-    assert all(math.isfinite(item.score) for item in items)
-    scores = {item.item_id: item.score for item in items}
+    assert len(items) == 6  # a1 (the contributor) is seen
+    assert all(math.isfinite(s) for _, s, _ in items)
+    scores = {i: s for i, s, _ in items}
     # Non-finite and negative signals are ignored, not propagated.
     assert scores["b1"] == scores["c1"] == scores["d1"] == 0.0
     assert scores["a3"] == pytest.approx(0.97 / math.hypot(0.97, 0.2), rel=1e-6)
     assert scores["a2"] == pytest.approx(0.99 / math.hypot(0.99, 0.1) + 0.05, rel=1e-6)
-
-
-def test_dimension_mismatch_is_an_error() -> None:
-    with pytest.raises(ValueError):
-        _rank([1.0, 0.0], _index())
 
 
 def test_rank_params_are_validated() -> None:
@@ -228,18 +250,52 @@ def test_rank_params_are_validated() -> None:
         {"mmr_lambda": 1.5},
     ):
         with pytest.raises(ValueError):
-            RankParams(**bad)
+            RankParams(**bad)  # type: ignore[arg-type]
 
 
 def test_only_the_strongest_co_occurring_items_are_candidates() -> None:
     # candidates=1: one visual hit (a2) and one co-occurring item (b1, the strongest). a3
     # would score 0.97 + 0.3 * 4/5 but is neither, so it is not a candidate at all.
-    params: dict[str, float | int | None] = {"candidates": 1, "top_k": 1}
     args = ([1.0, 0.0, 0.0, 0.0], _index())
     co = {"a3": (4.0, "a1"), "b1": (5.0, "a1")}
-    items = _rank(*args, seen={"a1"}, co=co, contributors=["a1"], **params)
+    items = _rank(*args, seen={"a1"}, co=co, candidates=1, top_k=1)
     assert _ids(items) == ["a2"]
     # With two candidates per source a3 is one, and wins with its full blended score.
-    items = _rank(*args, seen={"a1"}, co=co, contributors=["a1"], candidates=2, top_k=1)
+    items = _rank(*args, seen={"a1"}, co=co, candidates=2, top_k=1)
     assert _ids(items) == ["a3"]
-    assert items[0].score == pytest.approx(0.97 / math.hypot(0.97, 0.2) + 0.3 * 4.0 / 5.0)
+    assert items[0][1] == pytest.approx(0.97 / math.hypot(0.97, 0.2) + 0.3 * 4.0 / 5.0)
+
+
+def test_many_users_in_one_batch_equal_each_alone() -> None:
+    index = _index()
+    rng = np.random.default_rng(3)
+    ids = list(VECTORS)
+    users = []
+    for u in range(6):
+        items = sorted(rng.choice(ids, int(rng.integers(1, 4)), replace=False).tolist())
+        users.append((f"u{u}", items, rng.normal(size=len(items))))
+    from models.interest import InterestColumns
+    from models.profile import profile_batch
+
+    cols = [(u, InterestColumns(items, w, w, 0, len(items))) for u, items, w in users]
+    params = InterestParams.default()
+    co = CoLists.of({"a1": (["b1", "c1"], np.array([2.0, 1.0]))}, index)
+    block = PopularBlock.prepare([("d1", 3.0), ("b2", 1.0)], index, 100)
+    together = rank_batch(
+        profile_batch(BatchStates.of(cols, [0] * 6), index, params),
+        index,
+        co,
+        block,
+        RankParams(top_k=4),
+    )
+    for j, one in enumerate(cols):
+        alone = rank_batch(
+            profile_batch(BatchStates.of([one], [0]), index, params),
+            index,
+            co,
+            block,
+            RankParams(top_k=4),
+        )
+        got, want = together.items(j), alone.items(0)
+        assert [(i, r) for i, _, r in got] == [(i, r) for i, _, r in want]
+        assert [s for _, s, _ in got] == pytest.approx([s for _, s, _ in want], abs=1e-6)

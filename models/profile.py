@@ -1,0 +1,199 @@
+"""Step 1 of a refresh: users' vectors, seen rows and top contributors, for a whole batch.
+
+The interest rule of ``models.interest`` on arrays: every user's decayed long- and short-term
+sums of their items' vectors (looked up in the index by row), blended; and the items that
+weigh most in them, whose co-occurrence lists are read before ranking (step 2,
+``models.ranking.rank_batch``). Everything is column-wise over the batch, grouped by user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse  # type: ignore[import-untyped]  # ships no stubs
+
+from models.index import ItemIndex, Rows
+from models.interest import InterestColumns, InterestParams
+
+Floats = npt.NDArray[np.float64]
+
+CONTRIBUTORS = 10
+"""Items per user whose co-occurrence lists are read (and that name ``similar_to`` reasons)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStates:
+    """The batch's users' interest states as one set of columns, grouped by user.
+
+    User ``u`` owns entries ``ptr[u]:ptr[u + 1]`` of ``item_ids``/``log_long``/``log_short``,
+    sorted by item id (the tie-break of contributors).
+    """
+
+    user_ids: list[str]
+    now_ms: npt.NDArray[np.int64]
+    """Per user: the time the refresh is computed at (the triggering event's)."""
+    last_ts_ms: npt.NDArray[np.int64]
+    ptr: npt.NDArray[np.int64]
+    item_ids: list[str]
+    log_long: Floats
+    log_short: Floats
+
+    @classmethod
+    def of(cls, users: Sequence[tuple[str, InterestColumns]], now_ms: Sequence[int]) -> BatchStates:
+        """Stack per-user columns (each sorted by item id) into one batch."""
+        sizes = [len(cols.item_ids) for _, cols in users]
+        ptr = np.zeros(len(users) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=ptr[1:])
+        empty = np.zeros(0, dtype=np.float64)
+        return cls(
+            user_ids=[user for user, _ in users],
+            now_ms=np.asarray(now_ms, dtype=np.int64),
+            last_ts_ms=np.array([cols.last_ts_ms for _, cols in users], dtype=np.int64),
+            ptr=ptr,
+            item_ids=[i for _, cols in users for i in cols.item_ids],
+            log_long=np.concatenate([c.log_long for _, c in users] or [empty]),
+            log_short=np.concatenate([c.log_short for _, c in users] or [empty]),
+        )
+
+    def __len__(self) -> int:
+        """Users in the batch."""
+        return len(self.user_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Profiles:
+    """What ``profile_batch`` derives from the states."""
+
+    states: BatchStates
+    item_rows: Rows
+    """Index row of every state entry (-1: no vector under the served model yet)."""
+    vectors: npt.NDArray[np.float32]
+    """(users, dim) unit user vectors; zero rows for users without one."""
+    personal: npt.NDArray[np.bool_]
+    """Whether the user has a vector (else the list is popularity-based)."""
+    contrib_ptr: npt.NDArray[np.int64]
+    contrib_pos: npt.NDArray[np.int64]
+    """Per user, state entries of the top contributors, most contributing first."""
+
+    def contributor_ids(self) -> list[str]:
+        """Every user's contributors' item ids, deduplicated (what to read lists for)."""
+        ids = self.states.item_ids
+        return list(dict.fromkeys(ids[p] for p in self.contrib_pos.tolist()))
+
+
+def _segment_starts(user_of: npt.NDArray[np.int64], n_users: int) -> npt.NDArray[np.int64]:
+    """Start of each user's run in the sorted ``user_of`` (a user's start = next one's if none)."""
+    return np.searchsorted(user_of, np.arange(n_users + 1)).astype(np.int64)
+
+
+def _segment_max(values: Floats, starts: npt.NDArray[np.int64]) -> Floats:
+    """Per-segment maximum (-inf for empty segments)."""
+    out = np.full(len(starts) - 1, -np.inf)
+    nonempty = starts[:-1] < starts[1:]
+    if nonempty.any():
+        out[nonempty] = np.maximum.reduceat(values, starts[:-1][nonempty])
+    return out
+
+
+def _segment_sum(
+    rows: npt.NDArray[np.floating], starts: npt.NDArray[np.int64], weights: Floats | None = None
+) -> Floats:
+    """Per-segment (weighted) sum of the rows of a 1-D or 2-D array (zeros if empty).
+
+    A sparse (segments x rows) matrix of the weights times the rows: ``np.add.reduceat`` and
+    ``np.cumsum`` walk a 2-D array column by column here and are ~10x slower.
+    """
+    n = len(rows)
+    w = np.ones(n) if weights is None else weights
+    mat = sparse.csr_matrix((w, np.arange(n), starts), shape=(len(starts) - 1, n))
+    return np.asarray(mat @ rows, dtype=np.float64).reshape(len(starts) - 1, *rows.shape[1:])
+
+
+def short_term_blend(states: BatchStates, params: InterestParams) -> Floats:
+    """Per user ``b = short_term_weight * 2 ** (-(now - last_ts) / h_short)``, age >= 0."""
+    age_s = np.maximum(states.now_ms - states.last_ts_ms, 0) / 1000.0
+    blend: Floats = params.short_term_weight * np.power(2.0, -age_s / params.half_life_short_s)
+    return blend
+
+
+def _directions(
+    logs: Floats, vecs: npt.NDArray[np.float32], user_of: npt.NDArray[np.int64], n_users: int
+) -> tuple[Floats, npt.NDArray[np.bool_]]:
+    """Per user ``normalize(sum_i exp(L_i - max L) v_i)``, and whether it exists."""
+    starts = _segment_starts(user_of, n_users)
+    top = _segment_max(logs, starts)
+    sums = _segment_sum(vecs, starts, np.exp(logs - top[user_of]))
+    norms = np.linalg.norm(sums, axis=1)
+    ok = (norms > 1e-12) & np.isfinite(norms)
+    out = np.zeros_like(sums)
+    out[ok] = sums[ok] / norms[ok, None]
+    return out, ok
+
+
+def user_vectors(
+    states: BatchStates,
+    item_rows: Rows,
+    index: ItemIndex,
+    params: InterestParams,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Every user's vector at their ``now_ms`` from the items that have a vector in ``index``.
+
+    ``normalize((1 - b) u_long + b u_short)`` with ``u_x`` the normalised decayed sums; a user
+    whose long and short directions cancel keeps the long one (the history).
+    """
+    n = len(states)
+    user_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(states.ptr))
+    has = item_rows >= 0
+    vecs = index.vectors(item_rows[has])
+    finite = np.isfinite(vecs).all(axis=1)
+    sel = np.flatnonzero(has)[finite]
+    vecs = vecs[finite]
+    owner = user_of[sel]
+    long_dir, long_ok = _directions(states.log_long[sel], vecs, owner, n)
+    short_dir, short_ok = _directions(states.log_short[sel], vecs, owner, n)
+    b = short_term_blend(states, params)[:, None]
+    mixed = (1.0 - b) * long_dir + b * short_dir
+    norms = np.linalg.norm(mixed, axis=1)
+    both = long_ok & short_ok
+    out = np.where(long_ok[:, None], long_dir, short_dir)
+    blend = both & (norms > 1e-12)
+    out[blend] = mixed[blend] / norms[blend, None]
+    return out.astype(np.float32), long_ok | short_ok
+
+
+def top_contributors(
+    states: BatchStates, params: InterestParams, k: int = CONTRIBUTORS
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Per user the ``k`` entries weighing most in the blended vector (ties: item id).
+
+    Shares are ``(1 - b) * long_share + b * short_share`` over all of the user's items, with
+    or without a vector. Returns (ptr, entry positions), most contributing first.
+    """
+    n = len(states)
+    sizes = np.diff(states.ptr)
+    user_of = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    starts = states.ptr
+    b = short_term_blend(states, params)
+    shares = np.zeros(len(user_of), dtype=np.float64)
+    for logs, weight in ((states.log_long, 1.0 - b), (states.log_short, b)):
+        w = np.exp(logs - _segment_max(logs, starts)[user_of])
+        shares += weight[user_of] * (w / _segment_sum(w, starts)[user_of])
+    positions = np.arange(len(user_of), dtype=np.int64)
+    order = np.lexsort((positions, -shares, user_of))  # entries are sorted by id in a user
+    rank = positions - starts[user_of[order]]
+    keep = order[rank < k]
+    counts = np.minimum(sizes, k)
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    return ptr, keep.astype(np.int64)
+
+
+def profile_batch(states: BatchStates, index: ItemIndex, params: InterestParams) -> Profiles:
+    """Users' vectors, rows and top contributors (step 1 of a refresh)."""
+    item_rows = index.rows(states.item_ids)
+    vectors, personal = user_vectors(states, item_rows, index, params)
+    contrib_ptr, contrib_pos = top_contributors(states, params)
+    return Profiles(states, item_rows, vectors, personal, contrib_ptr, contrib_pos)

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.index import ItemIndex, raw_space
+from models.interest import InterestColumns, InterestParams
+from models.profile import BatchStates
+from models.ranking import PopularBlock, RankParams
+from models.refresh import refresh_batch
+from tests.unit.ranking_reference import DictIndex, reference_lists
+
+NOW = 1_764_000_000_000
+
+
+def _world(seed: int, n_items: int = 60, dim: int = 8):
+    rng = np.random.default_rng(seed)
+    ids = [f"it{j:03d}" for j in range(n_items)]
+    vecs = {i: rng.standard_normal(dim) for i in ids[:-5]}  # the last five have no vector yet
+    unavailable = set(rng.choice(ids, 6, replace=False).tolist())
+    users = []
+    for u in range(12):
+        k = int(rng.integers(1, 25))
+        # The last two users touched only items without a vector yet: no user vector.
+        pool = ids[-5:] if u >= 10 else ids
+        k = min(k, len(pool))
+        items = sorted(rng.choice(pool, k, replace=False).tolist())
+        cols = InterestColumns(
+            items,
+            rng.normal(0, 2, k),
+            rng.normal(0, 2, k),
+            NOW - int(rng.integers(0, 3_600_000)),
+            k,
+        )
+        users.append((f"u{u}", cols, NOW + int(rng.integers(0, 60_000))))
+    co = {
+        i: sorted(
+            ((j, float(rng.integers(1, 6))) for j in rng.choice(ids, 8, replace=False).tolist()),
+            key=lambda p: -p[1],
+        )
+        for i in ids
+        if rng.random() < 0.7
+    }
+    popular = [(i, float(rng.exponential())) for i in rng.choice(ids, 25, replace=False).tolist()]
+    return vecs, unavailable, users, co, popular
+
+
+def _batch(vecs, unavailable, users, co, popular, params: RankParams):
+    index = ItemIndex(raw_space("m", 8))
+    ids = list(vecs)
+    index.upsert_many(ids, np.stack([vecs[i] for i in ids]), [i not in unavailable for i in ids])
+    states = BatchStates.of([(u, c) for u, c, _ in users], [now for _, _, now in users])
+    block = PopularBlock.prepare(popular, index, max(params.candidates, params.top_k))
+    co_arrays = {i: ([j for j, _ in lst], np.array([s for _, s in lst])) for i, lst in co.items()}
+    from models.refresh import co_per_contributor
+
+    per = co_per_contributor(params)
+    co_arrays = {i: (a[:per], b[:per]) for i, (a, b) in co_arrays.items()}
+    lists = refresh_batch(states, index, co_arrays, block, InterestParams.default(), params)
+    return [lists.items(u) for u in range(len(users))]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize(
+    "params",
+    [
+        RankParams(top_k=5, candidates=10),
+        RankParams(top_k=20, candidates=100),
+        RankParams(top_k=8, candidates=6, co_weight=2.0, popularity_weight=0.5),
+        RankParams(top_k=6, candidates=12, mmr_lambda=0.6),
+    ],
+    ids=["small", "defaults", "co-heavy", "mmr"],
+)
+def test_batch_refresh_equals_the_per_user_reference(seed: int, params: RankParams) -> None:
+    vecs, unavailable, users, co, popular = _world(seed)
+    got = _batch(vecs, unavailable, users, co, popular, params)
+    want = reference_lists(
+        users, DictIndex(vecs, unavailable), co, popular, InterestParams.default(), params
+    )
+    for g, w in zip(got, want, strict=True):
+        assert [i for i, _, _ in g] == [i for i, _, _ in w]
+        assert [r for _, _, r in g] == [r for _, _, r in w]
+        np.testing.assert_allclose([s for _, s, _ in g], [s for _, s, _ in w], atol=1e-5)
