@@ -12,7 +12,7 @@ from schemas.deadletter import DeadLetter, ErrorCode
 from schemas.events import EventType, UserEvent
 from schemas.keys import RedisKeys
 from schemas.products import ProductAttributes, ProductImage
-from schemas.recommendations import Recommendations, RecommendedItem
+from schemas.recommendations import Recommendations, RecommendedItem, encode_recommendations
 from schemas.vectors import ItemVector, VectorDType
 
 CONTRACTS: dict[str, type[Record]] = {
@@ -39,4 +39,5 @@ __all__ = [
     "RedisKeys",
     "UserEvent",
     "VectorDType",
+    "encode_recommendations",
 ]

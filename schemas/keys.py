@@ -53,6 +53,18 @@ class RedisKeys:
         """Set of item ids embedded with ``model_id`` (used by re-embedding)."""
         return f"{self.root}:model:{model_id}:items"
 
+    def space_version(self, model_id: str) -> str:
+        """String: version of the retrieval space ``model_id`` is searched in now."""
+        return f"{self.root}:model:{model_id}:space"
+
+    def space(self, model_id: str, version: str) -> str:
+        """String: one retrieval space of ``model_id`` (``models.index.Space.to_bytes``)."""
+        return f"{self.root}:model:{model_id}:space:{version}"
+
+    def space_lock(self, model_id: str) -> str:
+        """String with a TTL: held by the one process fitting a space for ``model_id``."""
+        return f"{self.root}:model:{model_id}:space-lock"
+
     def active_model(self) -> str:
         """String: the model_id serving now; switched atomically after a re-embed."""
         return f"{self.root}:model:active"

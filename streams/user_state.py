@@ -144,7 +144,49 @@ for e = 5, #ARGV, 5 do
   results[#results + 1] = apply(ARGV[e], ARGV[e + 1], ARGV[e + 2],
     tonumber(ARGV[e + 3]), tonumber(ARGV[e + 4]))
 end
+
+-- Then the state the refresh reads, packed: item ids joined by newlines (ids hold no control
+-- characters), their "<long> <short>" weights joined by spaces, last_ts, n. Two strings
+-- parse far faster in Python than a reply of two strings per item.
+local all = redis.call('HGETALL', state)
+local ids, logs = {}, {}
+local last, count = '0', '0'
+for i = 1, #all, 2 do
+  local f = all[i]
+  if string.sub(f, 1, 2) == 'i:' then
+    ids[#ids + 1] = string.sub(f, 3)
+    logs[#logs + 1] = all[i + 1]
+  elseif f == 'last_ts' then
+    last = all[i + 1]
+  elseif f == 'n' then
+    count = all[i + 1]
+  end
+end
+results[#results + 1] = table.concat(ids, '\\n')
+results[#results + 1] = table.concat(logs, ' ')
+results[#results + 1] = last
+results[#results + 1] = count
 return results
+"""
+
+# Every (key, member, increment) of a batch in one call: ARGV[1], ARGV[2] = how many members
+# the popularity set and each neighbour set keep; then per key: "is popularity" flag, the
+# number of pairs, the (member, increment) pairs. Only for keys of one node (not a cluster).
+_BUMP_MANY = """
+local keep_pop, keep_co = tonumber(ARGV[1]), tonumber(ARGV[2])
+local a = 3
+for k = 1, #KEYS do
+  local is_pop, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  for i = 1, n do
+    redis.call('ZINCRBY', KEYS[k], ARGV[a + 1], ARGV[a])
+    a = a + 2
+  end
+  local keep = keep_co
+  if is_pop == '1' then keep = keep_pop end
+  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(keep + 1))
+end
+return 0
 """
 
 
@@ -174,6 +216,13 @@ class UserStateError(RuntimeError):
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _pairs(reply: list[Any]) -> list[tuple[str, float]]:
+    """(member, score) pairs of a raw ZRANGE ... WITHSCORES reply (RESP2 flat or RESP3)."""
+    if reply and isinstance(reply[0], list | tuple):  # RESP3: [member, score] pairs
+        return [(_text(m), float(v)) for m, v in reply]
+    return [(_text(m), float(v)) for m, v in zip(reply[::2], reply[1::2], strict=True)]
 
 
 def params_from_settings(settings: InterestSettings) -> InterestParams:
@@ -235,6 +284,7 @@ class UserStateStore:
         self._cluster = isinstance(client, RedisCluster)
         self._script = client.register_script(_APPLY_EVENTS)
         self._bump = client.register_script(_BUMP)
+        self._bump_many = client.register_script(_BUMP_MANY)
 
     @classmethod
     def from_settings(
@@ -272,14 +322,24 @@ class UserStateStore:
     ) -> tuple[list[bool], Signals]:
         """``apply`` without the global signals: they are returned, for ``write_signals``.
 
-        The worker writes them while it ranks. If Redis rejected some events this writes the
-        signals of the others and raises ``UserStateError``.
+        If Redis rejected some events this writes the signals of the others and raises
+        ``UserStateError``.
+        """
+        applied, signals, _ = self.apply_and_read(events)
+        return applied, signals
+
+    def apply_and_read(
+        self, events: Sequence[tuple[UserEvent, int, int]]
+    ) -> tuple[list[bool], Signals, dict[str, InterestColumns]]:
+        """Apply events (in order per user) and read back every touched user's state.
+
+        One script call per user (per ``MAX_EVENTS_PER_CALL`` of their events): a user's keys
+        share a slot, and per-call overhead, not the work, dominates. The call's reply ends
+        with the user's state after the events, as columns sorted by item id: what the
+        refresh reads, without a second round trip. Signals as in ``apply_state``.
         """
         if not events:
-            return [], []
-        # One script call per user with all of that user's events of the batch, in order:
-        # a user's keys share a slot, and per-call overhead, not the work, dominates.
-        # Calls are capped so that one script never blocks Redis for long.
+            return [], [], {}
         chunk = MAX_EVENTS_PER_CALL
         by_user: dict[str, list[int]] = defaultdict(list)
         for pos, (ev, _, _) in enumerate(events):
@@ -290,13 +350,9 @@ class UserStateStore:
             for start in range(0, len(positions), chunk)
         ]
         pipe = self._r.pipeline(transaction=False)
+        head = [self._seen_max, self._applied_max, self._co_window_ms, self._co_max_per_event]
         for user_id, positions in calls:
-            args: list[Any] = [
-                self._seen_max,
-                self._applied_max,
-                self._co_window_ms,
-                self._co_max_per_event,
-            ]
+            args: list[Any] = list(head)
             for pos in positions:
                 ev = events[pos][0]
                 inc_long, inc_short = log_increment(ev.type, ev.ts_ms, self._params)
@@ -309,9 +365,15 @@ class UserStateStore:
             self._run(pipe, self._script, keys, args)
         replies = pipe.execute(raise_on_error=False)
         results: list[Any] = [None] * len(events)
-        for (_, positions), reply in zip(calls, replies, strict=True):
+        states: dict[str, InterestColumns] = {}
+        for (user_id, positions), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                for pos in positions:
+                    results[pos] = reply
+                continue
             for k, pos in enumerate(positions):
-                results[pos] = reply if isinstance(reply, Exception) else reply[k]
+                results[pos] = reply[k]
+            states[user_id] = _packed_columns(reply[len(positions) :])
         applied: list[bool] = []
         failures: list[tuple[int, int, str]] = []
         neighbours: list[tuple[UserEvent, list[str]]] = []
@@ -327,7 +389,7 @@ class UserStateStore:
         if failures:
             self.write_signals(neighbours)
             raise UserStateError(failures, applied)
-        return applied, neighbours
+        return applied, neighbours, states
 
     def write_signals(self, applied: Signals) -> None:
         """Add the popularity and co-occurrence increments of applied events.
@@ -335,8 +397,17 @@ class UserStateStore:
         Not idempotent (increments): never retry a call that may have partly run; a lost call
         loses increments, which the approximate decayed counts tolerate.
         """
-        # Sum the batch's increments per (key, member) and send one script call per key:
-        # client-side command packing, not Redis, bounds throughput here.
+        # Summed per (key, member) over the batch, sent in one script call: client-side command
+        # packing, not Redis, bounds throughput here.
+        bumps = self.signal_bumps(applied)
+        if not bumps:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        self.queue_signals(pipe, bumps)
+        pipe.execute()
+
+    def signal_bumps(self, applied: Signals) -> dict[str, dict[str, float]]:
+        """The batch's increments summed per (key, member)."""
         bumps: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         popular = self._keys.popularity()
         for ev, near in applied:
@@ -348,16 +419,52 @@ class UserStateStore:
             for other in near:
                 bumps[mine][other] += inc
                 bumps[self._keys.cooccurrence(other)][ev.item_id] += inc
-        if not bumps:
-            return
-        pipe = self._r.pipeline(transaction=False)
-        for key, members in bumps.items():
-            keep = self._popular_max if key == popular else self._co_max_neighbours
-            args: list[str | int] = [keep]
+        return bumps
+
+    def queue_signals(self, pipe: Any, bumps: dict[str, dict[str, float]]) -> int:
+        """Add the increments to ``pipe``; return how many commands that queued.
+
+        One script call for all keys; in a cluster one per key (keys of one call must share a
+        slot).
+        """
+        popular = self._keys.popularity()
+        if self._cluster:
+            for key, members in bumps.items():
+                keep = self._popular_max if key == popular else self._co_max_neighbours
+                args: list[str | int] = [keep]
+                for member, inc in members.items():
+                    args += (member, repr(inc))
+                self._run(pipe, self._bump, [key], args)
+            return len(bumps)
+        keys = list(bumps)
+        many: list[str | int] = [self._popular_max, self._co_max_neighbours]
+        for key in keys:
+            members = bumps[key]
+            many += ("1" if key == popular else "0", len(members))
             for member, inc in members.items():
-                args += (member, repr(inc))
-            self._run(pipe, self._bump, [key], args)
-        pipe.execute()
+                many += (member, repr(inc))
+        self._run(pipe, self._bump_many, keys, many)
+        return 1
+
+    def pipeline(self) -> Any:
+        """A transaction-free pipeline on this store's client."""
+        return self._r.pipeline(transaction=False)
+
+    def queue_co_read(self, pipe: Any, item_id: str, n: int) -> None:
+        """Queue a read of the ``n`` strongest co-occurring items of ``item_id``.
+
+        Stored (undecayed) scores; parse the reply with ``parse_pairs``.
+        """
+        pipe.execute_command("ZREVRANGE", self._keys.cooccurrence(item_id), 0, n - 1, "WITHSCORES")
+
+    def queue_popular_read(self, pipe: Any, n: int) -> None:
+        """Queue a read of the ``n`` most popular items (stored scores)."""
+        pipe.execute_command("ZREVRANGE", self._keys.popularity(), 0, n - 1, "WITHSCORES")
+
+    @staticmethod
+    def parse_pairs(reply: list[Any]) -> list[tuple[str, float]]:
+        """(member, score) pairs of a queued read's reply."""
+        return _pairs(reply)
 
     def _run(self, pipe: Any, script: Script, keys: list[str], args: list[Any]) -> None:
         if self._cluster:
@@ -411,6 +518,16 @@ class UserStateStore:
         rows = self._r.zrevrange(self._keys.popularity(), 0, n - 1, withscores=True)
         return [(_text(item), decay_score(float(s), now, self._params)) for item, s in rows]
 
+    def popular_raw(self, n: int) -> list[tuple[str, float]]:
+        """The ``n`` most popular items with their stored (undecayed) scores.
+
+        Decay scales every score alike, so whoever normalises by the largest may skip it.
+        """
+        if n < 1:
+            return []
+        rows = self._r.execute_command("ZREVRANGE", self._keys.popularity(), 0, n - 1, "WITHSCORES")
+        return _pairs(rows)
+
     def co_neighbours(
         self, item_ids: Sequence[str], n: int, now_ms: int | None = None
     ) -> dict[str, list[tuple[str, float]]]:
@@ -440,15 +557,7 @@ class UserStateStore:
         for item in item_ids:
             # A raw command: redis-py's reply callback would build float pairs one by one.
             pipe.execute_command("ZREVRANGE", self._keys.cooccurrence(item), 0, n - 1, "WITHSCORES")
-        out: dict[str, list[tuple[str, float]]] = {}
-        for item, reply in zip(item_ids, pipe.execute(), strict=True):
-            if reply and isinstance(reply[0], list | tuple):  # RESP3: [member, score] pairs
-                out[item] = [(_text(m), float(v)) for m, v in reply]
-            else:
-                out[item] = [
-                    (_text(m), float(v)) for m, v in zip(reply[::2], reply[1::2], strict=True)
-                ]
-        return out
+        return {item: _pairs(reply) for item, reply in zip(item_ids, pipe.execute(), strict=True)}
 
     def write_recs(self, recs: Recommendations) -> None:
         """Cache the user's latest list for pull reads."""
@@ -461,6 +570,15 @@ class UserStateStore:
         pipe = self._r.pipeline(transaction=False)
         for recs in lists:
             pipe.set(self._keys.user_recs(recs.user_id), encode_recs(recs))
+        pipe.execute()
+
+    def write_recs_payloads(self, payloads: Sequence[tuple[str, bytes]]) -> None:
+        """Cache lists already in their wire form, (user_id, JSON bytes), in one pipeline."""
+        if not payloads:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for user_id, payload in payloads:
+            pipe.set(self._keys.user_recs(user_id), zlib.compress(payload, 6))
         pipe.execute()
 
     def read_recs(self, user_id: str) -> Recommendations | None:
@@ -495,6 +613,20 @@ def _interest(raw: dict[Any, Any] | list[Any], seen_rows: list[tuple[Any, float]
         cols.last_ts_ms,
         cols.n_events,
     )
+
+
+def _packed_columns(reply: list[Any]) -> InterestColumns:
+    """Parse the state the apply script returns: ids (newline-joined), weights, last_ts, n."""
+    ids_blob, logs_blob, last_ts, n = reply
+    ids = ids_blob.decode("utf-8").split("\n") if ids_blob else []
+    logs = np.array(logs_blob.split(), dtype=np.float64).reshape(-1, 2)
+    if len(ids) != len(logs):
+        raise ValueError("state reply has different numbers of items and weights")
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    if order != list(range(len(ids))):
+        ids = [ids[i] for i in order]
+        logs = logs[order]
+    return InterestColumns(ids, logs[:, 0].copy(), logs[:, 1].copy(), int(last_ts), int(n))
 
 
 def _columns(raw: dict[Any, Any] | list[Any]) -> InterestColumns:
