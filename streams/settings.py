@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import EventType, Limits
+
+if TYPE_CHECKING:  # the models import numpy, faiss: not every command needs them
+    from models.interest import InterestParams
+    from models.ranking import RankParams
 
 
 class KafkaSettings(BaseModel):
@@ -200,18 +204,15 @@ class InterestSettings(BaseModel):
     )
     seen_max: int = Field(default=200, ge=1, description="Recent items kept per user.")
     applied_max: int = Field(default=1000, ge=10, description="Recent event ids kept per user.")
-    pending_max: int = Field(default=100, ge=0, description="Events waiting for item vectors.")
     top_k: int = Field(default=20, ge=1, le=1000, description="Items per recommendation list.")
     candidates: int = Field(default=100, ge=1, description="Retrieved before filtering/blend.")
-    coalesce_ms: int = Field(
-        default=50,
-        ge=0,
-        description="Longest wait to fill an event batch; a user's burst within it is one refresh.",
-    )
     max_batch: int = Field(
         default=500,
         ge=1,
-        description="Most events applied in one batch (and so redelivered after a crash).",
+        description=(
+            "Most events applied in one batch (and so redelivered after a crash). Batches are "
+            "natural: whatever is buffered when the previous batch ends, with no fixed wait."
+        ),
     )
     visual_weight: float = Field(
         default=1.0, description="Weight of visual similarity in the blended score."
@@ -223,7 +224,47 @@ class InterestSettings(BaseModel):
         default=0.05, description="Weight of popularity in the blended score."
     )
     mmr_lambda: float | None = Field(default=None, description="0..1 to diversify; None = off.")
-    ann_threshold: int = Field(default=50_000, ge=0, description="Catalogue size to switch to ANN.")
+    space_dims: int = Field(
+        default=256,
+        ge=1,
+        le=1024,
+        description="Dimensions of a fitted retrieval space (an uncentred PCA of the encoder's).",
+    )
+    space_min_items: int | None = Field(
+        default=10_000,
+        ge=2,
+        description=(
+            "Catalogue size at which a compact space is fitted for the active model (8-bit "
+            "codes of space_dims); below it items are searched at full dimension. None = never."
+        ),
+    )
+    space_refit_growth: float = Field(
+        default=2.0,
+        gt=1.0,
+        description="Refit the space once the catalogue has grown by this factor since the fit.",
+    )
+    space_fit_sample: int = Field(
+        default=50_000, ge=100, description="Items a space is fitted on (a random sample)."
+    )
+    ann_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Catalogue size (at fit time) from which a space is searched with an IVF.",
+    )
+    ann_target_recall: float = Field(
+        default=0.98,
+        gt=0,
+        le=1,
+        description="Recall@candidates of the IVF against exact search in the space, calibrated.",
+    )
+    co_cache_ms: int = Field(
+        default=1000,
+        ge=0,
+        description=(
+            "How long a worker reuses a co-occurrence list it read; lists this worker just "
+            "changed are always re-read. 0 = read every time."
+        ),
+    )
     co_max_neighbours: int = Field(default=50, ge=1, description="Neighbours kept per item.")
     co_window_s: float = Field(
         default=1800.0, gt=0, description="Items touched this close in time co-occur."
@@ -235,6 +276,31 @@ class InterestSettings(BaseModel):
         description="Half-life of the popularity and co-occurrence counts.",
     )
     popular_max: int = Field(default=10_000, ge=1, description="Items kept in the popularity set.")
+
+    def interest_params(self) -> InterestParams:
+        """The interest rule's parameters."""
+        from models.interest import InterestParams
+
+        return InterestParams(
+            half_life_long_s=self.half_life_long_s,
+            half_life_short_s=self.half_life_short_s,
+            short_term_weight=self.short_term_weight,
+            event_weights={str(k): v for k, v in self.event_weights.items()},
+            half_life_popularity_s=self.half_life_popularity_s,
+        )
+
+    def rank_params(self) -> RankParams:
+        """The ranking's parameters."""
+        from models.ranking import RankParams
+
+        return RankParams(
+            top_k=self.top_k,
+            candidates=self.candidates,
+            visual_weight=self.visual_weight,
+            co_weight=self.co_weight,
+            popularity_weight=self.popularity_weight,
+            mmr_lambda=self.mmr_lambda,
+        )
 
     @model_validator(mode="after")
     def _applied_covers_a_batch(self) -> InterestSettings:

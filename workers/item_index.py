@@ -1,9 +1,17 @@
 """``item_index``: every interest worker's in-memory item index, kept current.
 
-At start the index is built from Redis; then the worker reads ``visrec.item-vectors.v1`` from
-*every* partition (no consumer group: each worker needs all items), starting at the end offsets
-it noted *before* reading Redis, so no vector written in between is missed. It also follows the
-active model id in Redis, so a re-embed switches every worker's index atomically.
+At start the index is built from Redis for the active model in its retrieval space (fitting
+the space first when the catalogue is large enough and none exists, see
+``streams.spaces``); then the worker reads ``visrec.item-vectors.v1`` from *every* partition
+(no consumer group: each worker needs all items), starting at the end offsets it noted
+*before* reading Redis, so no vector written in between is missed. A new product is in the
+index (projected into the space) as soon as its vector arrives.
+
+Every ``MODEL_POLL_S`` the feed checks the active model and its space version in Redis. When
+either changed (a re-embed switched models, a space was refitted) it builds the new index in
+a background thread while the current one keeps serving, replays the vectors that arrived
+meanwhile, and swaps it in at once: a batch sees one index from start to end. When the
+catalogue has grown enough it fits a new space itself (one worker at a time, by lock).
 """
 
 from __future__ import annotations
@@ -11,83 +19,185 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
+import numpy as np
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaConsumer
 from prometheus_client import Gauge
 from pydantic import ValidationError
 
-from models.index import ItemIndex, make_index
+from models.index import IndexError_, ItemIndex, Space, SpaceError, raw_space
 from schemas import ItemVector, RedisKeys
 from streams.app import connect_redis
 from streams.item_store import ItemStore
 from streams.kafka_config import kafka_python_config
 from streams.settings import Settings
+from streams.spaces import SpaceStore, build_index, current_space, fit_and_publish, refit_due
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
 INDEX_SIZE = Gauge("visrec_index_items", "Available items in this worker's index")
+INDEX_BYTES = Gauge("visrec_index_bytes", "Approximate bytes of this worker's index")
 MODEL_POLL_S = 2.0
+FIT_RETRY_S = 60.0  # a fit that published nothing (lock held elsewhere, failure) waits this long
+
+
+def _empty_index() -> ItemIndex:
+    return ItemIndex(raw_space("", 1))
 
 
 class IndexFeed:
-    """Owns the index: vectors are applied on the state thread, refreshes read it from the loop.
+    """Owns the index: vectors are applied on the state thread, refreshes read ``index``.
 
-    The index serialises its own operations with a lock, so the two never race.
+    ``index`` is replaced, never rebuilt in place, so a reader that took it once sees one
+    model and one space; the index serialises its own changes with a lock.
     """
 
     def __init__(self, settings: Settings, state_pool: ThreadPoolExecutor) -> None:
-        """Build an empty index; ``start`` fills it."""
+        """An empty index; ``run`` fills it."""
         self.settings = settings
         self.pool = state_pool
-        self.index: ItemIndex = make_index(settings.interest.ann_threshold)
-        self.store = ItemStore(connect_redis(settings.redis), RedisKeys(settings.redis.namespace))
+        self.index: ItemIndex = _empty_index()
+        client = connect_redis(settings.redis)
+        keys = RedisKeys(settings.redis.namespace)
+        self.items = ItemStore(client, keys)
+        self.spaces = SpaceStore(client, keys)
         self.ready = asyncio.Event()
-        self.active_model: str | None = None
         self.applied = 0
+        self._build_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="visrec-build")
+        self._target: tuple[str, str | None] | None = None  # what a running build makes
+        self._oplog: list[ItemVector] = []
+        self._task: asyncio.Future[None] | None = None
+        self._fit_after = 0.0
 
-    def _load_from_redis(self, model_id: str) -> int:
-        count = 0
-        for item in self.store.scan(model_id):
-            self.index.upsert(
-                item.item_id,
-                item.vector,
-                available=item.attributes.available,
-                category=item.attributes.category,
-                model_id=model_id,
-            )
-            count += 1
-        self.index.switch_model(model_id)
-        INDEX_SIZE.set(len(self.index))
-        return count
+    @property
+    def active_model(self) -> str | None:
+        """The model served now (None before any item was embedded)."""
+        return self.index.model_id or None
+
+    @property
+    def space(self) -> Space:
+        """The space served now."""
+        return self.index.space
+
+    # --- on the state thread ---------------------------------------------------------
 
     def _apply(self, vectors: list[ItemVector]) -> None:
+        by_model: dict[str, list[ItemVector]] = defaultdict(list)
         for vec in vectors:
-            self.index.upsert(
-                vec.item_id,
-                vec.to_array(),
-                available=vec.available,
-                category=vec.category,
-                model_id=vec.model_id,
-            )
+            by_model[vec.model_id].append(vec)
+        if not self.index.model_id and self._target is None:
+            # Nothing served yet (an empty catalogue at start): the first model to arrive is
+            # the one the embed worker made active; serve it now, the next poll confirms it.
+            first = vectors[0]
+            self.index = ItemIndex(raw_space(first.model_id, first.dim))
+        index = self.index
+        for model_id, group in by_model.items():
+            if self._target is not None and self._target[0] == model_id:
+                self._oplog.extend(group)  # replayed onto the index being built
+            if model_id == index.model_id:
+                _upsert(index, group)
         self.applied += len(vectors)
         INDEX_SIZE.set(len(self.index))
 
-    def _check_model(self) -> None:
-        model = self.store.active_model()
-        if model is not None and model != self.active_model:
-            if self.active_model is None:
-                self._load_from_redis(model)
-                self.active_model = model
-            else:
-                with self.index.consistent():  # a refresh sees both switched, or neither
-                    self.index.switch_model(model)
-                    self.active_model = model
-            log.warning("item index now serves model %s (%d items)", model, len(self.index))
+    def _poll(self) -> tuple[str | None, str | None, int]:
+        model = self.items.active_model()
+        if model is None:
+            return None, None, 0
+        return model, self.spaces.version(model), self.items.count(model)
+
+    def _swap(self, target: tuple[str, str | None], index: ItemIndex) -> None:
+        model_id = target[0]
+        replay = [v for v in self._oplog if v.model_id == model_id]
+        if replay:
+            _upsert(index, replay)
+        self._oplog = []
+        self._target = None
+        self.index = index
+        INDEX_SIZE.set(len(index))
+        INDEX_BYTES.set(index.memory_bytes())
+
+    # --- in the build thread ---------------------------------------------------------
+
+    def _build(self, model_id: str, version: str | None) -> ItemIndex:
+        start = time.monotonic()
+        space = current_space(self.items, self.spaces, model_id, version)
+        index = _empty_index() if space is None else build_index(self.items, space)
+        log.warning(
+            "item index for %s built: %d items (%s) in %.1fs, ~%.0f MB",
+            index.space.id,
+            index.size,
+            index.kind,
+            time.monotonic() - start,
+            index.memory_bytes() / 1e6,
+        )
+        return index
+
+    def _fit(self, model_id: str) -> None:
+        try:
+            fit_and_publish(self.items, self.spaces, model_id, self.settings.interest)
+        except (SpaceError, ValueError, redis.RedisError) as exc:
+            log.error("fitting a space for %s failed: %s", model_id, exc)
+
+    # --- on the loop -----------------------------------------------------------------
+
+    async def _switch(self, model_id: str, version: str | None) -> None:
+        """Build the index of (model, version) in the background, then swap it in."""
+        loop = asyncio.get_running_loop()
+        target = (model_id, version)
+        await loop.run_in_executor(self.pool, self._begin, target)
+        try:
+            index = await loop.run_in_executor(self._build_pool, self._build, model_id, version)
+        except (SpaceError, IndexError_, ValueError, redis.RedisError) as exc:
+            log.error("building the index of %s@%s failed: %s", model_id, version, exc)
+            await loop.run_in_executor(self.pool, self._abort)
+            return
+        await loop.run_in_executor(self.pool, self._swap, target, index)
+        log.warning("item index now serves %s (%d items)", index.space.id, len(index))
+
+    def _begin(self, target: tuple[str, str | None]) -> None:
+        self._target = target
+        self._oplog = []
+
+    def _abort(self) -> None:
+        self._target = None
+        self._oplog = []
+
+    async def _follow(self, model: str | None, version: str | None, count: int) -> None:
+        """Start a switch or a fit if one is due (one at a time)."""
+        if model is None or (self._task is not None and not self._task.done()):
+            return
+        current = self.index
+        if model != current.model_id or version != _version_of(current.space):
+            self._task = asyncio.ensure_future(self._switch(model, version))
+        elif refit_due(current.space, count, self.settings.interest):
+            loop = asyncio.get_running_loop()
+            if loop.time() >= self._fit_after:
+                self._fit_after = loop.time() + FIT_RETRY_S
+                self._task = loop.run_in_executor(self._build_pool, self._fit, model)
+        if self._task is not None:
+            self._task.add_done_callback(_log_failure)
+
+    async def start_index(self) -> None:
+        """The first build: fit a space first when one is due, so start-up builds once."""
+        loop = asyncio.get_running_loop()
+        model, version, count = await loop.run_in_executor(self.pool, self._poll)
+        if model is None:
+            return
+        if version is None and refit_due(None, count, self.settings.interest):
+            await loop.run_in_executor(self._build_pool, self._fit, model)
+            for _ in range(int(600 / MODEL_POLL_S)):  # another worker may hold the lock
+                model, version, count = await loop.run_in_executor(self.pool, self._poll)
+                if model is None or version is not None:
+                    break
+                await asyncio.sleep(MODEL_POLL_S)
+        if model is not None:
+            await self._switch(model, version)
 
     async def run(self) -> None:
         """Build the index, then follow the item-vectors topic until cancelled."""
@@ -106,7 +216,7 @@ class IndexFeed:
             ends = await consumer.end_offsets(tps)
             for tp in tps:
                 consumer.seek(tp, ends[tp])
-            await loop.run_in_executor(self.pool, self._check_model)
+            await self.start_index()
             log.warning("item index loaded %d items from redis", len(self.index))
             self.ready.set()
             limits = self.settings.limits.to_limits()
@@ -128,14 +238,45 @@ class IndexFeed:
                     await loop.run_in_executor(self.pool, self._apply, vectors)
                 if loop.time() >= next_poll:
                     try:
-                        await loop.run_in_executor(self.pool, self._check_model)
+                        await self._follow(*await loop.run_in_executor(self.pool, self._poll))
                     except redis.RedisError as exc:
                         # Redis restarting must not stop the index: vectors keep coming from
-                        # Kafka, and the model check runs again at the next poll.
+                        # Kafka, and the check runs again at the next poll.
                         log.warning("active-model check failed (%s); retrying", exc)
                     next_poll = loop.time() + MODEL_POLL_S
         finally:
             await consumer.stop()
+            self._build_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("item index update failed", exc_info=task.exception())
+
+
+def _version_of(space: Space) -> str | None:
+    return None if space.is_raw else space.version
+
+
+def _upsert(index: ItemIndex, vectors: list[ItemVector]) -> None:
+    """Vectors of the index's model into it; a vector it cannot take is logged, not fatal."""
+    good = [v for v in vectors if v.dim == index.space.dim_in]
+    for bad in (v for v in vectors if v.dim != index.space.dim_in):
+        log.error("item %s has dim %d, the index %d: skipped", bad.item_id, bad.dim, index.dim)
+    if not good:
+        return
+    try:
+        index.upsert_many(
+            [v.item_id for v in good],
+            np.stack([v.to_array() for v in good]),
+            [v.available for v in good],
+        )
+    except IndexError_:
+        for vec in good:  # find the bad one(s); keep the rest
+            try:
+                index.upsert(vec.item_id, vec.to_array(), vec.available)
+            except IndexError_ as exc:
+                log.error("item %s not indexed: %s", vec.item_id, exc)
 
 
 def _partitions(settings: Settings, topic: str, timeout_s: float = 30.0) -> set[int]:

@@ -1,15 +1,23 @@
 """``update_interests``: user events in, refreshed recommendation lists out.
 
-Events are consumed in micro-batches of at most ``coalesce_ms`` (a burst for one user gives
-one refresh). Each event is applied to the user's state in Redis by an atomic script that
-also records its ``event_id``, so a redelivered event changes nothing; then every user of
-the batch gets one refreshed list (cached in Redis and sent keyed by ``user_id``), and only
-then are the batch's offsets acknowledged: at-least-once delivery, exactly-once effect.
+Events are taken in natural batches (``streams.batching``: whatever is buffered, no fixed
+wait; a burst for one user gives one refresh). A batch costs three Redis round trips and two
+pure array functions:
 
-Redis being unreachable (restarting, loading its AOF, a network blip) is waited out: the
-batch's Redis work is retried with capped exponential backoff until it succeeds. It must not
-raise, because faust's ``take_events`` acknowledges a batch even when its consumer raised, so
-a failed batch would be committed unapplied. Retrying is safe: applying is idempotent.
+1. apply: one script call per user applies the user's events, records each ``event_id`` (a
+   redelivered event changes nothing) and returns the user's state;
+2. ``models.profile.profile_batch``: user vectors and top contributing items;
+3. reads: the batch's popularity/co-occurrence increments are written, and the
+   co-occurrence lists of the contributors (those not read in the last ``co_cache_ms``, and
+   always those this batch changed) and the popularity list (once a second) are read;
+4. ``models.ranking.rank_batch``: one search for every user, pools, scores, reasons;
+5. lists are produced (keyed by ``user_id``) and cached in Redis; only then are the batch's
+   offsets acknowledged: at-least-once delivery, exactly-once effect on user state.
+
+Redis being unreachable (restarting, loading its AOF, a network blip) is waited out: each
+step is retried with capped exponential backoff until it succeeds; applying is idempotent.
+Popularity and co-occurrence increments are not (see ``streams.user_state``): a write that
+may have failed half-way is counted as dropped and never repeated.
 """
 
 from __future__ import annotations
@@ -17,20 +25,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
+import numpy as np
 import redis
 from prometheus_client import Counter, Histogram
 
-from models.ranking import RankParams
-from schemas import RedisKeys, UserEvent
+from models.index import ItemIndex
+from models.profile import BatchStates, profile_batch
+from models.ranking import CoLists, PopularBlock, rank_batch
+from models.refresh import co_per_contributor
+from schemas import RedisKeys, UserEvent, encode_recommendations
 from streams.app import app_topics, connect_redis
 from streams.batch import decode_batch
+from streams.batching import take_buffered
 from streams.deadletter import DeadLetterSink
-from streams.recommender import Recommender
 from streams.settings import Settings
 from streams.user_state import Signals, UserStateError, UserStateStore
 from workers.item_index import IndexFeed
@@ -49,6 +62,7 @@ TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (
 )
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 2.0
+POPULAR_TTL_S = 1.0
 
 EVENTS = Counter("visrec_events_consumed_total", "User events consumed")
 APPLIED = Counter("visrec_events_applied_total", "Events applied (not duplicates)")
@@ -56,13 +70,13 @@ REFRESHES = Counter("visrec_refreshes_total", "Recommendation lists emitted")
 REFRESH_LATENCY = Histogram(
     "visrec_refresh_latency_seconds",
     "Event produced (Kafka timestamp) to recommendation sent",
-    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
 )
 BATCH_STAGE = Histogram(
     "visrec_interest_batch_stage_seconds",
-    "Time an event batch spends in each stage: decode, apply (Redis), refresh, send",
+    "Time an event batch spends in each stage: decode, apply, profile, reads, rank, send",
     ["stage"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 BATCH_EVENTS = Histogram(
     "visrec_interest_batch_events",
@@ -76,19 +90,67 @@ SIGNALS_DROPPED = Counter(
 REDIS_RETRIES = Counter(
     "visrec_redis_retries_total", "Batch steps retried because Redis was unavailable"
 )
+CO_READS = Counter(
+    "visrec_cooccurrence_lists_total",
+    "Co-occurrence lists a refresh needed, by where they came from",
+    ["source"],
+)
 
 
-def rank_params(settings: Settings) -> RankParams:
-    """Ranking parameters from settings."""
-    i = settings.interest
-    return RankParams(
-        top_k=i.top_k,
-        candidates=i.candidates,
-        visual_weight=i.visual_weight,
-        co_weight=i.co_weight,
-        popularity_weight=i.popularity_weight,
-        mmr_lambda=i.mmr_lambda,
-    )
+@dataclass
+class _Entry:
+    expires: float
+    rows: np.ndarray[Any, np.dtype[np.int64]]
+    scores: np.ndarray[Any, np.dtype[np.float64]]
+
+
+@dataclass
+class ListCache:
+    """Co-occurrence lists (as rows of one index) and the popularity list, reused briefly.
+
+    Lists are global signals written by every worker; reusing one for ``ttl_s`` trades that
+    much staleness of *other* workers' increments for most of the reads. Entries this worker
+    changes are dropped before the read, so its own increments are always seen.
+    """
+
+    ttl_s: float
+    index: ItemIndex | None = None
+    co: dict[str, _Entry] = field(default_factory=dict)
+    popular: PopularBlock | None = None
+    popular_at: float = 0.0
+
+    def follow(self, index: ItemIndex) -> None:
+        """Forget everything mapped to another index (a model or space switch)."""
+        if index is not self.index:
+            self.index, self.co, self.popular = index, {}, None
+
+    def drop(self, item_ids: set[str]) -> None:
+        """Forget the lists of ``item_ids`` (their lists just changed)."""
+        for item_id in item_ids:
+            self.co.pop(item_id, None)
+
+    def missing(self, item_ids: Sequence[str], now: float) -> list[str]:
+        """Which lists must be read."""
+        co = self.co
+        return [i for i in item_ids if (e := co.get(i)) is None or e.expires <= now]
+
+    def put(self, lists: dict[str, list[tuple[str, float]]], index: ItemIndex, now: float) -> None:
+        """Keep freshly read lists, mapped to rows once."""
+        names = list(lists)
+        rows = index.rows([i for name in names for i, _ in lists[name]])
+        start = 0
+        expires = now + self.ttl_s
+        for name in names:
+            pairs = lists[name]
+            scores = np.fromiter((s for _, s in pairs), dtype=np.float64, count=len(pairs))
+            self.co[name] = _Entry(expires, rows[start : start + len(pairs)], scores)
+            start += len(pairs)
+        if len(self.co) > 200_000:  # bound memory: expired entries go first
+            self.co = {k: e for k, e in self.co.items() if e.expires > now}
+
+    def lists(self, item_ids: Sequence[str]) -> CoLists:
+        """The lists of ``item_ids`` (read or cached) as ``rank_batch`` takes them."""
+        return CoLists.from_rows({i: (e.rows, e.scores) for i in item_ids if (e := self.co.get(i))})
 
 
 class InterestUpdater:
@@ -109,13 +171,16 @@ class InterestUpdater:
         self.store = UserStateStore.from_settings(
             connect_redis(settings.redis), RedisKeys(settings.redis.namespace), settings.interest
         )
-        self.recommender = Recommender(self.store, feed, self.store.params, rank_params(settings))
+        self.interest = settings.interest.interest_params()
+        self.ranking = settings.interest.rank_params()
+        self.cache = ListCache(settings.interest.co_cache_ms / 1000)
+        self.co_per_contributor = co_per_contributor(self.ranking)
 
     async def process(self, events: list[Any]) -> None:
         """Apply one batch, refresh its users, send, then return (the caller acks)."""
         EVENTS.inc(len(events))
         BATCH_EVENTS.observe(len(events))
-        t0 = time.perf_counter()
+        clock = _Clock()
         batch = await decode_batch(
             events,
             UserEvent,
@@ -125,76 +190,118 @@ class InterestUpdater:
             dead_letters=self.dead_letters,
         )
         sends: list[Awaitable[object]] = list(batch.sends)
-        t1 = t2 = t3 = time.perf_counter()
+        clock.lap("decode")
         if batch.ok:
-            applied, signals = await self._until_redis_answers(
-                self.store.apply_state, [(ev, src.partition, src.offset) for ev, src in batch.ok]
-            )
-            APPLIED.inc(sum(applied))
-            # Popularity and co-occurrence increments go to Redis from the state thread while
-            # this one ranks (mostly Redis time, overlapped); done before the batch is acked.
-            signals_written = asyncio.get_running_loop().run_in_executor(
-                self.feed.pool, self._write_signals, signals
-            )
-            t2 = time.perf_counter()
-            # Last event per user in offset order: the trigger the refreshed list answers.
-            last: dict[str, UserEvent] = {}
-            for ev, _ in batch.ok:
-                last.pop(ev.user_id, None)
-                last[ev.user_id] = ev
-            try:
-                lists = await self._until_redis_answers(
-                    self.recommender.refresh, list(last.values())
-                )
-            finally:
-                await signals_written
-            t3 = time.perf_counter()
-            # The producer directly: faust's Topic.send costs ~0.4 ms of Python per message
-            # (channel, codecs, callbacks) for bytes that are already encoded.
-            producer = self.recommendations.app.producer
-            topic = self.recommendations.get_topic_name()
-            for recs in lists:
-                sends.append(
-                    await producer.send(
-                        topic, recs.user_id.encode("utf-8"), recs.to_json_bytes(), None, None, None
-                    )
-                )
+            sends += await self._refresh(batch.ok, clock)
         await asyncio.gather(*sends)
-        t4 = time.perf_counter()
-        for stage, took in (("decode", t1 - t0), ("apply", t2 - t1), ("refresh", t3 - t2)):
-            BATCH_STAGE.labels(stage).observe(took)
-        BATCH_STAGE.labels("send").observe(t4 - t3)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "batch: %d events, %d ok; decode %.1f ms, apply %.1f, refresh %.1f, send %.1f",
-                len(events),
-                len(batch.ok),
-                (t1 - t0) * 1000,
-                (t2 - t1) * 1000,
-                (t3 - t2) * 1000,
-                (t4 - t3) * 1000,
-            )
+        clock.lap("send")
         now = time.time()
         for event in events:
             REFRESH_LATENCY.observe(max(0.0, now - float(event.message.timestamp)))
-        REFRESHES.inc(len(batch.ok) and len({ev.user_id for ev, _ in batch.ok}))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("batch: %d events, %d ok; %s", len(events), len(batch.ok), clock)
 
-    def _write_signals(self, signals: Signals) -> None:
+    async def _refresh(
+        self, sourced: list[tuple[UserEvent, Any]], clock: _Clock
+    ) -> list[Awaitable[object]]:
+        """Steps 1-5 of the module docstring for the batch's valid events."""
+        index = self.feed.index  # one index for the whole batch, even if a switch lands
+        self.cache.follow(index)
+        triples = [(ev, src.partition, src.offset) for ev, src in sourced]
+        applied, signals, states = await self._until_redis_answers(
+            self.store.apply_and_read, triples
+        )
+        APPLIED.inc(sum(applied))
+        clock.lap("apply")
+        # The last event per user in offset order: the trigger the refreshed list answers,
+        # and the time it is computed at.
+        last: dict[str, UserEvent] = {}
+        for ev, _ in sourced:
+            last.pop(ev.user_id, None)
+            last[ev.user_id] = ev
+        users = list(last)
+        batch_states = BatchStates.of(
+            [(u, states[u]) for u in users], [last[u].ts_ms for u in users]
+        )
+        profiles = profile_batch(batch_states, index, self.interest)
+        clock.lap("profile")
+        reads = _Reads(signals)
+        co, popular = await self._until_redis_answers(
+            lambda arg: self._read(reads, arg, index), profiles.contributor_ids()
+        )
+        clock.lap("reads")
+        lists = rank_batch(profiles, index, co, popular, self.ranking)
+        clock.lap("rank")
+        generated = int(time.time() * 1000)
+        payloads = [
+            (
+                u,
+                encode_recommendations(
+                    u, lists.items(j), index.model_id, last[u].event_id, generated
+                ),
+            )
+            for j, u in enumerate(lists.user_ids)
+        ]
+        # The producer directly: faust's Topic.send costs ~0.4 ms of Python per message
+        # (channel, codecs, callbacks) for bytes that are already encoded.
+        producer = self.recommendations.app.producer
+        topic = self.recommendations.get_topic_name()
+        sends: list[Awaitable[object]] = [
+            await producer.send(topic, u.encode("utf-8"), payload, None, None, None)
+            for u, payload in payloads
+        ]
+        await self._until_redis_answers(self.store.write_recs_payloads, payloads)
+        REFRESHES.inc(len(payloads))
+        return sends
+
+    def _read(
+        self, reads: _Reads, contributors: list[str], index: ItemIndex
+    ) -> tuple[CoLists, PopularBlock]:
+        """Write the batch's signals (once), read the lists the ranking needs, in one trip."""
+        now = time.monotonic()
+        pipe = self.store.pipeline()
+        wrote = 0
+        if reads.signals is not None:
+            bumps = self.store.signal_bumps(reads.signals)
+            if bumps:
+                wrote = self.store.queue_signals(pipe, bumps)
+            self.cache.drop(reads.changed)
+        missing = self.cache.missing(contributors, now)
+        for item_id in missing:
+            self.store.queue_co_read(pipe, item_id, self.co_per_contributor)
+        popular_due = self.cache.popular is None or now - self.cache.popular_at > POPULAR_TTL_S
+        limit = max(self.ranking.candidates, self.ranking.top_k)
+        if popular_due:
+            self.store.queue_popular_read(pipe, 2 * limit)
         try:
-            self.store.write_signals(signals)
-        except TRANSIENT_REDIS_ERRORS as exc:
-            # Increments are not idempotent: a retry after a partial write could double them.
-            SIGNALS_DROPPED.inc(len(signals))
-            log.warning("redis unavailable (%s): %d signal updates dropped", exc, len(signals))
+            replies = pipe.execute()
+        except TRANSIENT_REDIS_ERRORS:
+            if reads.signals is not None:
+                # The increments may or may not have landed: never send them twice.
+                SIGNALS_DROPPED.inc(len(reads.signals))
+                log.warning("redis unavailable: %d signal updates dropped", len(reads.signals))
+                reads.signals = None
+            raise
+        reads.signals = None
+        replies = replies[wrote:]
+        fetched = {i: self.store.parse_pairs(r) for i, r in zip(missing, replies, strict=False)}
+        self.cache.put(fetched, index, now)
+        CO_READS.labels("redis").inc(len(missing))
+        CO_READS.labels("cache").inc(len(contributors) - len(missing))
+        if popular_due:
+            raw = self.store.parse_pairs(replies[len(missing)])
+            self.cache.popular = PopularBlock.prepare(raw, index, limit)
+            self.cache.popular_at = now
+        assert self.cache.popular is not None
+        return self.cache.lists(contributors), self.cache.popular
 
     async def _until_redis_answers(self, step: Callable[[Any], T], arg: Any) -> T:
         """Run ``step(arg)``, retrying with backoff while Redis is away.
 
         The first try runs on the event loop's thread: the batch is the only work this agent
-        has, and a second thread would only trade the GIL back and forth with the consumer
-        (measured: produce-to-list p50 at 500 events/s fell from ~0.8 s to ~0.26 s). Retries
-        run on the state thread, so that an unreachable Redis's socket timeouts never stall
-        the loop (heartbeats, the item-vector consumer, /metrics).
+        has, and a second thread would only trade the GIL back and forth with the consumer.
+        Retries run on the state thread, so that an unreachable Redis's socket timeouts
+        never stall the loop (heartbeats, the item-vector consumer, /metrics).
         """
         loop = asyncio.get_running_loop()
         delay = RETRY_FIRST_S
@@ -205,9 +312,40 @@ class InterestUpdater:
                 return await loop.run_in_executor(self.feed.pool, step, arg)
             except TRANSIENT_REDIS_ERRORS as exc:
                 REDIS_RETRIES.inc()
-                log.warning("redis unavailable (%s); retrying the batch in %.1fs", exc, delay)
+                log.warning("redis unavailable (%s); retrying the step in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+
+
+@dataclass
+class _Reads:
+    """A batch's signal increments until they were sent (or given up)."""
+
+    signals: Signals | None
+    changed: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        for ev, near in self.signals or ():
+            self.changed.add(ev.item_id)
+            self.changed.update(near)
+
+
+class _Clock:
+    """Lap times of a batch's stages, observed into ``BATCH_STAGE``."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        took = now - self.t
+        self.t = now
+        self.laps[stage] = took
+        BATCH_STAGE.labels(stage).observe(took)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.laps.items())
 
 
 def register(app: faust.App, settings: Settings) -> IndexFeed:
@@ -223,15 +361,11 @@ def register(app: faust.App, settings: Settings) -> IndexFeed:
         settings.limits.max_dead_letter_payload_bytes,
     )
     updater = InterestUpdater(settings, feed, dead_letters, topics["recommendations"])
-    i = settings.interest
 
     @app.agent(topics["events"], name="update_interests")
     async def update_interests(stream: faust.StreamT[bytes]) -> None:
         await feed.ready.wait()
-        batches = stream.take_events(  # type: ignore[attr-defined]  # missing in faust stubs
-            i.max_batch, within=i.coalesce_ms / 1000
-        )
-        async for events in batches:
-            await updater.process(list(events))
+        async for events in take_buffered(stream, settings.interest.max_batch):
+            await updater.process(events)
 
     return feed
