@@ -45,20 +45,30 @@ class SpaceError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class SearchStructure:
-    """A trained, empty IVF (faiss, inner product) and how many of its lists to probe."""
+    """A trained, empty IVF (faiss, inner product) and how it is searched.
+
+    The IVF holds 4-bit codes of each item's first ``dims`` coordinates (the space's
+    coordinates come by decreasing energy, so the leading ones rank candidates nearly as well
+    as all of them, at half the bytes and half the scan); the candidates are re-scored with
+    the full 8-bit rows.
+    """
 
     trained: bytes
     """``faiss.serialize_index`` of the trained, empty index."""
     nprobe: int
     fetch: int
     """Candidates taken from the IVF per result wanted, before re-scoring with 8-bit codes."""
+    dims: int
+    """Leading coordinates of the space the IVF holds."""
 
     def new_index(self) -> Any:
-        """A fresh, empty copy of the trained index, ready for ``add_with_ids``."""
+        """A fresh, empty copy of the trained index, ready for ``add_with_ids``.
+
+        No id -> list map (16-40 bytes per item): a removal scans the lists instead, and
+        removals are rare (an item re-embedded or withdrawn), batched per call.
+        """
         index: Any = faiss.deserialize_index(np.frombuffer(self.trained, dtype=np.uint8))
         index.nprobe = self.nprobe
-        # Removals (re-embedded or withdrawn items) need the id -> list map.
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # missing in faiss's stubs
         return index
 
 
@@ -145,6 +155,7 @@ class Space:
             "fitted_on": self.fitted_on,
             "nprobe": self.ivf.nprobe if self.ivf else None,
             "fetch": self.ivf.fetch if self.ivf else None,
+            "ivf_dims": self.ivf.dims if self.ivf else None,
             "meta": self.meta,
             "arrays": [[name, len(data)] for name, data in arrays],
         }
@@ -176,7 +187,12 @@ class Space:
                 lo, step = _array(parts["lo"], (dim,)), _array(parts["step"], (dim,))
             ivf = None
             if "ivf" in parts:
-                ivf = SearchStructure(parts["ivf"], int(header["nprobe"]), int(header["fetch"]))
+                ivf = SearchStructure(
+                    parts["ivf"],
+                    int(header["nprobe"]),
+                    int(header["fetch"]),
+                    int(header["ivf_dims"]),
+                )
             return cls(
                 model_id=str(header["model_id"]),
                 version=str(header["version"]),
@@ -224,12 +240,14 @@ class FitParams:
     """Catalogue size from which the space carries an IVF (exact search below)."""
     target_recall: float = 0.98
     """Recall@k against exact search in the space that the probe count is calibrated to."""
+    ivf_dims: int = 128
+    """Leading coordinates the IVF holds (all of them if the space has fewer)."""
     k: int = 100
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.dims < 1 or self.k < 1:
-            raise SpaceError("dims and k must be >= 1")
+        if self.dims < 1 or self.k < 1 or self.ivf_dims < 1:
+            raise SpaceError("dims, ivf_dims and k must be >= 1")
         if not 0.0 < self.target_recall <= 1.0:
             raise SpaceError("target_recall must be in (0, 1]")
 
@@ -244,7 +262,11 @@ def fit_space(
     dim_in = x.shape[1]
     dims = min(params.dims, dim_in)
     # Uncentred PCA: eigenvectors of X^T X (dim_in^2, cheap) rather than an SVD of the sample.
-    gram = (x.T.astype(np.float64) @ x.astype(np.float64)) / len(x)
+    gram = np.zeros((dim_in, dim_in), dtype=np.float64)
+    for start in range(0, len(x), 4096):  # float64 in blocks: no double-size copy of the sample
+        block = x[start : start + 4096].astype(np.float64)
+        gram += block.T @ block
+    gram /= len(x)
     eigval, eigvec = np.linalg.eigh(gram)
     order = np.argsort(eigval)[::-1][:dims]
     projection = np.ascontiguousarray(eigvec[:, order].T, dtype=np.float32)
@@ -267,7 +289,7 @@ def fit_space(
         digest.update(arr.tobytes())
     if ivf is not None:
         digest.update(ivf.trained)
-        digest.update(struct.pack("<II", ivf.nprobe, ivf.fetch))
+        digest.update(struct.pack("<III", ivf.nprobe, ivf.fetch, ivf.dims))
     version = digest.hexdigest()[:12]
     return Space(model_id, version, dim_in, projection, lo, step, catalogue_size, ivf, meta)
 
@@ -287,20 +309,21 @@ def _fit_ivf(y: Floats, catalogue_size: int, params: FitParams) -> tuple[SearchS
     rank candidates well enough that twice ``k`` of them hold the 8-bit top ``k``
     (``bench/index.py``: product quantisation needed 4x and reached lower recall).
     """
-    dim = y.shape[1]
+    dims = min(params.ivf_dims, y.shape[1])
     nlist = min(ivf_lists(catalogue_size), max(1, len(y) // 39))  # ~39 training points a list
-    quantizer = faiss.IndexFlatIP(dim)
+    quantizer = faiss.IndexFlatIP(dims)
     index = faiss.IndexIVFScalarQuantizer(
-        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_4bit, faiss.METRIC_INNER_PRODUCT
+        quantizer, dims, nlist, faiss.ScalarQuantizer.QT_4bit, faiss.METRIC_INNER_PRODUCT
     )
     index.cp.seed = params.seed
     index.cp.niter = 12  # coarse k-means: a dozen rounds settle the lists; 25 doubles the fit
     rng = np.random.default_rng(params.seed)
-    index.train(y[rng.permutation(len(y))[: 64 * nlist]])
+    train = y[rng.permutation(len(y))[: 64 * nlist]]
+    index.train(np.ascontiguousarray(train[:, :dims]))
     trained = faiss.serialize_index(index).tobytes()
-    structure = SearchStructure(trained, 1, 2)
+    structure = SearchStructure(trained, 1, 2, dims)
     nprobe, recall = calibrate_nprobe(structure, y, params, rng, catalogue_size)
-    return SearchStructure(trained, nprobe, 2), recall
+    return SearchStructure(trained, nprobe, 2, dims), recall
 
 
 def user_like_queries(items: Floats, n: int, rng: np.random.Generator) -> Floats:
@@ -332,14 +355,21 @@ def calibrate_nprobe(
     scale = len(items) / max(catalogue_size, len(items))
     k = max(1, min(len(items), round(params.k * scale)))
     index = structure.new_index()
-    index.add_with_ids(items, np.arange(len(items), dtype=np.int64))
+    lead = structure.dims
+    index.add_with_ids(np.ascontiguousarray(items[:, :lead]), np.arange(len(items), dtype=np.int64))
     q = user_like_queries(items, queries, rng)
     truth = np.argpartition(-(q @ items.T), k - 1, axis=1)[:, :k]
     recall = 0.0
     nprobe = 1
-    for nprobe in [p for p in NPROBE_LADDER if p < index.nlist] + [int(index.nlist)]:
+    # A catalogue without cluster structure (isotropic vectors) would need every list: stop
+    # at an eighth of them and take the recall there rather than turn the IVF into a scan.
+    widest = max(min(int(index.nlist), 16), int(index.nlist) // 8)
+    for nprobe in [p for p in NPROBE_LADDER if p < widest] + [widest]:
         index.nprobe = nprobe
-        _, cand = index.search(q, min(len(items), max(structure.fetch * k, 2 * k + 8)))
+        _, cand = index.search(
+            np.ascontiguousarray(q[:, :lead]),
+            min(len(items), max(structure.fetch * k, 2 * k + 8)),
+        )
         found = _rescore_top(q, cand, items, k)
         recall = float(
             np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(found, truth, strict=True)])

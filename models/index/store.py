@@ -1,10 +1,10 @@
 """``ItemIndex``: one model's items in one ``Space``, searched by inner product, thread-safe.
 
-Each item has a slot: its row in a matrix of float32 vectors (raw and small spaces, searched
-exactly with one matrix product per batch of queries) or of 8-bit codes (spaces that carry an
-IVF: the IVF proposes candidates, the codes re-score them). Unavailable items keep their row,
-because user vectors are still built from them, but are never returned by ``search``; in an
-IVF they are taken out of the lists.
+Each item has a slot: its row in a matrix of float32 vectors (raw spaces, and fitted spaces
+below ``ann_threshold``: searched exactly with one matrix product per batch of queries) or of
+8-bit codes (spaces that carry an IVF: the IVF proposes candidates, the codes re-score them).
+Unavailable items keep their row, because user vectors are still built from them, but are
+never returned by ``search``; in an IVF they are taken out of the lists.
 
 Everything is addressed by row (``rows`` maps ids to rows): the refresh works on arrays and
 turns rows back into ids only for the items it emits.
@@ -171,7 +171,7 @@ class ItemIndex:
                 if was_listed.any():
                     self._ivf_remove(slots[was_listed])
                 if new_flags.any():
-                    self._ivf.add_with_ids(projected[new_flags], slots[new_flags])
+                    self._ivf_add(projected[new_flags], slots[new_flags])
 
     def upsert(self, item_id: str, vector: npt.ArrayLike, available: bool = True) -> None:
         """``upsert_many`` for one item."""
@@ -192,7 +192,7 @@ class ItemIndex:
             if self._ivf is not None:
                 one = np.array([slot], dtype=np.int64)
                 if available:
-                    self._ivf.add_with_ids(self.space.decode(self._rows[one]), one)
+                    self._ivf_add(self.space.decode(self._rows[one]), one)
                 else:
                     self._ivf_remove(one)
             return True
@@ -212,6 +212,25 @@ class ItemIndex:
             self._free.append(slot)
             return True
 
+    def _ivf_add(self, projected: Floats, slots: Rows) -> None:
+        assert self.space.ivf is not None
+        lead = np.ascontiguousarray(projected[:, : self.space.ivf.dims])
+        self._ivf.add_with_ids(lead, np.ascontiguousarray(slots, dtype=np.int64))
+
+    def reserve(self, items: int) -> None:
+        """Make room for ``items`` in all (a build that knows the catalogue size: no slack)."""
+        with self._lock:
+            extra = items - len(self._slot)
+            if extra > 0 and self._high + extra > self._rows.shape[0]:
+                need = self._high + extra
+                rows = np.zeros((need, self.space.dim), dtype=self._rows.dtype)
+                rows[: self._high] = self._rows[: self._high]
+                self._rows = rows
+                available = np.zeros(need, dtype=np.bool_)
+                available[: self._high] = self._available[: self._high]
+                self._available = available
+                self._ids.extend([None] * (need - len(self._ids)))
+
     def _ivf_remove(self, slots: Rows) -> None:
         ids = np.ascontiguousarray(slots, dtype=np.int64)
         self._ivf.remove_ids(faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids)))
@@ -222,7 +241,7 @@ class ItemIndex:
         """Row of each id (-1 where the item has no vector here)."""
         get = self._slot.get
         with self._lock:
-            return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+            return np.array([get(i, -1) for i in item_ids], dtype=np.int64)
 
     def ids_of(self, rows: npt.ArrayLike) -> list[str]:
         """The item id of each (valid) row."""
@@ -319,7 +338,8 @@ class ItemIndex:
         for size in np.unique(groups).tolist():
             members = np.flatnonzero(groups == size)
             fetch = min(self._n_available, self.space.ivf.fetch * k + int(size))
-            _, cand = self._ivf.search(q[members], fetch)
+            lead = np.ascontiguousarray(q[members][:, : self.space.ivf.dims])
+            _, cand = self._ivf.search(lead, fetch)
             got_rows, got_scores = self._rescore(q[members], cand, members, banned, width, k)
             rows[members, : got_rows.shape[1]] = got_rows
             scores[members, : got_scores.shape[1]] = got_scores
@@ -360,7 +380,11 @@ class ItemIndex:
     # --- sizes -------------------------------------------------------------------------
 
     def memory_bytes(self) -> int:
-        """Approximate bytes held: rows, masks, id map and strings, the IVF's lists."""
+        """Approximate bytes held: rows, masks, id map (strings and slot ints), the IVF's lists.
+
+        The IVF's lists grow by doubling; allocator overheads are not counted: the resident
+        set is measured by ``bench/index_memory.py``.
+        """
         with self._lock:
             ids = sum(sys.getsizeof(i) for i in self._slot)
             total = (
@@ -369,11 +393,12 @@ class ItemIndex:
                 + sys.getsizeof(self._ids)
                 + sys.getsizeof(self._slot)
                 + ids
+                + 28 * len(self._slot)  # one int object per slot above 256
             )
             if self._ivf is not None:
                 code_size = int(self._ivf.code_size) + 8  # codes + 64-bit id per entry
                 total += int(self._ivf.ntotal) * code_size
-                total += int(self._ivf.nlist) * self.space.dim * 4
+                total += int(self._ivf.nlist) * int(self._ivf.d) * 4
             return total
 
 
