@@ -8,8 +8,9 @@ weigh most in them, whose co-occurrence lists are read before ranking (step 2,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +30,7 @@ class BatchStates:
     """The batch's users' interest states as one set of columns, grouped by user.
 
     User ``u`` owns entries ``ptr[u]:ptr[u + 1]`` of ``item_ids``/``log_long``/``log_short``,
-    sorted by item id (the tie-break of contributors).
+    in any order (ties between items are broken by item id wherever they matter).
     """
 
     user_ids: list[str]
@@ -43,7 +44,7 @@ class BatchStates:
 
     @classmethod
     def of(cls, users: Sequence[tuple[str, InterestColumns]], now_ms: Sequence[int]) -> BatchStates:
-        """Stack per-user columns (each sorted by item id) into one batch."""
+        """Stack per-user columns into one batch."""
         sizes = [len(cols.item_ids) for _, cols in users]
         ptr = np.zeros(len(users) + 1, dtype=np.int64)
         np.cumsum(sizes, out=ptr[1:])
@@ -182,13 +183,52 @@ def top_contributors(
         w = np.exp(logs - _segment_max(logs, starts)[user_of])
         shares += weight[user_of] * (w / _segment_sum(w, starts)[user_of])
     positions = np.arange(len(user_of), dtype=np.int64)
-    order = np.lexsort((positions, -shares, user_of))  # entries are sorted by id in a user
-    rank = positions - starts[user_of[order]]
-    keep = order[rank < k]
+    ids = states.item_ids
+    keep = first_per_user(
+        user_of, (-shares,), positions, lambda sel: [ids[p] for p in sel.tolist()], n, k
+    )
     counts = np.minimum(sizes, k)
     ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=ptr[1:])
     return ptr, keep.astype(np.int64)
+
+
+def first_per_user(
+    user: npt.NDArray[np.int64],
+    keys: tuple[npt.NDArray[Any], ...],
+    numeric: npt.NDArray[np.int64],
+    names: Callable[[npt.NDArray[np.int64]], list[str]],
+    n: int,
+    m: int,
+) -> npt.NDArray[np.int64]:
+    """Positions of each user's first ``m`` entries, ascending by ``keys`` then by name.
+
+    ``keys`` go least significant first (as ``np.lexsort``'s); ``names(positions)`` gives the
+    names that break ties. Sorted by ``numeric`` (any stable number, e.g. a row) first, which
+    is fast; runs of equal keys that reach a user's cut are then re-ordered by name, so the
+    result never depends on ``numeric``. ``user`` need not be sorted; the result is grouped by
+    user, in order.
+    """
+    order = np.lexsort((numeric, *keys, user))
+    u = user[order]
+    starts = _segment_starts(u, n)
+    rank = np.arange(len(u)) - starts[u]
+    same = np.zeros(len(u), dtype=np.bool_)
+    same[1:] = u[1:] == u[:-1]
+    for key in keys:
+        k = key[order]
+        same[1:] &= k[1:] == k[:-1]
+    tied = np.flatnonzero(same)
+    if len(tied):
+        for run in np.split(tied, np.flatnonzero(np.diff(tied) > 1) + 1):
+            lo, hi = int(run[0]) - 1, int(run[-1]) + 1
+            if rank[lo] >= m:
+                continue
+            seg = order[lo:hi]
+            by_name = names(seg)
+            order[lo:hi] = seg[sorted(range(hi - lo), key=by_name.__getitem__)]
+    keep: npt.NDArray[np.int64] = order[rank < m]
+    return keep
 
 
 def profile_batch(states: BatchStates, index: ItemIndex, params: InterestParams) -> Profiles:

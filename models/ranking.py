@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.index import ItemIndex, Rows
-from models.profile import Profiles
+from models.profile import Profiles, first_per_user
 
 Floats = npt.NDArray[np.float64]
 Keys = npt.NDArray[np.int64]
@@ -354,27 +354,8 @@ def _first_per_user(
     m: int,
     index: ItemIndex,
 ) -> npt.NDArray[np.int64]:
-    """Positions of each user's first ``m`` entries ordered by (key1, key2, item id), in order.
-
-    Ordered by row first (fast, numeric); runs of equal (key1, key2) that reach a user's
-    cut are then re-ordered by item id, so the result never depends on row numbers.
-    """
-    order = np.lexsort((rows, key2, key1, user))
-    u, k1, k2 = user[order], key1[order], key2[order]
-    starts = _starts(u, n)
-    rank = np.arange(len(u)) - starts[u]
-    same = np.zeros(len(u), dtype=np.bool_)
-    same[1:] = (u[1:] == u[:-1]) & (k1[1:] == k1[:-1]) & (k2[1:] == k2[:-1])
-    tied = np.flatnonzero(same)
-    if len(tied):
-        for run in np.split(tied, np.flatnonzero(np.diff(tied) > 1) + 1):
-            lo, hi = int(run[0]) - 1, int(run[-1]) + 1
-            if rank[lo] >= m:
-                continue
-            seg = order[lo:hi]
-            names = index.ids_of(rows[seg])
-            order[lo:hi] = seg[sorted(range(hi - lo), key=names.__getitem__)]
-    return order[rank < m]
+    """Positions of each user's first ``m`` entries ordered by (key1, key2, item id), in order."""
+    return first_per_user(user, (key2, key1), rows, lambda sel: index.ids_of(rows[sel]), n, m)
 
 
 def _popular_picks(
