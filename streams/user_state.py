@@ -23,10 +23,13 @@ the script also returns up to ``co_max_per_event`` items the user touched within
 whichever event is applied second), and ``co:{i:<item>}`` gains the same increment in both
 directions, trimmed to ``co_max_neighbours``.
 
-Layout of ``user_state`` (a hash): ``i:<item_id>`` -> ``"<log_long> <log_short>"`` (``%.17g``:
-doubles round-trip exactly), plus ``n`` (events applied) and ``last_ts``. An item's latest event
-time is its score in ``user_seen``, which is trimmed together with the hash, so it is not
-stored twice (14 bytes per item of the ~4 KiB per-user budget).
+Layout of ``user_state`` (a hash): ``i:<item_id>`` -> 17 bytes, a tag byte 1 and the item's
+long- and short-term log weights as little-endian doubles (exact, and no text to format in
+Lua or parse in Python; values written as ``"%.17g %.17g"`` text by earlier versions are read
+and rewritten in binary when the user is next touched), plus ``n`` (events applied) and
+``last_ts``. An item's latest event time is its score in ``user_seen``, which is trimmed
+together with the hash, so it is not stored twice (14 bytes per item of the ~4 KiB per-user
+budget). The apply script returns the user's state after the events in the same reply.
 The applied set scores ids by ``n`` (apply order), not by event time: trimming then keeps the
 ``applied_max`` most recently *applied* ids, so any redelivery of the last ``applied_max``
 events per user is caught however old their timestamps are. Keep ``applied_max`` >= the
@@ -88,6 +91,26 @@ local function lae(a, b)
   return m + math.log(1 + math.exp(d))
 end
 
+-- An item's two log weights: 17 bytes, tag 1 then two little-endian doubles (exact, and no
+-- text to format or parse); "%.17g %.17g" text written by earlier versions is read too.
+local function weights(v)
+  if string.byte(v, 1) == 1 then
+    local _, l, s = struct.unpack('<Bdd', v)
+    return l, s
+  end
+  local l, s = string.match(v, '^(%S+) (%S+)$')
+  return tonumber(l), tonumber(s)
+end
+
+local function packed(l, s)
+  return struct.pack('<Bdd', 1, l, s)
+end
+
+-- The user's event count and latest time, read once and written once per call.
+local head = redis.call('HMGET', state, 'last_ts', 'n')
+local last, n = head[1], tonumber(head[2] or '0')
+local changed = false
+
 -- One event: 0 if its id was applied before, else {1, co-occurring items...}.
 local function apply(eid, item, ts_s, inc_l, inc_s)
   if redis.call('ZSCORE', applied, eid) then
@@ -98,14 +121,14 @@ local function apply(eid, item, ts_s, inc_l, inc_s)
   local l, s = inc_l, inc_s
   local cur = redis.call('HGET', state, field)
   if cur then
-    local cl, cs = string.match(cur, '^(%S+) (%S+)$')
-    l = lae(tonumber(cl), inc_l)
-    s = lae(tonumber(cs), inc_s)
+    local cl, cs = weights(cur)
+    l = lae(cl, inc_l)
+    s = lae(cs, inc_s)
   end
-  local last = redis.call('HGET', state, 'last_ts')
+  redis.call('HSET', state, field, packed(l, s))
   if (not last) or tonumber(last) < ts then last = ts_s end
-  redis.call('HSET', state, field, string.format('%.17g %.17g', l, s), 'last_ts', last)
-  local n = redis.call('HINCRBY', state, 'n', 1)
+  n = n + 1
+  changed = true
 
   redis.call('ZADD', seen, 'GT', ts_s, item)
   local cnt = redis.call('ZCARD', seen)
@@ -128,7 +151,7 @@ local function apply(eid, item, ts_s, inc_l, inc_s)
     end
   end
 
-  redis.call('ZADD', applied, n, eid)
+  redis.call('ZADD', applied, string.format('%d', n), eid)
   -- Trimmed after every event, never above applied_max: a set that outgrew Redis's compact
   -- (listpack) encoding limit would stay in the ~8x larger skiplist encoding for good.
   local ac = redis.call('ZCARD', applied)
@@ -144,28 +167,31 @@ for e = 5, #ARGV, 5 do
   results[#results + 1] = apply(ARGV[e], ARGV[e + 1], ARGV[e + 2],
     tonumber(ARGV[e + 3]), tonumber(ARGV[e + 4]))
 end
+if changed then
+  redis.call('HSET', state, 'last_ts', last, 'n', string.format('%d', n))
+end
 
 -- Then the state the refresh reads, packed: item ids joined by newlines (ids hold no control
--- characters), their "<long> <short>" weights joined by spaces, last_ts, n. Two strings
--- parse far faster in Python than a reply of two strings per item.
+-- characters) and their 17-byte weights end to end, last_ts, n: two strings, where HGETALL
+-- would return two per item. Text weights met here are rewritten in binary, once.
 local all = redis.call('HGETALL', state)
-local ids, logs = {}, {}
-local last, count = '0', '0'
+local ids, vals = {}, {}
 for i = 1, #all, 2 do
   local f = all[i]
-  if string.sub(f, 1, 2) == 'i:' then
+  if string.byte(f, 1) == 105 and string.byte(f, 2) == 58 then -- 'i:'
+    local v = all[i + 1]
+    if string.byte(v, 1) ~= 1 then
+      v = packed(weights(v))
+      redis.call('HSET', state, f, v)
+    end
     ids[#ids + 1] = string.sub(f, 3)
-    logs[#logs + 1] = all[i + 1]
-  elseif f == 'last_ts' then
-    last = all[i + 1]
-  elseif f == 'n' then
-    count = all[i + 1]
+    vals[#vals + 1] = v
   end
 end
 results[#results + 1] = table.concat(ids, '\\n')
-results[#results + 1] = table.concat(logs, ' ')
-results[#results + 1] = last
-results[#results + 1] = count
+results[#results + 1] = table.concat(vals)
+results[#results + 1] = last or '0'
+results[#results + 1] = string.format('%d', n)
 return results
 """
 
@@ -615,35 +641,44 @@ def _interest(raw: dict[Any, Any] | list[Any], seen_rows: list[tuple[Any, float]
     )
 
 
+_WEIGHTS = np.dtype([("tag", "u1"), ("long", "<f8"), ("short", "<f8")])
+"""One stored item value: tag 1, then the long- and short-term log weights."""
+
+
 def _packed_columns(reply: list[Any]) -> InterestColumns:
     """Parse the state the apply script returns: ids (newline-joined), weights, last_ts, n."""
-    ids_blob, logs_blob, last_ts, n = reply
+    ids_blob, weights_blob, last_ts, n = reply
     ids = ids_blob.decode("utf-8").split("\n") if ids_blob else []
-    logs = np.array(logs_blob.split(), dtype=np.float64).reshape(-1, 2)
-    if len(ids) != len(logs):
+    rec = np.frombuffer(weights_blob, dtype=_WEIGHTS)
+    if len(ids) != len(rec):
         raise ValueError("state reply has different numbers of items and weights")
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    if order != list(range(len(ids))):
-        ids = [ids[i] for i in order]
-        logs = logs[order]
-    return InterestColumns(ids, logs[:, 0].copy(), logs[:, 1].copy(), int(last_ts), int(n))
+    return InterestColumns(ids, rec["long"].copy(), rec["short"].copy(), int(last_ts), int(n))
+
+
+def _weights(value: bytes) -> tuple[float, float]:
+    """An item's stored (long, short) log weights: binary, or text from earlier versions."""
+    if value[:1] == b"\x01" and len(value) == _WEIGHTS.itemsize:
+        rec = np.frombuffer(value, dtype=_WEIGHTS)[0]
+        return float(rec["long"]), float(rec["short"])
+    long_, short = value.split()
+    return float(long_), float(short)
 
 
 def _columns(raw: dict[Any, Any] | list[Any]) -> InterestColumns:
     """Parse a state hash (HGETALL as a dict or a flat list) into columns sorted by item id."""
     pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-    items: list[tuple[str, bytes]] = []
+    items: list[tuple[str, tuple[float, float]]] = []
     last_ts = n = 0
     for k, v in pairs:
         name = k.decode("utf-8") if isinstance(k, bytes) else k
         if name.startswith("i:"):
-            items.append((name[2:], v if isinstance(v, bytes) else v.encode()))
+            items.append((name[2:], _weights(v if isinstance(v, bytes) else v.encode())))
         elif name == "last_ts":
             last_ts = int(v)
         elif name == "n":
             n = int(v)
     items.sort()
-    logs = np.array(b" ".join(v for _, v in items).split(), dtype=np.float64).reshape(-1, 2)
+    logs = np.array([w for _, w in items], dtype=np.float64).reshape(-1, 2)
     return InterestColumns([i for i, _ in items], logs[:, 0].copy(), logs[:, 1].copy(), last_ts, n)
 
 
