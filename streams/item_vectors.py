@@ -1,10 +1,10 @@
 """Publishing item vectors that do not come from the embed worker (e.g. collaborative factors).
 
 The same path the re-embed takes (``streams.reembed``), so running interest workers switch
-cleanly: announce every ``ItemVector`` on the item-vectors topic (workers stage a model they
-do not serve yet), store the vectors in Redis beside any others, and only then switch the
-active model with one SET. Items new to Redis get the given attributes; existing items keep
-theirs (the catalogue owns them).
+cleanly: announce every ``ItemVector`` on the item-vectors topic, store the vectors in Redis
+beside any others, fit the model's retrieval space if the catalogue calls for one, and only
+then switch the active model with one SET. Items new to Redis get the given attributes;
+existing items keep theirs (the catalogue owns them).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from streams.app import connect_redis
 from streams.item_store import ItemStore, StoredItem
 from streams.producer import make_producer, send_record
 from streams.settings import Settings
+from streams.spaces import prepare_space
 from streams.topics import Topics
 
 BATCH = 500
@@ -86,6 +87,7 @@ def publish_item_vectors(
     for start in range(0, len(known_items), BATCH):
         store.write_vectors_only(known_items[start : start + BATCH])
     if activate:
+        prepare_space(client, keys, model_id, settings.interest)
         store.set_active_model(model_id)
     return PublishReport(model_id, len(items), len(fresh), announce, activate)
 

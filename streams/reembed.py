@@ -2,10 +2,11 @@
 
 The products topic is compacted (latest image per item), so it *is* the catalogue: we read
 it from the beginning with a plain consumer, embed every product with the new model, store
-``vec:<new_model_id>`` beside the old vector and announce the new ``ItemVector``s (interest
-workers keep them aside). Progress is checkpointed per partition in Redis, so an interrupted
-run resumes. Only when every partition is done is the active model switched, with one SET:
-readers never mix vectors of two models.
+``vec:<new_model_id>`` beside the old vector and announce the new ``ItemVector``s. Progress
+is checkpointed per partition in Redis, so an interrupted run resumes. Only when every
+partition is done is the new model's retrieval space fitted (if the catalogue calls for one)
+and the active model switched, with one SET: interest workers then build the new model's
+index from Redis in the background and swap it in, so readers never mix two models.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from streams.item_store import ItemStore, StoredItem
 from streams.kafka_config import kafka_python_config
 from streams.producer import make_producer
 from streams.settings import Settings
+from streams.spaces import prepare_space
 from streams.topics import Topics
 
 
@@ -128,6 +130,9 @@ def reembed(
                 if progress is not None:
                     progress(position, total)
         if switch:
+            # Fit the new model's retrieval space first (when the catalogue is large enough):
+            # workers then build its compact index directly when they follow the switch.
+            prepare_space(client, keys, model_id, settings.interest)
             store.set_active_model(model_id)
             client.delete(_checkpoint_key(keys, model_id))
             report.switched = True

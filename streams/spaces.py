@@ -116,7 +116,7 @@ def fit_and_publish(
     """Fit a space for ``model_id`` on a sample of its vectors in Redis and publish it.
 
     Returns a report with ``space=None`` if another process holds the lock or the model has
-    too few items to fit on.
+    too few items to fit on. Workers that serve the model rebuild their index in it.
     """
     start = time.monotonic()
     who = owner or lock_owner()
@@ -142,6 +142,19 @@ def fit_and_publish(
         spaces.unlock(model_id, who)
 
 
+def prepare_space(
+    client: redis.Redis[Any], keys: RedisKeys, model_id: str, settings: InterestSettings
+) -> FitReport | None:
+    """Fit ``model_id``'s space before it becomes the active model, if its catalogue calls for one.
+
+    Every worker then builds the compact index at once instead of a full-dimension one.
+    """
+    items, spaces = ItemStore(client, keys), SpaceStore(client, keys)
+    if spaces.version(model_id) is not None or not refit_due(None, items.count(model_id), settings):
+        return None
+    return fit_and_publish(items, spaces, model_id, settings)
+
+
 def refit_due(space: Space | None, catalogue: int, settings: InterestSettings) -> bool:
     """Whether a catalogue of ``catalogue`` items calls for a (new) space.
 
@@ -158,6 +171,7 @@ def refit_due(space: Space | None, catalogue: int, settings: InterestSettings) -
 def build_index(items: ItemStore, space: Space) -> ItemIndex:
     """An index of every item of ``space.model_id`` in Redis, in ``space``."""
     index = ItemIndex(space)
+    index.reserve(items.count(space.model_id))
     for ids, vectors, available in items.scan_vectors(space.model_id):
         index.upsert_many(ids, vectors, available)
     return index

@@ -7,12 +7,14 @@ pure array functions:
 1. apply: one script call per user applies the user's events, records each ``event_id`` (a
    redelivered event changes nothing) and returns the user's state;
 2. ``models.profile.profile_batch``: user vectors and top contributing items;
-3. reads: the batch's popularity/co-occurrence increments are written, and the
-   co-occurrence lists of the contributors (those not read in the last ``co_cache_ms``, and
-   always those this batch changed) and the popularity list (once a second) are read;
+3. reads: the co-occurrence lists of the contributors (those not read in the last
+   ``co_cache_ms``; lists changed by this worker's increments are always re-read) and the
+   popularity list (once a second); the batch's popularity and co-occurrence increments are
+   written meanwhile from the state thread, in parallel with steps 2-4;
 4. ``models.ranking.rank_batch``: one search for every user, pools, scores, reasons;
-5. lists are produced (keyed by ``user_id``) and cached in Redis; only then are the batch's
-   offsets acknowledged: at-least-once delivery, exactly-once effect on user state.
+5. lists are produced (keyed by ``user_id``) and cached in Redis (from the state thread);
+   only when both are done are the batch's offsets acknowledged: at-least-once delivery,
+   exactly-once effect on user state.
 
 Redis being unreachable (restarting, loading its AOF, a network blip) is waited out: each
 step is retried with capped exponential backoff until it succeeds; applying is idempotent.
@@ -69,12 +71,13 @@ APPLIED = Counter("visrec_events_applied_total", "Events applied (not duplicates
 REFRESHES = Counter("visrec_refreshes_total", "Recommendation lists emitted")
 REFRESH_LATENCY = Histogram(
     "visrec_refresh_latency_seconds",
-    "Event produced (Kafka timestamp) to recommendation sent",
+    "Event produced (Kafka timestamp) to its list acknowledged by the broker",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
 )
 BATCH_STAGE = Histogram(
     "visrec_interest_batch_stage_seconds",
-    "Time an event batch spends in each stage: decode, apply, profile, reads, rank, send",
+    "Time an event batch spends in each stage: decode, apply, profile, reads, rank, send, "
+    "acks (waiting for the broker and the cache write)",
     ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
@@ -177,7 +180,11 @@ class InterestUpdater:
         self.co_per_contributor = co_per_contributor(self.ranking)
 
     async def process(self, events: list[Any]) -> None:
-        """Apply one batch, refresh its users, send, then return (the caller acks)."""
+        """Apply one batch, refresh its users, send, then return (the caller acks).
+
+        Returning only once the broker has every list (and Redis the cached lists) is also
+        what makes batches grow under load: the consumer delivers while this waits.
+        """
         EVENTS.inc(len(events))
         BATCH_EVENTS.observe(len(events))
         clock = _Clock()
@@ -193,8 +200,9 @@ class InterestUpdater:
         clock.lap("decode")
         if batch.ok:
             sends += await self._refresh(batch.ok, clock)
-        await asyncio.gather(*sends)
         clock.lap("send")
+        await asyncio.gather(*sends)
+        clock.lap("acks")
         now = time.time()
         for event in events:
             REFRESH_LATENCY.observe(max(0.0, now - float(event.message.timestamp)))
@@ -223,11 +231,14 @@ class InterestUpdater:
         batch_states = BatchStates.of(
             [(u, states[u]) for u in users], [last[u].ts_ms for u in users]
         )
+        # Popularity and co-occurrence increments go to Redis from the state thread while this
+        # one ranks: Redis works on them in parallel with the batch's Python.
+        loop = asyncio.get_running_loop()
+        signals_written = loop.run_in_executor(self.feed.pool, self._write_signals, signals)
         profiles = profile_batch(batch_states, index, self.interest)
         clock.lap("profile")
-        reads = _Reads(signals)
         co, popular = await self._until_redis_answers(
-            lambda arg: self._read(reads, arg, index), profiles.contributor_ids()
+            lambda arg: self._read(arg, index), profiles.contributor_ids()
         )
         clock.lap("reads")
         lists = rank_batch(profiles, index, co, popular, self.ranking)
@@ -250,22 +261,34 @@ class InterestUpdater:
             await producer.send(topic, u.encode("utf-8"), payload, None, None, None)
             for u, payload in payloads
         ]
-        await self._until_redis_answers(self.store.write_recs_payloads, payloads)
+        # Lists they changed are re-read from now on (this batch may have read them before
+        # the increments landed).
+        self.cache.drop(await signals_written)
+        # The cache is written from the state thread while the producer sends.
+        sends.append(self._in_background(self.store.write_recs_payloads, payloads))
         REFRESHES.inc(len(payloads))
         return sends
 
-    def _read(
-        self, reads: _Reads, contributors: list[str], index: ItemIndex
-    ) -> tuple[CoLists, PopularBlock]:
-        """Write the batch's signals (once), read the lists the ranking needs, in one trip."""
+    def _write_signals(self, signals: Signals) -> set[str]:
+        """Write the batch's increments; return the items whose co-occurrence lists changed.
+
+        Not idempotent: a write that may have partly run is counted as dropped, never retried.
+        """
+        changed: set[str] = set()
+        for ev, near in signals:
+            changed.add(ev.item_id)
+            changed.update(near)
+        try:
+            self.store.write_signals(signals)
+        except TRANSIENT_REDIS_ERRORS as exc:
+            SIGNALS_DROPPED.inc(len(signals))
+            log.warning("redis unavailable (%s): %d signal updates dropped", exc, len(signals))
+        return changed
+
+    def _read(self, contributors: list[str], index: ItemIndex) -> tuple[CoLists, PopularBlock]:
+        """Read the co-occurrence lists and popularity the ranking needs, in one round trip."""
         now = time.monotonic()
         pipe = self.store.pipeline()
-        wrote = 0
-        if reads.signals is not None:
-            bumps = self.store.signal_bumps(reads.signals)
-            if bumps:
-                wrote = self.store.queue_signals(pipe, bumps)
-            self.cache.drop(reads.changed)
         missing = self.cache.missing(contributors, now)
         for item_id in missing:
             self.store.queue_co_read(pipe, item_id, self.co_per_contributor)
@@ -273,17 +296,7 @@ class InterestUpdater:
         limit = max(self.ranking.candidates, self.ranking.top_k)
         if popular_due:
             self.store.queue_popular_read(pipe, 2 * limit)
-        try:
-            replies = pipe.execute()
-        except TRANSIENT_REDIS_ERRORS:
-            if reads.signals is not None:
-                # The increments may or may not have landed: never send them twice.
-                SIGNALS_DROPPED.inc(len(reads.signals))
-                log.warning("redis unavailable: %d signal updates dropped", len(reads.signals))
-                reads.signals = None
-            raise
-        reads.signals = None
-        replies = replies[wrote:]
+        replies = pipe.execute() if len(pipe) else []
         fetched = {i: self.store.parse_pairs(r) for i, r in zip(missing, replies, strict=False)}
         self.cache.put(fetched, index, now)
         CO_READS.labels("redis").inc(len(missing))
@@ -294,6 +307,19 @@ class InterestUpdater:
             self.cache.popular_at = now
         assert self.cache.popular is not None
         return self.cache.lists(contributors), self.cache.popular
+
+    async def _in_background(self, step: Callable[[Any], T], arg: Any) -> T:
+        """``_until_redis_answers`` with every try on the state thread."""
+        loop = asyncio.get_running_loop()
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return await loop.run_in_executor(self.feed.pool, step, arg)
+            except TRANSIENT_REDIS_ERRORS as exc:
+                REDIS_RETRIES.inc()
+                log.warning("redis unavailable (%s); retrying the step in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     async def _until_redis_answers(self, step: Callable[[Any], T], arg: Any) -> T:
         """Run ``step(arg)``, retrying with backoff while Redis is away.
@@ -315,19 +341,6 @@ class InterestUpdater:
                 log.warning("redis unavailable (%s); retrying the step in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-
-
-@dataclass
-class _Reads:
-    """A batch's signal increments until they were sent (or given up)."""
-
-    signals: Signals | None
-    changed: set[str] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        for ev, near in self.signals or ():
-            self.changed.add(ev.item_id)
-            self.changed.update(near)
 
 
 class _Clock:

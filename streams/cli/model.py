@@ -8,6 +8,7 @@ import click
 
 from models.export import DEFAULT_ENCODER, SPECS, ExportError, ensure_encoder, export_encoder
 from models.modelcard import ModelCard
+from schemas import RedisKeys
 from streams.settings import Settings
 
 
@@ -107,6 +108,41 @@ def reembed_command(name: str | None, model_dir: Path | None, batch: int, no_swi
     click.echo(
         f"embedded {report.embedded}, failed {report.failed}, invalid {report.skipped_invalid}; "
         f"{'switched to' if report.switched else 'not switched to'} {encoder.model_id}"
+    )
+
+
+@command.command("fit-space")
+@click.option(
+    "--model-id", default=None, help="Model whose space to fit (default: the active model)."
+)
+def fit_space_command(model_id: str | None) -> None:
+    """Fit (or refit) a model's retrieval space now and publish it to every worker.
+
+    Workers fit one themselves once the catalogue reaches interest.space_min_items and refit
+    as it grows by interest.space_refit_growth; this forces it, e.g. after a bulk import.
+    """
+    from streams.app import connect_redis
+    from streams.item_store import ItemStore
+    from streams.spaces import SpaceStore, fit_and_publish
+
+    settings = Settings()
+    client = connect_redis(settings.redis)
+    keys = RedisKeys(settings.redis.namespace)
+    items = ItemStore(client, keys)
+    target = model_id or items.active_model()
+    if target is None:
+        raise click.ClickException("no active model: nothing has been embedded yet")
+    report = fit_and_publish(items, SpaceStore(client, keys), target, settings.interest)
+    if report.space is None:
+        raise click.ClickException(
+            f"no space fitted for {target}: {report.catalogue} items, or another process is "
+            "fitting one now"
+        )
+    space = report.space
+    click.echo(
+        f"fitted {space.id}: {space.dim} of {space.dim_in} dims, "
+        f"{'IVF' if space.ivf else 'exact'} search, on {space.meta.get('sample')} of "
+        f"{report.catalogue} items in {report.seconds:.1f}s ({space.meta})"
     )
 
 
