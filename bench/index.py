@@ -1,252 +1,470 @@
-"""Exact vs HNSW (faiss, usearch) retrieval on unit vectors: build, query latency, recall, memory.
+"""The worker's item index: compact space (PCA + 8-bit codes, IVF) vs exact full-dimension search.
 
-Every figure is printed next to its ratio against exact search measured in the same run:
+On the same items and the same user-like queries, three configurations of ``models.index``:
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/index.py            # 100k x 1280 random
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/index.py --data clustered --skip usearch
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/index.py --n 20000
+  exact-full    ``ItemIndex(raw_space)``: float32 rows of the encoder's dim, exact search --
+                the baseline every other figure is divided by;
+  compact       ``fit_space`` (uncentred PCA to ``--dims``, 8-bit codes) searched exactly;
+  compact-ivf   the same with an IVF (4-bit lists, candidates re-scored with the 8-bit codes),
+                as the worker holds a catalogue of ``--ivf-min-items`` (50,000) or more.
 
-(One BLAS thread: on a shared 2-core box OpenBLAS's spinning threads make a single query's
-matrix-vector product up to 100x slower.) Each query excludes ``--exclude`` items, half of them
-among its true top hits so that filtering must skip them, and 5% of the catalogue is
-unavailable, as in the worker. For the raw libraries the beam (ef) is stepped up until recall@k
-reaches ``--target``; ``visrec-hnsw`` is our ``AnnIndex`` (faiss) exactly as the worker runs it,
-with its self-calibrated beam. All indexes are built first, then timed in interleaved rounds,
-so that load from other processes falls on every backend alike.
+For each: fit time (PCA, IVF training and probe calibration), build time (upserts), build time
+per million items (extrapolated linearly from this size: (fit + build) / n), query time per
+query in batches of ``--batch`` (the worker searches a batch of users at once) and one query at
+a time (p50/p99), recall@k against exact full-dimension float32 search (ground truth by brute
+force), and bytes per item (``memory_bytes()``; ``bench/index_memory.py`` measures RSS).
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/index.py --data clustered   # 100k x 1280
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/index.py --data photos      # 4000 real
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/index.py --data random --n 20000 --ivf force
+    .venv/bin/python bench/index.py --data photos --n 600 --json /tmp/index.json
+
+Data: ``random`` isotropic unit vectors (no direction carries more energy than another, so a
+projection to 256 of 1280 dimensions must lose most neighbours: no target there); ``clustered``
+the generator of ``bench/pipeline.py`` (a 64-d latent mixture of 1,000 clusters in 1280-d plus
+noise); ``photos`` EfficientNet-Lite0 embeddings of the bundled photos augmented to ``--n``
+distinct JPEGs (``models.samples.derived_catalogue``), computed with the worker's own encoder
+path and cached under ``--cache``. The space is fitted on ``min(n, --fit-sample)`` items drawn
+at random, as the worker does; for photos on a random half, so that half the catalogue is out
+of sample like items arriving after a fit (recall is printed for both halves).
+
+Each query excludes ``--exclude`` items (a user's seen items): half of them its best true hits,
+so that the search must reach past them, half at random; 5% of the catalogue is unavailable.
+Both are left out of the ground truth too. Queries are timed already projected into the space
+(the worker builds user vectors from projected item vectors), with one BLAS and one faiss
+thread (on a shared 2-core box OpenBLAS's spinning threads make small products erratic); all
+indexes are built first, then timed in interleaved rounds so load from other processes falls
+on each alike. Targets: recall@100 >= 0.95 on clustered vectors and on photos.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 import numpy.typing as npt
-from usearch.index import Index as UsearchIndex
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs
 
-from models.index import AnnIndex, ExactIndex, HnswParams, ItemIndex
+from models.index import FitParams, ItemIndex, Space, fit_space, raw_space, user_like_queries
 
-Vectors = npt.NDArray[np.float32]
-EF_LADDER = (128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+Floats = npt.NDArray[np.float32]
+Ints = npt.NDArray[np.int64]
+
+CHUNK = 4096  # items per upsert, like the worker's scan of Redis
+RECALL_TARGET = 0.95
+MODEL = "efficientnet-lite0"
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def catalogue_vectors(rng: np.random.Generator, m: int, dim: int, kind: str) -> np.ndarray:
+    """``m`` unit vectors: isotropic random, or clustered like image embeddings.
+
+    Copied exactly from ``bench/pipeline.py`` (which imports Kafka and Redis clients):
+    ``clustered`` is a 64-d latent mixture of 1,000 clusters embedded in ``dim`` with noise.
+    """
+    if kind == "random":
+        vecs = rng.normal(size=(m, dim)).astype(np.float32)
+    else:
+        # The generator's own seed, so that chunks share centres and basis.
+        state = np.random.default_rng(12345)
+        centres = state.standard_normal((1000, 64), dtype=np.float32)
+        basis = np.linalg.qr(state.standard_normal((dim, 64)))[0].astype(np.float32)
+        latent = centres[rng.integers(0, 1000, m)] + 0.3 * rng.standard_normal((m, 64))
+        vecs = latent.astype(np.float32) @ basis.T
+        vecs += 0.02 * rng.standard_normal((m, dim), dtype=np.float32)
+    unit: np.ndarray = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    return unit
+
+
+def synthetic(n: int, dim: int, kind: str, seed: int) -> Floats:
+    """``n`` unit vectors of ``kind``, generated in chunks (bounded temporaries)."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, CHUNK):
+        m = min(CHUNK, n - start)
+        out[start : start + m] = catalogue_vectors(rng, m, dim, kind)
+    return out
+
+
+def photo_embeddings(n: int, seed: int, model_cache: Path, cache: Path) -> Floats:
+    """Embeddings of ``n`` augmented bundled photos, through the worker's own encoder path.
+
+    Cached in ``cache`` under the exported model's folder name (its weights' hash), so reruns
+    load them; images that fail to decode are left out (and counted).
+    """
+    from models.embedder import Embedder
+    from models.encoder import Encoder
+    from models.export import ensure_encoder
+    from models.images import ImageError, ImageLimits
+    from models.samples import derived_catalogue
+
+    folder = ensure_encoder(MODEL, model_cache)
+    path = cache / f"photo_embeddings_{folder.name}_{n}_seed{seed}.npy"
+    if path.exists():
+        vectors: Floats = np.load(path)
+        print(f"photo embeddings: {path} ({len(vectors)} vectors)", flush=True)
+        return vectors
+    t0 = time.perf_counter()
+    catalogue = derived_catalogue(n, seed=seed)
+    print(f"photos: {n} augmented JPEGs in {time.perf_counter() - t0:.1f} s", flush=True)
+    encoder = Encoder.load(folder, "cpu", 2)
+    rows: list[Floats] = []
+    failed = 0
+    t0 = time.perf_counter()
+    with Embedder(encoder, ImageLimits(20_000_000, 40_000_000, 16), 2) as embedder:
+        for start in range(0, n, 256):
+            batch = [data for _, data in catalogue[start : start + 256]]
+            for result in embedder.embed_images(batch):
+                if isinstance(result, ImageError):
+                    failed += 1
+                else:
+                    rows.append(np.asarray(result, dtype=np.float32))
+            done = min(start + 256, n)
+            rate = done / (time.perf_counter() - t0)
+            print(f"  embedded {done}/{n} ({rate:.0f} images/s)", flush=True)
+    vectors = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+    if failed:
+        print(f"  {failed} images failed to decode and are left out", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, path)
+    print(f"  cached in {path}", flush=True)
+    return vectors
+
+
+# --- ground truth and exclusions ------------------------------------------------------------
+
+
+def ground_truth(
+    x: Floats,
+    queries: Floats,
+    available: npt.NDArray[np.bool_],
+    k: int,
+    exclude: int,
+    rng: np.random.Generator,
+) -> tuple[Ints, Ints]:
+    """Exclusions (q, exclude) and the exact full-dimension top ``k`` (q, k) without them.
+
+    Half of each query's exclusions are its best available hits, half random items.
+    """
+    best = exclude // 2
+    depth = min(int(available.sum()), k + exclude)
+    excluded = np.empty((len(queries), exclude), dtype=np.int64)
+    truth = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), 128):
+        scores = queries[start : start + 128] @ x.T
+        scores[:, ~available] = -np.inf
+        top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        ranked = np.take_along_axis(top, order, axis=1)
+        for j, row in enumerate(ranked):
+            u = start + j
+            others = rng.choice(len(x), exclude - best, replace=False)
+            mine = np.concatenate([row[:best], others])
+            excluded[u] = mine
+            truth[u] = row[~np.isin(row, mine)][:k]
+    return excluded, truth
+
+
+def recall(found: Ints, truth: Ints, among: npt.NDArray[np.bool_] | None = None) -> float:
+    """Mean share of each query's true top found (only truth items in ``among`` if given)."""
+    shares = []
+    for f, t in zip(found, truth, strict=True):
+        t = t[t >= 0]
+        if among is not None:
+            t = t[among[t]]
+        if len(t):
+            shares.append(len(np.intersect1d(f, t)) / len(t))
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+# --- configurations --------------------------------------------------------------------------
 
 
 @dataclass
-class Backend:
+class Config:
     name: str
-    build: Callable[[], object]
-    search: Callable[[Vectors, set[int], int], list[int]]
-    memory: Callable[[], int]
-    set_ef: Callable[[int], None] | None = None
-    note: str = ""
+    index: ItemIndex
+    fit_s: float
     build_s: float = 0.0
-    times_ms: list[float] = field(default_factory=list)
-    recall: float = 1.0
+    batch_ms: list[float] = field(default_factory=list)
+    """Per-query time of each timed batch."""
+    single_ms: list[float] = field(default_factory=list)
+    found: Ints | None = None
+    """Result positions (catalogue order) of every query, from the batched searches."""
+    row_of_pos: Ints = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pos_of_row: Ints = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def space(self) -> Space:
+        return self.index.space
 
 
-def make_data(n: int, dim: int, kind: str, seed: int) -> Vectors:
-    rng = np.random.default_rng(seed)
-    if kind == "random":
-        x = rng.standard_normal((n, dim), dtype=np.float32)
-    else:  # 64-d latent mixture of 1000 clusters embedded in dim with noise: like embeddings
-        centres = rng.standard_normal((1000, 64), dtype=np.float32)
-        latent = centres[rng.integers(0, 1000, n)] + 0.3 * rng.standard_normal((n, 64))
-        basis = np.linalg.qr(rng.standard_normal((dim, 64)))[0].astype(np.float32)
-        x = latent.astype(np.float32) @ basis.T + 0.02 * rng.standard_normal((n, dim), np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
-
-
-def item_index_backend(name: str, index: ItemIndex, x: Vectors, unavailable: set[int]) -> Backend:
-    ids = [str(i) for i in range(len(x))]
-    flags = [i not in unavailable for i in range(len(x))]
-
-    def search(q: Vectors, ex: set[int], k: int) -> list[int]:
-        return [int(h[0]) for h in index.search(q, k, exclude={str(i) for i in ex})]
-
-    return Backend(
-        name,
-        lambda: index.upsert_many(ids, x, model_id="bench", available=flags),
-        search,
-        index.memory_bytes,
+def build(
+    name: str, space: Space, fit_s: float, ids: list[str], x: Floats, flags: list[bool]
+) -> Config:
+    index = ItemIndex(space)
+    t0 = time.perf_counter()
+    for start in range(0, len(x), CHUNK):
+        stop = start + CHUNK
+        index.upsert_many(ids[start:stop], x[start:stop], flags[start:stop])
+    config = Config(name, index, fit_s, time.perf_counter() - t0)
+    # Rows are slots; map them to catalogue positions and back through the ids.
+    config.row_of_pos = index.rows(ids)
+    config.pos_of_row = np.full(index.row_bound, -1, dtype=np.int64)
+    config.pos_of_row[config.row_of_pos] = np.arange(len(ids))
+    print(
+        f"  {name}: {index.kind}, dim {space.dim}, fit {fit_s:.1f} s, "
+        f"build {config.build_s:.1f} s {describe(space)}",
+        flush=True,
     )
+    return config
 
 
-def faiss_backend(x: Vectors, unavailable: set[int], m: int, efc: int) -> Backend:
-    index = faiss.IndexHNSWFlat(x.shape[1], m, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = efc
-    state = {"ef": 128}
-    base = np.ones(len(x), dtype=bool)
-    base[list(unavailable)] = False
-
-    def search(q: Vectors, ex: set[int], k: int) -> list[int]:
-        mask = base.copy()
-        mask[list(ex)] = False
-        bitmap = np.packbits(mask, bitorder="little")
-        params: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
-        params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
-        params.efSearch = max(state["ef"], k)
-        _, labels = index.search(q.reshape(1, -1), k, params=params)
-        return [int(i) for i in labels[0] if i >= 0]
-
-    def set_ef(ef: int) -> None:
-        state["ef"] = ef
-
-    def memory() -> int:
-        hnsw: Any = index.hnsw  # the stubs omit the link arrays
-        links = hnsw.neighbors.size() * 4 + hnsw.offsets.size() * 8 + hnsw.levels.size() * 4
-        return int(index.ntotal * x.shape[1] * 4 + links)
-
-    return Backend("faiss", lambda: index.add(x), search, memory, set_ef)
+def describe(space: Space) -> str:
+    meta = dict(space.meta)
+    if space.ivf is not None:
+        ivf: Any = space.ivf.new_index()
+        meta.update(nlist=int(ivf.nlist), nprobe=space.ivf.nprobe, fetch=space.ivf.fetch)
+    return str(meta) if meta else ""
 
 
-def usearch_backend(x: Vectors, unavailable: set[int], m: int, efc: int) -> Backend:
-    index = UsearchIndex(
-        ndim=x.shape[1], metric="ip", dtype="f32", connectivity=m, expansion_add=efc
-    )
-
-    def build() -> object:
-        index.add(np.arange(len(x), dtype=np.uint64), x, threads=faiss.omp_get_max_threads())
-        # No filter in usearch's Python API: unavailable items leave the graph (the worker
-        # would keep their vectors beside it), excluded ones are over-fetched past.
-        return index.remove(np.fromiter(unavailable, dtype=np.uint64))
-
-    def search(q: Vectors, ex: set[int], k: int) -> list[int]:
-        fetch = k + len(ex)
-        while True:
-            keys = [int(key) for key in index.search(q, fetch).keys]
-            hits = [key for key in keys if key not in ex][:k]
-            if len(hits) == k or fetch >= len(index):
-                return hits
-            fetch *= 2
-
-    def set_ef(ef: int) -> None:
-        index.expansion_search = ef  # type: ignore[misc]  # usearch has the setter, mypy misses it
-
-    return Backend("usearch", build, search, lambda: int(index.memory_usage), set_ef)
-
-
-def run_queries(
-    backend: Backend, queries: Vectors, excludes: Sequence[set[int]], k: int
-) -> tuple[list[list[int]], list[float]]:
-    found, times = [], []
-    for q, ex in zip(queries, excludes, strict=True):
+def time_round(
+    config: Config,
+    queries: Floats,
+    excluded: Ints,
+    k: int,
+    batch: int,
+    singles: int,
+) -> None:
+    """One timing round: every query in batches, then the first ``singles`` one at a time."""
+    index = config.index
+    q = config.space.project(queries)  # outside the timing: the worker's queries are in-space
+    ex_rows = config.row_of_pos[excluded]
+    per = excluded.shape[1]
+    found = np.full((len(q), k), -1, dtype=np.int64)
+    for start in range(0, len(q), batch):
+        stop = min(start + batch, len(q))
+        ptr = np.arange(stop - start + 1, dtype=np.int64) * per
+        rows_in = np.ascontiguousarray(ex_rows[start:stop].ravel())
         t0 = time.perf_counter()
-        found.append(backend.search(q, ex, k))
-        times.append((time.perf_counter() - t0) * 1e3)
-    return found, times
+        rows, _ = index.search(q[start:stop], k, exclude_ptr=ptr, exclude_rows=rows_in)
+        config.batch_ms.append((time.perf_counter() - t0) * 1e3 / (stop - start))
+        found[start:stop] = np.where(rows >= 0, config.pos_of_row[np.maximum(rows, 0)], -1)
+    config.found = found
+    one = np.array([0, per], dtype=np.int64)
+    for u in range(min(singles, len(q))):
+        t0 = time.perf_counter()
+        index.search(q[u : u + 1], k, exclude_ptr=one, exclude_rows=ex_rows[u])
+        config.single_ms.append((time.perf_counter() - t0) * 1e3)
 
 
-def recall_at(found: Sequence[Sequence[int]], truth: Sequence[Sequence[int]], k: int) -> float:
-    return float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+# --- main ------------------------------------------------------------------------------------
 
 
-def per_million_gib(bytes_per_item: float, measured_dim: int, half: bool) -> float:
-    """Extrapolate to 1M items at dim 1280: vectors scale with dim and width, links do not."""
-    vector = 1280 * (2 if half else 4)
-    return (bytes_per_item - measured_dim * 4 + vector) * 1_000_000 / 2**30
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--dim", type=int, default=1280)
-    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--data", choices=("random", "clustered", "photos"), default="clustered")
+    parser.add_argument(
+        "--n", type=int, default=None, help="items (default 100,000; 4,000 for photos)"
+    )
+    parser.add_argument("--dim", type=int, default=1280, help="random/clustered only")
+    parser.add_argument("--dims", type=int, default=256, help="dimensions kept by the space")
+    parser.add_argument(
+        "--ivf",
+        choices=("auto", "force", "skip"),
+        default=None,
+        help="compact-ivf: as the worker (IVF from --ivf-min-items; skipped below), forced "
+        "(ivf_min_items=0), or not run; default auto, force for photos",
+    )
+    parser.add_argument("--ivf-min-items", type=int, default=FitParams().ivf_min_items)
+    parser.add_argument("--target-recall", type=float, default=FitParams().target_recall)
+    parser.add_argument("--fit-sample", type=int, default=50_000, help="as the worker's")
+    parser.add_argument("--queries", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=64, help="queries per search call")
+    parser.add_argument("--single", type=int, default=50, help="queries timed one at a time")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--exclude", type=int, default=200)
-    parser.add_argument("--data", choices=("random", "clustered"), default="random")
-    parser.add_argument("--m", type=int, default=32)
-    parser.add_argument("--efc", type=int, default=64)
-    parser.add_argument("--target", type=float, default=0.95)
-    parser.add_argument("--skip", nargs="*", default=[], choices=("faiss", "usearch", "visrec"))
+    parser.add_argument("--exclude", type=int, default=50, help="excluded items per query")
+    parser.add_argument("--unavailable", type=float, default=0.05, help="share of the items")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-cache", type=Path, default=Path(".state/models"))
+    parser.add_argument("--cache", type=Path, default=Path(".state/bench"), help="embeddings")
+    parser.add_argument("--json", type=Path, default=None, help="write raw results here")
     args = parser.parse_args()
+    n = args.n or (4000 if args.data == "photos" else 100_000)
+    ivf_mode = args.ivf or ("force" if args.data == "photos" else "auto")
 
+    # One BLAS and one faiss thread throughout: the worker's setting (streams/cli), and the
+    # only one that times reproducibly on a shared 2-core box.
+    threadpool_limits(limits=1, user_api="blas")
+    faiss.omp_set_num_threads(1)
+
+    t0 = time.perf_counter()
+    if args.data == "photos":
+        x = photo_embeddings(n, args.seed, args.model_cache, args.cache)
+        n = len(x)
+    else:
+        x = synthetic(n, args.dim, args.data, args.seed)
+    dim = x.shape[1]
     rng = np.random.default_rng(args.seed + 1)
-    x = make_data(args.n, args.dim, args.data, args.seed)
-    noise = make_data(args.queries, args.dim, "random", args.seed + 2)
-    if args.data == "random":
-        queries = noise
-    else:  # near some item, as a user vector is
-        queries = x[rng.integers(0, args.n, args.queries)] + 0.5 * noise
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    unavailable = set(rng.choice(args.n, args.n // 20, replace=False).tolist())
-    order = np.argsort(-(queries @ x.T), axis=1)
-    excludes = [
-        set(row[: args.exclude // 2].tolist()) | set(rng.choice(args.n, args.exclude // 2).tolist())
-        for row in order
-    ]
+    available = np.ones(n, dtype=np.bool_)
+    available[rng.choice(n, int(n * args.unavailable), replace=False)] = False
+    if args.data == "photos":
+        fit_rows = np.sort(rng.choice(n, n // 2, replace=False))
+        fit_note = f"fitted on a random half ({len(fit_rows)} items; the rest out of sample)"
+    else:
+        fit_rows = np.sort(rng.choice(n, min(n, args.fit_sample), replace=False))
+        fit_note = f"fitted on {len(fit_rows)} items drawn at random, as the worker"
+    in_sample = np.zeros(n, dtype=np.bool_)
+    in_sample[fit_rows] = True
+    queries = user_like_queries(x, args.queries, rng)
+    excluded, truth = ground_truth(x, queries, available, args.k, args.exclude, rng)
     print(
-        f"{args.n} x {args.dim} {args.data} unit vectors, {args.queries} queries x "
-        f"{args.rounds} rounds, k={args.k}, {args.exclude} exclusions per query, "
-        f"{len(unavailable)} unavailable, HNSW M={args.m} efConstruction={args.efc}, "
-        f"threads={faiss.omp_get_max_threads()}",
+        f"{n} x {dim} {args.data} unit vectors ({time.perf_counter() - t0:.1f} s to make), "
+        f"{args.queries} user-like queries in batches of {args.batch} x {args.rounds} rounds "
+        f"(+{args.single} one at a time), k={args.k}, {args.exclude} exclusions per query, "
+        f"{n - int(available.sum())} unavailable; space: {args.dims} dims, {fit_note}; "
+        f"1 BLAS / faiss thread",
         flush=True,
     )
 
-    exact = item_index_backend("exact", ExactIndex(), x, unavailable)
-    backends = [exact]
-    ann: AnnIndex | None = None
-    if "visrec" not in args.skip:
-        ann = AnnIndex(params=HnswParams(m=args.m, ef_construction=args.efc), background=False)
-        backends.append(item_index_backend("visrec-hnsw", ann, x, unavailable))
-    if "faiss" not in args.skip:
-        backends.append(faiss_backend(x, unavailable, args.m, args.efc))
-    if "usearch" not in args.skip:
-        backends.append(usearch_backend(x, unavailable, args.m, args.efc))
+    ids = [f"item-{i:08d}" for i in range(n)]
+    flags = available.tolist()
+    configs = [build("exact-full", raw_space("bench", dim), 0.0, ids, x, flags)]
 
-    for backend in backends:
-        t0 = time.perf_counter()
-        backend.build()
-        backend.build_s = time.perf_counter() - t0
-        print(f"  {backend.name}: built in {backend.build_s:.1f} s", flush=True)
-    if ann is not None:
-        backends[1].note = f"ef={ann.search_beam} self-calibrated (in build time)"
-
-    truth, _ = run_queries(exact, queries, excludes, args.k)
-    for backend in backends:
-        if backend.set_ef is None:
-            continue
-        for ef in EF_LADDER:  # the smallest beam reaching the target on these queries
-            backend.set_ef(ef)
-            found, times = run_queries(backend, queries, excludes, args.k)
-            rec = recall_at(found, truth, args.k)
-            print(
-                f"  {backend.name} ef={ef:>5} recall@{args.k}={rec:.4f} "
-                f"p50={np.median(times):.1f} ms",
-                flush=True,
-            )
-            backend.note = f"ef={ef} (smallest reaching {args.target} here)"
-            if rec >= args.target:
-                break
-
-    for _ in range(args.rounds):
-        for backend in backends:
-            found, times = run_queries(backend, queries, excludes, args.k)
-            backend.times_ms.extend(times)
-            backend.recall = recall_at(found, truth, args.k)
-
-    def p(backend: Backend, q: float) -> float:
-        return float(np.percentile(backend.times_ms, q))
-
-    ref_bytes = exact.memory() / args.n
-    print(
-        f"\n{'backend':<12} {'build s':>8} {'x':>6} {'p50 ms':>8} {'x':>5} {'p99 ms':>8} "
-        f"{'x':>5} {'recall':>7} {'B/item':>7} {'x':>5} {'GiB/1M@1280 f32':>15} {'f16':>6}  note"
-    )
-    for b in backends:
-        per_item = b.memory() / args.n
-        print(
-            f"{b.name:<12} {b.build_s:8.1f} {b.build_s / exact.build_s:6.1f} {p(b, 50):8.2f} "
-            f"{p(b, 50) / p(exact, 50):5.2f} {p(b, 99):8.2f} {p(b, 99) / p(exact, 99):5.2f} "
-            f"{b.recall:7.4f} {per_item:7.0f} {per_item / ref_bytes:5.2f} "
-            f"{per_million_gib(per_item, args.dim, False):15.2f} "
-            f"{per_million_gib(per_item, args.dim, True):6.2f}  {b.note}"
+    def fitted(ivf_min_items: int) -> tuple[Space, float]:
+        params = FitParams(
+            dims=args.dims,
+            ivf_min_items=ivf_min_items,
+            target_recall=args.target_recall,
+            k=args.k,
+            seed=args.seed,
         )
+        sample = np.ascontiguousarray(x[fit_rows])
+        t = time.perf_counter()
+        space = fit_space("bench", sample, n, params)
+        return space, time.perf_counter() - t
+
+    space, fit_s = fitted(2**62)
+    configs.append(build("compact", space, fit_s, ids, x, flags))
+    if ivf_mode == "skip" or (ivf_mode == "auto" and n < args.ivf_min_items):
+        print(
+            f"  compact-ivf: not run (the worker searches exactly below {args.ivf_min_items} "
+            "items; --ivf force runs it)",
+            flush=True,
+        )
+    else:
+        space, fit_s = fitted(0 if ivf_mode == "force" else args.ivf_min_items)
+        configs.append(build("compact-ivf", space, fit_s, ids, x, flags))
+
+    for r in range(args.rounds):
+        t0 = time.perf_counter()
+        for c in configs:
+            time_round(c, queries, excluded, args.k, args.batch, args.single)
+        print(f"  timing round {r + 1}/{args.rounds}: {time.perf_counter() - t0:.1f} s", flush=True)
+
+    base = configs[0]
+    print(
+        f"\n{'config':<12} {'kind':<5} {'dim':>4} {'fit s':>6} {'build s':>7} "
+        f"{'build/1M':>8} {'total/1M*':>9} {'x':>5} {'batch p50':>9} {'x':>5} {'p99':>6} {'x':>5} "
+        f"{'single p50':>10} {'x':>5} {'p99':>6} {'x':>5} {'recall@' + str(args.k):>10} "
+        f"{'B/item':>7} {'x':>5}"
+    )
+    results: list[dict[str, Any]] = []
+    base_per_m = (base.fit_s + base.build_s) / n * 1e6
+    base_bytes = base.index.memory_bytes() / n
+    for c in configs:
+        assert c.found is not None
+        per_m = (c.fit_s + c.build_s) / n * 1e6
+        per_item = c.index.memory_bytes() / n
+        rec = recall(c.found, truth)
+        row = {
+            "config": c.name,
+            "kind": c.index.kind,
+            "dim": c.space.dim,
+            "fit_s": c.fit_s,
+            "build_s": c.build_s,
+            "build_s_per_million_extrapolated": c.build_s / n * 1e6,
+            "fit_and_build_s_per_million_extrapolated": per_m,
+            "batch_ms_per_query_p50": pct(c.batch_ms, 50),
+            "batch_ms_per_query_p99": pct(c.batch_ms, 99),
+            "single_ms_p50": pct(c.single_ms, 50),
+            "single_ms_p99": pct(c.single_ms, 99),
+            "recall": rec,
+            "recall_in_sample": recall(c.found, truth, in_sample),
+            "recall_out_of_sample": recall(c.found, truth, ~in_sample),
+            "recall_vs_compact_exact": recall(c.found, configs[1].found)
+            if configs[1].found is not None
+            else None,
+            "bytes_per_item": per_item,
+            "space_meta": c.space.meta,
+            "nprobe": c.space.ivf.nprobe if c.space.ivf else None,
+            "batch_ms": c.batch_ms,
+            "single_ms": c.single_ms,
+        }
+        results.append(row)
+        print(
+            f"{c.name:<12} {c.index.kind:<5} {c.space.dim:>4} {c.fit_s:6.1f} {c.build_s:7.1f} "
+            f"{c.build_s / n * 1e6:8.1f} {per_m:9.1f} {per_m / base_per_m:5.1f} "
+            f"{row['batch_ms_per_query_p50']:9.3f} "
+            f"{row['batch_ms_per_query_p50'] / pct(base.batch_ms, 50):5.2f} "
+            f"{row['batch_ms_per_query_p99']:6.3f} "
+            f"{row['batch_ms_per_query_p99'] / pct(base.batch_ms, 99):5.2f} "
+            f"{row['single_ms_p50']:10.3f} {row['single_ms_p50'] / pct(base.single_ms, 50):5.2f} "
+            f"{row['single_ms_p99']:6.3f} {row['single_ms_p99'] / pct(base.single_ms, 99):5.2f} "
+            f"{rec:10.4f} {per_item:7.0f} {per_item / base_bytes:5.2f}"
+        )
+    print(
+        f"\n* seconds per million items, extrapolated linearly from {n} items: build/1M = upserts "
+        "alone, total/1M = fit + upserts (the fit is a cost per catalogue, not per item: it grows "
+        "with the sample, capped at 50k, and the IVF's lists with sqrt(n)). Query times are "
+        f"ms per query: batch = one search call of {args.batch} queries / {args.batch}; single = "
+        "one call per query. B/item: memory_bytes() / n (RSS: bench/index_memory.py)."
+    )
+    for row in results[1:]:
+        parts = [f"{row['config']}: recall@{args.k} {row['recall']:.4f}"]
+        if args.data == "photos":
+            parts.append(
+                f"in-sample items {row['recall_in_sample']:.4f}, "
+                f"out-of-sample items {row['recall_out_of_sample']:.4f}"
+            )
+        if row["config"] == "compact-ivf":
+            parts.append(f"vs compact exact {row['recall_vs_compact_exact']:.4f}")
+        if args.data == "random":
+            parts.append("no target on isotropic vectors")
+        else:
+            verdict = "meets" if row["recall"] >= RECALL_TARGET else "MISSES"
+            parts.append(f"{verdict} the target >= {RECALL_TARGET}")
+        print("; ".join(parts))
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "args": {key: str(value) for key, value in vars(args).items()},
+            "data": args.data,
+            "n": n,
+            "dim": dim,
+            "fit_sample": len(fit_rows),
+            "unavailable": n - int(available.sum()),
+            "results": results,
+        }
+        args.json.write_text(json.dumps(payload, indent=1))
+        print(f"raw results: {args.json}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,27 @@
 """Resident memory of the interest worker's item index, measured, and extrapolated to 1M items.
 
-Each configuration runs in a fresh child process that loads ``--n`` random unit vectors (ids
-and categories like the worker's) into the real ``models.index`` index in chunks, waits for any
-background build, and reads its own resident set size (``VmRSS``) and peak (``VmHWM``) from
-``/proc/self/status`` (after ``malloc_trim``, so freed temporaries do not count). Memory per
-item is the RSS growth over the warmed-up empty process; the baseline printed beside it is a
-bare float32 numpy matrix of the same vectors, measured the same way. With two or more sizes
-the slope between the smallest and largest is printed too: bytes per item without fixed costs.
+Each configuration runs in a fresh child process that fits its space (if any) on a sample of
+the catalogue, frees the sample, loads ``--n`` unit vectors (ids like the worker's) into a
+``models.index.ItemIndex`` in chunks, and reads its own resident set size (``VmRSS``) and peak
+(``VmHWM``) from ``/proc/self/status`` (after ``malloc_trim``, so freed temporaries do not
+count). Memory per item is the RSS growth over the warmed-up empty process (the fitted space
+included); the baseline printed beside it is a bare float32 numpy matrix of the same vectors,
+measured the same way. With two or more sizes the slope between the smallest and largest is
+printed too: bytes per item without fixed costs (the space, the IVF's centroids, imports).
 
-    .venv/bin/python bench/index_memory.py                         # 100k items, dims 512 and 1280
-    .venv/bin/python bench/index_memory.py --n 50000 100000        # two sizes: checks linearity
-    .venv/bin/python bench/index_memory.py --kinds exact --dims 384
+    .venv/bin/python bench/index_memory.py                        # 100k and 300k x 1280
+    .venv/bin/python bench/index_memory.py --n 100000 1000000     # full scale (matrix: 4.8 GiB)
+    .venv/bin/python bench/index_memory.py --kinds matrix raw --n 20000 40000 --data random
+    .venv/bin/python bench/index_memory.py --n 20000 40000 --json /tmp/index_memory.json
 
-Kinds: ``matrix`` (the baseline), ``exact`` (``ExactIndex``: the store below
-``VISREC_INTEREST__ANN_THRESHOLD``), ``worker`` (``make_index(50_000)`` as the worker builds it:
-exact, then an HNSW graph built in a background thread once 50k items are in). The index keeps
-float32 vectors only (``VISREC_EMBED__VECTOR_DTYPE=float16`` halves Redis and Kafka, not this).
+Kinds: ``matrix`` (the baseline: the full-dimension vectors as one float32 matrix), ``raw``
+(``ItemIndex(raw_space)``: float32 rows of the encoder's dim, what a worker holds before a space
+is fitted; 1.5 GB at 300k x 1280), ``compact`` (a fitted space, ``--space-dims`` 8-bit codes,
+exact search), ``ivf`` (the same with an IVF, as the worker holds a catalogue of 50,000 items
+or more). Spaces are fitted on ``min(n, --fit-sample)`` items of the catalogue (whole chunks
+drawn at random; the worker samples 50,000). Data: ``clustered`` (default; the generator of
+``bench/pipeline.py``) or ``random`` unit vectors. Target: the worker's index (``ivf``) at 1M
+items holds <= 600 bytes per item.
 """
 
 from __future__ import annotations
@@ -24,17 +30,39 @@ import argparse
 import ctypes
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 CHUNK = 4096
-CATEGORIES = [f"category-{i}" for i in range(50)]
+TARGET_BYTES_PER_ITEM = 600
+HUGE = 2**62  # ivf_min_items that no catalogue reaches: exact search
+
+
+def catalogue_vectors(rng: np.random.Generator, m: int, dim: int, kind: str) -> np.ndarray:
+    """``m`` unit vectors: isotropic random, or clustered like image embeddings.
+
+    Copied exactly from ``bench/pipeline.py`` (which imports Kafka and Redis clients):
+    ``clustered`` is a 64-d latent mixture of 1,000 clusters embedded in ``dim`` with noise.
+    """
+    if kind == "random":
+        vecs = rng.normal(size=(m, dim)).astype(np.float32)
+    else:
+        # The generator's own seed, so that chunks share centres and basis.
+        state = np.random.default_rng(12345)
+        centres = state.standard_normal((1000, 64), dtype=np.float32)
+        basis = np.linalg.qr(state.standard_normal((dim, 64)))[0].astype(np.float32)
+        latent = centres[rng.integers(0, 1000, m)] + 0.3 * rng.standard_normal((m, 64))
+        vecs = latent.astype(np.float32) @ basis.T
+        vecs += 0.02 * rng.standard_normal((m, dim), dtype=np.float32)
+    unit: np.ndarray = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    return unit
 
 
 def _trim() -> None:
@@ -51,53 +79,89 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _chunks(n: int, dim: int, seed: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    for start in range(0, n, CHUNK):
-        rows = min(CHUNK, n - start)
-        x = rng.standard_normal((rows, dim), dtype=np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        yield start, x
+def _reset_peak() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0); False where it cannot be."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
-def child(kind: str, dim: int, n: int) -> dict[str, object]:
+def _chunk(n: int, dim: int, data: str, number: int) -> np.ndarray:
+    """Chunk ``number`` of the catalogue (its own seed: any chunk can be made on its own)."""
+    rows = min(CHUNK, n - number * CHUNK)
+    return catalogue_vectors(np.random.default_rng([0, number]), rows, dim, data)
+
+
+def _chunks(n: int, dim: int, data: str) -> Iterator[tuple[int, np.ndarray]]:
+    for number in range(-(-n // CHUNK)):
+        yield number * CHUNK, _chunk(n, dim, data, number)
+
+
+def _sample(n: int, dim: int, data: str, size: int) -> np.ndarray:
+    """``min(n, size)`` items of the catalogue: whole chunks drawn at random."""
+    chunks = -(-n // CHUNK)
+    picked = np.random.default_rng(1).permutation(chunks)[: -(-min(n, size) // CHUNK)]
+    return np.concatenate([_chunk(n, dim, data, int(c)) for c in sorted(picked)])[:size]
+
+
+def child(kind: str, dim: int, n: int, data: str, dims: int, fit_sample: int) -> dict[str, object]:
     """Build one index in this process; return its measured memory."""
-    from models.index import ExactIndex, ItemIndex, make_index
+    from models.index import FitParams, ItemIndex, fit_space, raw_space
 
-    for _ in _chunks(CHUNK, dim, seed=1):  # warm-up: numpy's and the generator's first costs
-        pass
+    catalogue_vectors(np.random.default_rng(1), CHUNK, dim, data)  # warm-up: first-call costs
     _trim()
     base_kib = _status_kib("VmRSS")
-    t0 = time.perf_counter()
-    reported: int
+    fit_s = 0.0
+    fit_peak_kib = base_kib
     held: object
     if kind == "matrix":
+        t0 = time.perf_counter()
         matrix = np.empty((n, dim), dtype=np.float32)
-        for start, x in _chunks(n, dim):
+        for start, x in _chunks(n, dim, data):
             matrix[start : start + len(x)] = x
-        reported, held = matrix.nbytes, matrix
-        backend = "numpy"
+        del x  # the last chunk: not the index's
+        build_s = time.perf_counter() - t0
+        reported, held, note = matrix.nbytes, matrix, "numpy"
     else:
-        index: ItemIndex = ExactIndex() if kind == "exact" else make_index(50_000)
-        for start, x in _chunks(n, dim):
-            ids = [f"item-{i:08d}" for i in range(start, start + len(x))]
-            cats = [CATEGORIES[i % len(CATEGORIES)] for i in range(start, start + len(x))]
-            index.upsert_many(ids, x, model_id="bench", categories=cats)
-        index.wait_idle()
-        reported, held, backend = index.memory_bytes(), index, index.backend or "-"
-    build_s = time.perf_counter() - t0
+        if kind == "raw":
+            space = raw_space("bench", dim)
+        else:
+            sample = _sample(n, dim, data, fit_sample)
+            params = FitParams(dims=dims, ivf_min_items=0 if kind == "ivf" else HUGE)
+            t0 = time.perf_counter()
+            space = fit_space("bench", sample, n, params)
+            fit_s = time.perf_counter() - t0
+            del sample  # the space keeps no reference to it; nothing else may
+            _trim()
+            fit_peak_kib = _status_kib("VmHWM")
+            _reset_peak()
+        index = ItemIndex(space)
+        t0 = time.perf_counter()
+        for start, x in _chunks(n, dim, data):
+            index.upsert_many([f"item-{i:08d}" for i in range(start, start + len(x))], x)
+        del x
+        build_s = time.perf_counter() - t0
+        reported, held = index.memory_bytes(), index
+        note = f"{index.kind} d{space.dim}"
+        if space.ivf is not None:
+            note += f" nprobe {space.ivf.nprobe}"
     _trim()
     steady_kib = _status_kib("VmRSS")
     peak_kib = _status_kib("VmHWM")
     assert held is not None
     return {
         "kind": kind,
-        "backend": backend,
+        "note": note,
+        "data": data,
         "dim": dim,
         "n": n,
+        "fit_s": fit_s,
         "build_s": build_s,
         "rss_bytes": (steady_kib - base_kib) * 1024,
         "peak_bytes": (peak_kib - base_kib) * 1024,
+        "fit_peak_bytes": (fit_peak_kib - base_kib) * 1024,
         "reported_bytes": reported,
     }
 
@@ -105,80 +169,129 @@ def child(kind: str, dim: int, n: int) -> dict[str, object]:
 @dataclass(frozen=True)
 class Measured:
     kind: str
-    backend: str
+    note: str
+    data: str
     dim: int
     n: int
+    fit_s: float
     build_s: float
     rss_bytes: int
     peak_bytes: int
+    fit_peak_bytes: int
     reported_bytes: int
 
 
-def measure(kind: str, dim: int, n: int) -> Measured:
+def measure(kind: str, dim: int, n: int, data: str, dims: int, fit_sample: int) -> Measured:
     """Run ``child`` in a fresh interpreter so nothing earlier inflates its RSS."""
+    spec = [kind, str(dim), str(n), data, str(dims), str(fit_sample)]
+    # One BLAS thread, as the worker runs (streams/cli): OpenBLAS gives each extra thread a
+    # buffer of tens of MiB on first use, which would land in whichever figure came first.
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
     out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, str(dim), str(n)],
+        [sys.executable, __file__, "--child", *spec],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     )
     return Measured(**json.loads(out.stdout.splitlines()[-1]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, nargs="+", default=[100_000])
-    parser.add_argument("--dims", type=int, nargs="+", default=[512, 1280])
+    parser.add_argument("--n", type=int, nargs="+", default=[100_000, 300_000])
+    parser.add_argument("--dims", type=int, nargs="+", default=[1280], help="vector dims")
     parser.add_argument(
         "--kinds",
         nargs="+",
-        default=["matrix", "exact", "worker"],
-        choices=("matrix", "exact", "worker"),
+        default=["matrix", "compact", "ivf"],
+        choices=("matrix", "raw", "compact", "ivf"),
     )
-    parser.add_argument("--child", nargs=3, metavar=("KIND", "DIM", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", choices=("random", "clustered"), default="clustered")
+    parser.add_argument("--space-dims", type=int, default=256, help="dimensions a space keeps")
+    parser.add_argument("--fit-sample", type=int, default=50_000, help="as the worker's")
+    parser.add_argument("--json", type=Path, default=None, help="write raw results here")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        kind, dim, n = args.child
-        print(json.dumps(child(kind, int(dim), int(n))))
+        kind, dim, n, data, dims, fit_sample = args.child
+        print(json.dumps(child(kind, int(dim), int(n), data, int(dims), int(fit_sample))))
         return
 
     print(
-        f"{'kind':<7} {'backend':<7} {'dim':>5} {'items':>8} {'build s':>8} {'RSS MiB':>8} "
-        f"{'B/item':>7} {'x matrix':>8} {'peak B/item':>11} {'reported B/item':>15} "
-        f"{'GiB per 1M':>10}"
+        f"{args.data} unit vectors; spaces keep {args.space_dims} dims, fitted on "
+        f"min(n, {args.fit_sample}) items; RSS growth over a warmed-up empty process\n"
+    )
+    print(
+        f"{'kind':<8} {'index':<18} {'dim':>5} {'items':>8} {'fit s':>6} {'build s':>8} "
+        f"{'RSS MiB':>8} {'B/item':>7} {'x matrix':>8} {'peak B/item':>11} "
+        f"{'fit peak MiB':>12} {'reported B/item':>15}"
     )
     results: list[Measured] = []
     for dim in args.dims:
         for n in args.n:
             baseline: float | None = None
             for kind in args.kinds:
-                r = measure(kind, dim, n)
+                r = measure(kind, dim, n, args.data, args.space_dims, args.fit_sample)
                 results.append(r)
                 per_item = r.rss_bytes / n
                 if kind == "matrix":
                     baseline = per_item
-                ratio = f"{per_item / baseline:8.2f}" if baseline else f"{'-':>8}"
+                ratio = f"{per_item / baseline:8.3f}" if baseline else f"{'-':>8}"
                 print(
-                    f"{kind:<7} {r.backend:<7} {dim:>5} {n:>8} {r.build_s:8.1f} "
+                    f"{kind:<8} {r.note:<18} {dim:>5} {n:>8} {r.fit_s:6.1f} {r.build_s:8.1f} "
                     f"{r.rss_bytes / 2**20:8.0f} {per_item:7.0f} {ratio} "
-                    f"{r.peak_bytes / n:11.0f} {r.reported_bytes / n:15.0f} "
-                    f"{per_item * 1e6 / 2**30:10.2f}",
+                    f"{r.peak_bytes / n:11.0f} {r.fit_peak_bytes / 2**20:12.0f} "
+                    f"{r.reported_bytes / n:15.0f}",
                     flush=True,
                 )
+    slopes: list[dict[str, object]] = []
     if len(args.n) > 1:
-        print("\nslope between the smallest and largest size (fixed costs cancel):")
         lo, hi = min(args.n), max(args.n)
+        print(f"\nslope between {lo} and {hi} items (fixed costs cancel):")
         for dim in args.dims:
+            matrix_slope: float | None = None
             for kind in args.kinds:
                 a, b = (
                     next(r for r in results if (r.kind, r.dim, r.n) == (kind, dim, size))
                     for size in (lo, hi)
                 )
                 slope = (b.rss_bytes - a.rss_bytes) / (hi - lo)
+                fixed = a.rss_bytes - slope * lo
+                if kind == "matrix":
+                    matrix_slope = slope
+                ratio = f" = {slope / matrix_slope:.3f} x matrix" if matrix_slope else ""
+                at_1m = (fixed + slope * 1e6) / 2**30
                 print(
-                    f"{kind:<7} dim {dim:>5}: {slope:7.0f} B/item = {slope * 1e6 / 2**30:.2f} GiB "
-                    f"per 1M items (vectors alone {dim * 4 * 1e6 / 2**30:.2f} GiB)"
+                    f"{kind:<8} dim {dim:>5}: {slope:7.0f} B/item{ratio}, fixed "
+                    f"{fixed / 2**20:6.0f} MiB; at 1M items {at_1m:.2f} GiB "
+                    f"(vectors alone {dim * 4 * 1e6 / 2**30:.2f} GiB)"
                 )
+                slopes.append({"kind": kind, "dim": dim, "slope": slope, "fixed": fixed})
+                if kind == "ivf":
+                    per_1m = (fixed + slope * 1e6) / 1e6
+                    if hi >= 1_000_000:
+                        per_1m, how = b.rss_bytes / hi, f"measured at {hi} items"
+                    else:
+                        how = f"extrapolated: fixed + slope x 1M, slope {slope:.0f} B/item"
+                    verdict = "meets" if per_1m <= TARGET_BYTES_PER_ITEM else "MISSES"
+                    print(
+                        f"{'':<8} target: worker index at 1M items: <= {TARGET_BYTES_PER_ITEM} "
+                        f"B/item -> {per_1m:.0f} B/item ({how}), {verdict} it"
+                    )
+    print(
+        "\n(rows grow by 1.5x and the IVF's lists by doubling, so the slope between two sizes "
+        "moves with where each sits in its growth cycle; the 1M figure is the one to hold.)"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "args": {key: str(value) for key, value in vars(args).items()},
+            "results": [asdict(r) for r in results],
+            "slopes": slopes,
+        }
+        args.json.write_text(json.dumps(payload, indent=1))
+        print(f"raw results: {args.json}")
 
 
 if __name__ == "__main__":

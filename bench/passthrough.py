@@ -1,18 +1,28 @@
-"""Baseline worker for bench/pipeline.py: forwards every event to the recommendations topic.
+"""Baseline workers for bench/pipeline.py, on the same faust app as the interest worker.
 
-Same faust app settings, same micro-batching and the same topics as the interest worker, and
-no work in between: what it costs is the broker + client round trip the pipeline figure
-is measured against.
+``VISREC_BENCH_ROLE=passthrough`` (default): the interest worker minus the work. Same app
+settings, same natural batching (``streams.batching.take_buffered``), the same decoding of
+every event into ``UserEvent`` (dead letters included), and one message per distinct user of
+a batch (its last event, as the worker emits one list per user) sent through the same raw
+producer path; a batch is acknowledged after its sends, as the worker's is.
+
+``VISREC_BENCH_ROLE=idle``: faust's own ceiling, an agent that takes
+``take_events(max_batch, within=0.05)`` and does nothing with them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import faust
 
-from streams.app import app_topics, create_app
+from schemas import RedisKeys, UserEvent
+from streams.app import app_topics, connect_redis, create_app
+from streams.batch import decode_batch
+from streams.batching import take_buffered
+from streams.deadletter import DeadLetterSink
 from streams.observability import configure_logging, install
 from streams.settings import Settings
 
@@ -20,18 +30,52 @@ from streams.settings import Settings
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, False)
-    app = create_app(settings, "passthrough")
+    role = os.environ.get("VISREC_BENCH_ROLE", "passthrough")
+    app = create_app(settings, role)
     topics = app_topics(app, settings)
     out = topics["recommendations"]
+    dead_letters = DeadLetterSink(
+        topics["dead_letter"],
+        connect_redis(settings.redis),
+        RedisKeys(settings.redis.namespace),
+        settings.limits.max_dead_letter_payload_bytes,
+    )
 
-    @app.agent(topics["events"], name="passthrough")  # type: ignore[untyped-decorator]
-    async def passthrough(stream: Any) -> None:
-        batches = stream.take_events(
-            settings.interest.max_batch, within=settings.interest.coalesce_ms / 1000
+    async def forward(events: list[Any]) -> None:
+        batch = await decode_batch(
+            events,
+            UserEvent,
+            key_field="user_id",
+            max_bytes=settings.limits.max_event_bytes,
+            limits=settings.limits.to_limits(),
+            dead_letters=dead_letters,
         )
-        async for events in batches:
-            sends = [await out.send(key=e.message.key, value=e.message.value) for e in events]
-            await asyncio.gather(*sends)
+        by_source = {(e.message.partition, e.message.offset): e for e in events}
+        last: dict[str, Any] = {}
+        for ev, src in batch.ok:
+            last.pop(ev.user_id, None)
+            last[ev.user_id] = by_source[(src.partition, src.offset)]
+        producer = app.producer
+        topic = out.get_topic_name()
+        sends = list(batch.sends)
+        for user_id, event in last.items():
+            value = event.message.value
+            sends.append(await producer.send(topic, user_id.encode(), value, None, None, None))
+        await asyncio.gather(*sends)
+
+    if role == "idle":
+
+        @app.agent(topics["events"], name="idle")  # type: ignore[untyped-decorator]
+        async def idle(stream: Any) -> None:
+            async for _ in stream.take_events(settings.interest.max_batch, within=0.05):
+                pass
+
+    else:
+
+        @app.agent(topics["events"], name="passthrough")  # type: ignore[untyped-decorator]
+        async def passthrough(stream: Any) -> None:
+            async for events in take_buffered(stream, settings.interest.max_batch):
+                await forward(events)
 
     if settings.web_port is not None:
         install(app, lambda: True)

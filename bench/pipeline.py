@@ -1,21 +1,29 @@
 """Interest-pipeline benchmark on the local Kafka + Redis (script, not a test).
 
     .venv/bin/python bench/pipeline.py [--items 100000] [--users 10000] [--events 60000]
-                                       [--data random|clustered] [--ann-threshold N]
+                                       [--data random|clustered] [--rates 500 50]
+                                       [--workers N] [--vector-dtype float16] [--json OUT]
 
-In one run, against the same broker and Redis:
-  (a) sustained events/s through `visrec worker interests` (with refreshes) vs a pass-through
-      faust agent (bench/passthrough.py) that only forwards events: ratio printed;
-  (b) produce -> matching list consumed latency at a steady rate (default 500 events/s),
-      p50/p95/p99, for both, and the difference (what the pipeline adds);
-  (c) Redis bytes per active user (MEMORY USAGE of the user's keys, sampled);
-  (d) worker RSS.
+In one run, against the same broker and Redis, three workers in turn:
+  - ``idle``: faust's own ceiling, an agent doing nothing with ``take_events(500, 0.05)``;
+  - ``passthrough``: the fair baseline (bench/passthrough.py): the same app, natural batching
+    and decoding into ``UserEvent`` as the interest worker, one message per distinct user of
+    a batch through the same raw producer path, and nothing else;
+  - ``interests``: `visrec worker interests` on the catalogue.
+Printed:
+  (a) sustained events/s of each, and the interest worker's ratio to both baselines;
+  (b) produce -> matching list consumed latency at steady rates (default 500 and 50 events/s),
+      p50/p95/p99, for the interest worker and the pass-through, and the difference;
+  (c) the interest worker's time to ready (index loaded from Redis, space fitted if due) and
+      RSS, and RSS over the pass-through's per catalogue item (an upper bound on the index's
+      bytes per item: it includes user-state and batch memory);
+  (d) Redis bytes per active user (MEMORY USAGE of the user's keys, sampled).
 Where the time goes: CPU seconds of the worker, the Kafka broker, Redis and this script during
 each phase (from /proc), and Redis command time per event (INFO commandstats).
-Catalogue: unit vectors of the encoder's dim (1280), random (default; exact search, since HNSW
-needs a huge beam there) or clustered like image embeddings (HNSW above the worker's
-ann_threshold); users Zipf-distributed. The load generator and the measuring consumer use
-librdkafka (confluent-kafka) so that they take little CPU from the 2-core box under test.
+Catalogue: unit vectors of the encoder's dim (1280), random or clustered like image
+embeddings; the worker fits its compact space and IVF as it would in production (see
+``streams.spaces``); users Zipf-distributed. The load generator and the measuring consumer
+use librdkafka (confluent-kafka) so that they take little CPU from the 2-core box under test.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from streams.kafka_config import kafka_python_config  # noqa: E402
 from streams.services import KafkaServer, RedisServer, free_port  # noqa: E402
 from streams.services.base import read_pid  # noqa: E402
 from streams.settings import (  # noqa: E402
+    EmbedSettings,
     InterestSettings,
     KafkaSettings,
     RedisSettings,
@@ -99,18 +108,13 @@ def build_catalogue(settings: Settings, n: int, dim: int, kind: str = "random") 
         redis.Redis.from_url(settings.redis.url), RedisKeys(), settings.embed.vector_dtype
     )
     rng = np.random.default_rng(0)
+    attributes = [ProductAttributes(category=f"c{c}") for c in range(50)]
     for start in range(0, n, 2000):
         m = min(2000, n - start)
         vecs = catalogue_vectors(rng, m, dim, kind)
         store.write(
             [
-                StoredItem(
-                    f"item-{start + i}",
-                    model_id,
-                    vecs[i],
-                    ProductAttributes(category=f"c{(start + i) % 50}"),
-                    1,
-                )
+                StoredItem(f"item-{start + i}", model_id, vecs[i], attributes[(start + i) % 50], 1)
                 for i in range(m)
             ]
         )
@@ -137,12 +141,17 @@ def make_events(
 
 
 class Worker:
-    def __init__(self, argv: list[str], settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self, argv: list[str], settings: Settings, log_path: Path, extra: dict[str, str]
+    ) -> None:
         env = {
             **os.environ,
             **settings_env(settings),
             "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join(
+                [str(ROOT), *filter(None, [os.environ.get("VISREC_BENCH_PYTHONPATH")])]
+            ),
+            **extra,
         }
         self.out = log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -246,6 +255,40 @@ def produce_all(settings: Settings, events: list[UserEvent]) -> float:
         producer.poll(0)
     producer.flush()
     return time.monotonic() - start
+
+
+def scrape(port: int | None) -> dict[str, float]:
+    """The interest worker's batch metrics (sums and counts), from its /metrics page."""
+    out: dict[str, float] = {}
+    if port is None:
+        return out
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if line.startswith(
+            ("visrec_interest_batch_stage_seconds_", "visrec_interest_batch_events_")
+        ):
+            name, _, value = line.rpartition(" ")
+            if name.endswith(("_sum", "_count")) or "_count{" in name or "_sum{" in name:
+                out[name] = float(value)
+    return out
+
+
+def stage_means(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean ms per batch of each stage, and mean events per batch, between two scrapes."""
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    batches = delta.get("visrec_interest_batch_events_count", 0.0)
+    if not batches:
+        return {}
+    means = {"events_per_batch": delta.get("visrec_interest_batch_events_sum", 0.0) / batches}
+    for key, value in delta.items():
+        if key.startswith("visrec_interest_batch_stage_seconds_sum"):
+            stage = key.split('stage="')[1].split('"')[0]
+            means[f"{stage}_ms"] = value / batches * 1000
+    return means
 
 
 def cpu_seconds(pid: int) -> float:
@@ -390,43 +433,171 @@ def latency(
     }
 
 
-def report(results: dict[str, Any], rate: float) -> None:
-    p, i = results["passthrough"], results["interests"]
-    ps, is_ = p["sustained"]["events_per_s"], i["sustained"]["events_per_s"]
+def report(results: dict[str, Any]) -> None:
+    roles = results["roles"]
+    i = roles["interests"]["sustained"]["events_per_s"]
     print()
+    line = f"(a) sustained events/s: interests {i:.0f}"
+    for base in ("passthrough", "idle"):
+        if base in roles:
+            b = roles[base]["sustained"]["events_per_s"]
+            line += f"; {base} {b:.0f} (interests / {base} = {i / b:.2f})"
+    print(line)
+    for rate in results["rates"]:
+        key = f"latency_{rate:g}"
+        il = roles["interests"].get(key)
+        pl = roles.get("passthrough", {}).get(key)
+        if il is None:
+            continue
+        for q in ("p50_ms", "p95_ms", "p99_ms"):
+            extra = f", passthrough {pl[q]:.1f}, added {il[q] - pl[q]:.1f}" if pl else ""
+            print(f"(b) {q} at {rate:g}/s: interests {il[q]:.1f}{extra}")
+    inter = roles["interests"]
     print(
-        f"(a) sustained events/s: interests {is_:.0f}, passthrough {ps:.0f}, ratio {is_ / ps:.2f}"
+        f"(c) interests ready in {inter['ready_s']:.1f}s ({inter['quiet_s']:.0f}s more until "
+        f"idle); RSS {inter['sustained']['rss_mb']:.0f} MB"
     )
-    for q in ("p50_ms", "p95_ms", "p99_ms"):
-        il, pl = i["latency"][q], p["latency"][q]
-        print(
-            f"(b) {q} at {rate:.0f}/s: interests {il:.1f}, "
-            f"passthrough {pl:.1f}, added {il - pl:.1f}"
-        )
-    print(f"(c) redis bytes per active user: {results['redis_bytes_per_active_user']}")
-    for role in ("passthrough", "interests"):
-        sus, lat = results[role]["sustained"], results[role]["latency"]
+    if "passthrough" in roles:
+        over = inter["sustained"]["rss_mb"] - roles["passthrough"]["sustained"]["rss_mb"]
+        per_item = over * 1e6 / results["items"] / max(1, results["workers"])
+        print(f"    RSS over the pass-through: {over:.0f} MB = {per_item:.0f} B per item")
+    print(f"(d) redis bytes per active user: {results['redis_bytes_per_active_user']}")
+    for role, data in roles.items():
+        sus = data["sustained"]
         per_event = {
             k.removesuffix("_cpu_s"): round(v / sus["events"] * 1000, 3)
             for k, v in sus["cpu"].items()
             if k.endswith("_cpu_s")
         }
-        share = {
-            k.removesuffix("_cpu_s"): round(v / lat["cpu"]["wall_s"], 2)
-            for k, v in lat["cpu"].items()
-            if k.endswith("_cpu_s")
-        }
         print(f"    {role}: CPU ms per event in the sustained run {per_event}")
-        print(f"    {role}: cores busy during the latency run {share}")
-    print(
-        "    Redis command time per event (sustained, interests): "
-        f"{results['interests']['sustained']['redis_usec_per_event']:.0f} us"
+        lat = data.get(f"latency_{results['rates'][0]:g}")
+        if lat:
+            share = {
+                k.removesuffix("_cpu_s"): round(v / lat["cpu"]["wall_s"], 2)
+                for k, v in lat["cpu"].items()
+                if k.endswith("_cpu_s")
+            }
+            print(f"    {role}: cores busy during the first latency run {share}")
+        print(f"    {role}: Redis command time per event {sus['redis_usec_per_event']:.0f} us")
+
+
+def run_role(
+    role: str,
+    base: Settings,
+    args: argparse.Namespace,
+    tmp: Path,
+    pids: dict[str, int],
+) -> dict[str, Any]:
+    """Start ``args.workers`` processes of ``role``, measure them, stop them."""
+    settings = base.model_copy(
+        update={
+            "topics": TopicSettings(prefix=f"bench-{role}"),
+            "app_id": f"bench-{role}",
+            "web_port": free_port(),
+        }
     )
-    irss, prss = i["sustained"]["rss_mb"], p["sustained"]["rss_mb"]
-    print(
-        f"(d) worker RSS MB after sustained run (all workers): interests {irss:.0f}, "
-        f"passthrough {prss:.0f}"
-    )
+    create_topics(settings)
+    if role == "interests":
+        argv = [sys.executable, "-c", "from streams.cli import main; main()", "worker", "interests"]
+    else:
+        argv = [sys.executable, str(ROOT / "bench/passthrough.py")]
+    workers = [
+        Worker(
+            argv,
+            settings.model_copy(update={"web_port": free_port()}) if k else settings,
+            tmp / f"{role}-{k}.log",
+            {"VISREC_BENCH_ROLE": role},
+        )
+        for k in range(args.workers)
+    ]
+    rclient = redis.Redis.from_url(base.redis.url)
+    out: dict[str, Any] = {}
+    try:
+        out["ready_s"] = max(w.wait_ready() for w in workers)
+        out["rss_ready_mb"] = sum(w.rss_mb() for w in workers)
+        out["quiet_s"] = wait_quiet([w.proc.pid for w in workers])
+        log(
+            f"{role}: {len(workers)} worker(s) ready in {out['ready_s']:.1f}s, quiet after "
+            f"{out['quiet_s']:.0f}s more, rss {out['rss_ready_mb']:.0f} MB"
+        )
+        meter = CpuMeter(
+            {
+                "worker": [w.proc.pid for w in workers],
+                "kafka": [pids["kafka"]],
+                "redis": [pids["redis"]],
+                "bench": [os.getpid()],
+            }
+        )
+        if role != "idle":  # the idle agent answers nothing: no latency to measure
+            latency(
+                settings,
+                make_events(500, args.users, args.items, 99, 1_764_000_000_000, f"warm-{role}"),
+                max(args.rates),
+                role == "passthrough",
+            )
+            for n, rate in enumerate(args.rates):
+                meter.start()
+                scraped = scrape(workers[0].port)
+                count = int(rate * args.latency_seconds)
+                lat = latency(
+                    settings,
+                    make_events(
+                        count,
+                        args.users,
+                        args.items,
+                        1 + n,
+                        1_764_000_100_000 + n * 10**7,
+                        f"lat{n}-{role}",
+                    ),
+                    rate,
+                    role == "passthrough",
+                )
+                lat["cpu"] = meter.stop()
+                lat["batches"] = stage_means(scraped, scrape(workers[0].port))
+                out[f"latency_{rate:g}"] = lat
+                log(f"{role}: latency at {rate:g}/s: {lat}")
+        rclient.config_resetstat()
+        meter.start()
+        scraped = scrape(workers[0].port)
+        sus_events = make_events(
+            args.events, args.users, args.items, 2, 1_764_000_200_000, f"sus-{role}"
+        )
+        spy = None
+        if args.py_spy and role == "interests":
+            # Where the worker's time goes while it is saturated (py-spy samples from outside).
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(workers[0].proc.pid),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(args.py_spy),
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        sus = sustained(settings, workers, f"bench-{role}-{role}", sus_events)
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
+        sus["cpu"] = meter.stop()
+        sus["batches"] = stage_means(scraped, scrape(workers[0].port))
+        stats = rclient.info("commandstats")
+        sus["redis_usec_per_event"] = sum(
+            v["usec"] for k, v in stats.items() if k != "cmdstat_config|resetstat"
+        ) / len(sus_events)
+        log(f"{role}: sustained: {sus}")
+        out["sustained"] = sus
+    finally:
+        for w in workers:
+            w.stop()
+    return out
 
 
 def main() -> int:
@@ -435,16 +606,16 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=1280)
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--events", type=int, default=60_000)
-    ap.add_argument("--rate", type=float, default=500.0)
+    ap.add_argument("--rates", type=float, nargs="+", default=[500.0, 50.0])
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--data", choices=("random", "clustered"), default="random")
+    ap.add_argument("--vector-dtype", choices=("float32", "float16"), default="float32")
     ap.add_argument(
-        "--ann-threshold",
-        type=int,
-        default=None,
-        help="interest.ann_threshold for the worker; default: exact search for random data "
-        "(HNSW needs a beam of ~5,600 there and is slower than a scan), the worker's default "
-        "for clustered data",
+        "--roles",
+        nargs="+",
+        default=["idle", "passthrough", "interests"],
+        choices=("idle", "passthrough", "interests"),
+        help="which workers to run (the interest worker is always reported against the others)",
     )
     ap.add_argument(
         "--workers", type=int, default=1, help="processes per role (one consumer group)"
@@ -456,7 +627,15 @@ def main() -> int:
         help="interest.max_batch (default: the setting's default); applied_max follows",
     )
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        help="record the interest worker with py-spy during the sustained run (collapsed stacks)",
+    )
     args = ap.parse_args()
+    if "interests" not in args.roles:
+        ap.error("--roles must include interests")
 
     tmp = Path(tempfile.mkdtemp(prefix="visrec-bench-"))
     kafka = KafkaServer(tmp, port=free_port(), controller_port=free_port(), heap="1g")
@@ -466,15 +645,10 @@ def main() -> int:
     results: dict[str, Any] = {
         "machine": os.uname().nodename,
         "cpus": os.cpu_count(),
-        **vars(args),
+        **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "roles": {},
     }
-    results["json"] = str(args.json)
     try:
-        threshold = args.ann_threshold
-        if threshold is None:
-            default = InterestSettings().ann_threshold
-            threshold = args.items + 1 if args.data == "random" else default
-        results["ann_threshold"] = threshold
         batch: dict[str, int] = {}
         if args.max_batch:
             applied = max(InterestSettings().applied_max, args.max_batch)
@@ -482,98 +656,21 @@ def main() -> int:
         base = Settings(
             kafka=KafkaSettings(bootstrap_servers=kafka.bootstrap),
             redis=RedisSettings(url=redis_server.url),
-            interest=InterestSettings(ann_threshold=threshold, **batch),
+            interest=InterestSettings(**batch),
+            embed=EmbedSettings(vector_dtype=args.vector_dtype),
             state_dir=tmp,
         )
+        results["interest_settings"] = base.interest.model_dump(mode="json")
         log(f"catalogue: {args.items} x {args.dim} {args.data} unit vectors -> redis")
         t = time.monotonic()
         build_catalogue(base, args.items, args.dim, args.data)
-        log(f"catalogue written in {time.monotonic() - t:.1f}s")
-        n_lat = int(args.rate * args.latency_seconds)
+        results["catalogue_write_s"] = time.monotonic() - t
+        log(f"catalogue written in {results['catalogue_write_s']:.1f}s")
         kafka_pid, redis_pid = read_pid(kafka.pidfile), read_pid(redis_server.pidfile)
         assert kafka_pid is not None and redis_pid is not None
-        rclient = redis.Redis.from_url(base.redis.url)
-        for role in ("passthrough", "interests"):
-            settings = base.model_copy(
-                update={
-                    "topics": TopicSettings(prefix=f"bench-{role}"),
-                    "app_id": f"bench-{role}",
-                    "web_port": free_port(),
-                }
-            )
-            create_topics(settings)
-            argv = (
-                [sys.executable, str(ROOT / "bench/passthrough.py")]
-                if role == "passthrough"
-                else [
-                    sys.executable,
-                    "-c",
-                    "from streams.cli import main; main()",
-                    "worker",
-                    "interests",
-                ]
-            )
-            workers = [
-                Worker(
-                    argv,
-                    settings.model_copy(update={"web_port": free_port()}) if k else settings,
-                    tmp / f"{role}-{k}.log",
-                )
-                for k in range(args.workers)
-            ]
-            try:
-                ready = max(w.wait_ready() for w in workers)
-                rss = sum(w.rss_mb() for w in workers)
-                quiet = wait_quiet([w.proc.pid for w in workers])
-                log(
-                    f"{role}: {len(workers)} worker(s) ready in {ready:.1f}s, quiet after "
-                    f"{quiet:.0f}s more (index build), rss {rss:.0f} MB"
-                )
-                # Warm-up (JIT-free, but connections, index pages, Lua cache).
-                latency(
-                    settings,
-                    make_events(500, args.users, args.items, 99, 1_764_000_000_000, f"warm-{role}"),
-                    args.rate,
-                    role == "passthrough",
-                )
-                meter = CpuMeter(
-                    {
-                        "worker": [w.proc.pid for w in workers],
-                        "kafka": [kafka_pid],
-                        "redis": [redis_pid],
-                        "bench": [os.getpid()],
-                    }
-                )
-                meter.start()
-                lat = latency(
-                    settings,
-                    make_events(n_lat, args.users, args.items, 1, 1_764_000_100_000, f"lat-{role}"),
-                    args.rate,
-                    role == "passthrough",
-                )
-                lat["cpu"] = meter.stop()
-                log(f"{role}: latency at {args.rate:.0f}/s: {lat}")
-                rclient.config_resetstat()
-                meter.start()
-                sus_events = make_events(
-                    args.events, args.users, args.items, 2, 1_764_000_200_000, f"sus-{role}"
-                )
-                sus = sustained(settings, workers, f"bench-{role}-{role}", sus_events)
-                sus["cpu"] = meter.stop()
-                stats = rclient.info("commandstats")
-                sus["redis_usec_per_event"] = sum(
-                    v["usec"] for k, v in stats.items() if k != "cmdstat_config|resetstat"
-                ) / len(sus_events)
-                log(f"{role}: sustained: {sus}")
-                results[role] = {
-                    "ready_s": ready,
-                    "quiet_s": quiet,
-                    "latency": lat,
-                    "sustained": sus,
-                }
-            finally:
-                for w in workers:
-                    w.stop()
+        pids = {"kafka": kafka_pid, "redis": redis_pid}
+        for role in args.roles:
+            results["roles"][role] = run_role(role, base, args, tmp, pids)
         store = UserStateStore.from_settings(
             redis.Redis.from_url(base.redis.url), RedisKeys(), base.interest
         )
@@ -588,7 +685,7 @@ def main() -> int:
         }
         info = redis.Redis.from_url(base.redis.url).info("memory")
         results["redis_used_memory_mb"] = info["used_memory"] / 1e6
-        report(results, args.rate)
+        report(results)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     finally:
