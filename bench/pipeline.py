@@ -578,6 +578,7 @@ def run_role(
                     "--rate",
                     "200",
                     "--nonblocking",
+                    "--gil",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

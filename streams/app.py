@@ -27,7 +27,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
         key_serializer="raw",
         store="memory://",
         consumer_auto_offset_reset="earliest",
-        producer_linger_ms=1,
+        producer_linger_ms=0,
         producer_acks=-1,
         producer_max_request_size=product_topic_max_bytes(settings) + 2_097_152,
         consumer_max_fetch_size=product_topic_max_bytes(settings) + 1_048_576,
