@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 INDEX_SIZE = Gauge("visrec_index_items", "Available items in this worker's index")
 INDEX_BYTES = Gauge("visrec_index_bytes", "Approximate bytes of this worker's index")
 MODEL_POLL_S = 2.0
-FIT_RETRY_S = 60.0  # a fit that published nothing (lock held elsewhere, failure) waits this long
+FIT_RETRY_S = 60.0
 
 
 def _empty_index() -> ItemIndex:
@@ -145,10 +145,15 @@ class IndexFeed:
         return index
 
     def _fit(self, model_id: str) -> None:
+        fitted = None
         try:
-            fit_and_publish(self.items, self.spaces, model_id, self.settings.interest)
+            fitted = fit_and_publish(self.items, self.spaces, model_id, self.settings.interest)
         except (SpaceError, ValueError, redis.RedisError) as exc:
             log.error("fitting a space for %s failed: %s", model_id, exc)
+        if fitted is None or fitted.space is None:
+            # Failed, or another process holds the lock: look again in a while, not at every
+            # poll (a fit at 1M items reads 50,000 vectors).
+            self._fit_after = time.monotonic() + FIT_RETRY_S
 
     # --- on the loop -----------------------------------------------------------------
 
@@ -181,11 +186,12 @@ class IndexFeed:
         current = self.index
         if model != current.model_id or version != _version_of(current.space):
             self._task = asyncio.ensure_future(self._switch(model, version))
-        elif refit_due(current.space, count, self.settings.interest):
+        elif (
+            refit_due(current.space, count, self.settings.interest)
+            and time.monotonic() >= self._fit_after
+        ):
             loop = asyncio.get_running_loop()
-            if loop.time() >= self._fit_after:
-                self._fit_after = loop.time() + FIT_RETRY_S
-                self._task = loop.run_in_executor(self._build_pool, self._fit, model)
+            self._task = loop.run_in_executor(self._build_pool, self._fit, model)
         if self._task is not None:
             self._task.add_done_callback(_log_failure)
 

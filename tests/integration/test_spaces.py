@@ -1,0 +1,159 @@
+"""A model's retrieval space over the catalogue's life: raw while small, fitted once it is large
+enough (by the running worker itself), refitted as it grows (with an inverted file past the
+ANN threshold), forced with ``visrec model fit-space``; the worker follows every version
+while lists keep coming, and a new product is recommendable as soon as its vector arrives."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from schemas import EventType, Recommendations, RedisKeys, UserEvent
+from streams.item_vectors import publish_item_vectors
+from streams.settings import Settings, settings_env
+from streams.spaces import SpaceStore
+from streams.topics import Topics, create_topics
+from tests.support import collect, raw_producer, running_worker
+
+MODEL = "space-test"
+DIM = 48
+
+
+def _vectors(start: int, stop: int) -> dict[str, np.ndarray]:
+    """Unit vectors around 12 centres: items ``i<k>`` belong to cluster ``k % 12``."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((12, DIM))
+    out = {}
+    for k in range(start, stop):
+        v = centres[k % 12] + 0.2 * np.random.default_rng(k).standard_normal(DIM)
+        out[f"i{k}"] = v / np.linalg.norm(v)
+    return out
+
+
+def _serving(log: Path, version: str, timeout_s: float = 60.0) -> None:
+    pattern = re.compile(rf"item index now serves {MODEL}@{version}")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pattern.search(log.read_text(errors="replace")):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"worker never served {MODEL}@{version}:\n{log.read_text()[-3000:]}")
+
+
+def _version_after(spaces: SpaceStore, old: str | None, timeout_s: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        version = spaces.version(MODEL)
+        if version is not None and version != old:
+            return version
+        time.sleep(0.3)
+    raise AssertionError(f"no new space for {MODEL} (still {old})")
+
+
+def _click(settings: Settings, n: int, item: str) -> Recommendations:
+    topics = Topics.from_settings(settings)
+    event = UserEvent(
+        event_id=f"e{n}",
+        user_id="shopper",
+        item_id=item,
+        type=EventType.CLICK,
+        ts_ms=1_764_000_000_000 + n * 1000,
+    )
+    producer = raw_producer(settings)
+    producer.send(topics.events.name, key=b"shopper", value=event.to_json_bytes())
+    producer.flush()
+    producer.close()
+    found = collect(
+        settings,
+        topics.recommendations.name,
+        lambda m: any(
+            Recommendations.from_json_bytes(x.value).trigger_event_id == event.event_id for x in m
+        ),
+        60,
+    )
+    return next(
+        r
+        for r in (Recommendations.from_json_bytes(x.value) for x in found)
+        if r.trigger_event_id == event.event_id
+    )
+
+
+def test_space_fitted_refitted_and_followed_as_the_catalogue_grows(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "interest": settings.interest.model_copy(
+                update={
+                    "space_min_items": 300,
+                    "ann_threshold": 700,
+                    "space_dims": 16,
+                    "space_fit_sample": 5000,
+                    "top_k": 10,
+                    "candidates": 30,
+                }
+            )
+        }
+    )
+    create_topics(settings)
+    client = redis.Redis.from_url(settings.redis.url)
+    spaces = SpaceStore(client, RedisKeys(settings.redis.namespace))
+    publish_item_vectors(settings, MODEL, _vectors(0, 200))
+    assert spaces.version(MODEL) is None  # 200 items: served raw
+    log = tmp_path / "interests.log"
+    with running_worker(settings, "interests", log) as worker:
+        _serving(log, "raw")
+        first = _click(settings, 1, "i0")
+        assert first.model_id == MODEL and len(first.items) == 10
+        assert all(int(i.item_id[1:]) % 12 == 0 for i in first.items[:5])  # i0's cluster
+
+        # 400 items (announced, not switched): the worker fits the space itself.
+        publish_item_vectors(settings, MODEL, _vectors(200, 400), activate=False)
+        v1 = _version_after(spaces, None)
+        _serving(log, v1)
+        space = spaces.load(MODEL, v1)
+        assert space.dim == 16 and space.ivf is None and space.fitted_on == 400
+
+        # A product announced after the fit is in the index at once, projected.
+        publish_item_vectors(settings, MODEL, {"fresh": _vectors(0, 1)["i0"]}, activate=False)
+        deadline = time.monotonic() + 30
+        while True:
+            lst = _click(settings, int(time.monotonic() * 10), "i12")
+            if "fresh" in [i.item_id for i in lst.items] or time.monotonic() > deadline:
+                break
+        assert "fresh" in [i.item_id for i in lst.items]
+
+        # Twice the catalogue: refitted, with an inverted file past ann_threshold.
+        publish_item_vectors(settings, MODEL, _vectors(400, 900), activate=False)
+        v2 = _version_after(spaces, v1)
+        _serving(log, v2)
+        assert spaces.load(MODEL, v2).ivf is not None
+
+        # The operator's command: a fit now (on 50 more items: the same items give the same
+        # space, version included), followed like the others.
+        publish_item_vectors(settings, MODEL, _vectors(900, 950), activate=False)
+        env = {**os.environ, **settings_env(settings)}
+        out = subprocess.run(
+            [sys.executable, "-c", "from streams.cli import main; main()", "model", "fit-space"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        assert f"fitted {MODEL}@" in out.stdout
+        v3 = _version_after(spaces, v2)
+        _serving(log, v3)
+
+        last = _click(settings, 99, "i24")
+        ids = [i.item_id for i in last.items]
+        assert len(ids) == 10 and not {"i0", "i12", "i24"} & set(ids)  # seen: never again
+        assert all(i.reason for i in last.items)
+        assert worker.alive()
