@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.embedder import Embedder  # noqa: E402
-from models.encoder import CUDA, Encoder, cuda_provider_options, session_options  # noqa: E402
-from models.images import ImageLimits, load_image  # noqa: E402
-from models.modelcard import ModelCard  # noqa: E402
+from models.vision.embedder import Embedder  # noqa: E402
+from models.vision.encoder import CUDA, Encoder, cuda_provider_options, session_options  # noqa: E402
+from models.vision.images import ImageLimits, load_image  # noqa: E402
+from models.vision.modelcard import ModelCard  # noqa: E402
 from tests.photos import derived_catalogue  # noqa: E402
 
 LIMITS = ImageLimits(max_bytes=20 << 20, max_pixels=40_000_000, min_side=16)
@@ -74,7 +74,7 @@ def machine() -> dict[str, Any]:
 
 
 def default_model_dir() -> Path:
-    from models.export import DEFAULT_ENCODER, ensure_encoder
+    from models.vision.export import DEFAULT_ENCODER, ensure_encoder
 
     return ensure_encoder(DEFAULT_ENCODER, Path.home() / ".cache" / "visrec" / "models")
 
@@ -276,7 +276,7 @@ def run_decoders(args: argparse.Namespace) -> dict[str, Any]:
     def sj_scaled(data: bytes) -> Any:
         return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=target, min_width=target)
 
-    def sj_scaled_f2(data: bytes) -> Any:  # what models.images uses
+    def sj_scaled_f2(data: bytes) -> Any:  # what models.vision.images uses
         return simplejpeg.decode_jpeg(
             data, colorspace="RGB", min_height=target, min_width=target, min_factor=2
         )

@@ -30,7 +30,7 @@ if [[ "${1:-}" == "prepare" ]]; then
         pins+=("$pkg==$($py -c "import importlib.metadata as m; print(m.version('$pkg'))")")
     done
     python3 -m pip download -q "${PLAT[@]}" -d .whl "${pins[@]}"
-    model=$($py -c "from pathlib import Path; from models.export import ensure_encoder; print(ensure_encoder('efficientnet-lite0', Path('$CACHE')))")
+    model=$($py -c "from pathlib import Path; from models.vision.export import ensure_encoder; print(ensure_encoder('efficientnet-lite0', Path('$CACHE')))")
     cp "$model/model_card.json" .whl/model/
     xz -9e -T2 -c "$model/model.fp16.onnx" > .whl/model/model.fp16.onnx.xz
     du -ab .whl | sort -n | awk '{printf "%8.2f MiB  %s\n", $1/1048576, $2}' | tail -15

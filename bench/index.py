@@ -23,7 +23,7 @@ Data: ``random`` isotropic unit vectors (no direction carries more energy than a
 projection to 256 of 1280 dimensions must lose most neighbours: no target there); ``clustered``
 the generator of ``bench/pipeline.py`` (a 64-d latent mixture of 1,000 clusters in 1280-d plus
 noise); ``photos`` EfficientNet-Lite0 embeddings of the bundled photos augmented to ``--n``
-distinct JPEGs (``models.samples.derived_catalogue``), computed with the worker's own encoder
+distinct JPEGs (``models.vision.samples.derived_catalogue``), computed with the worker's own encoder
 path and cached under ``--cache``. The space is fitted on ``min(n, --fit-sample)`` items drawn
 at random, as the worker does; for photos on a random half, so that half the catalogue is out
 of sample like items arriving after a fit (recall is printed for both halves).
@@ -101,11 +101,12 @@ def photo_embeddings(n: int, seed: int, model_cache: Path, cache: Path) -> Float
     Cached in ``cache`` under the exported model's folder name (its weights' hash), so reruns
     load them; images that fail to decode are left out (and counted).
     """
-    from models.embedder import Embedder
-    from models.encoder import Encoder
-    from models.export import ensure_encoder
-    from models.images import ImageError, ImageLimits
-    from models.samples import derived_catalogue
+    from models.exceptions import ImageError
+    from models.vision.embedder import Embedder
+    from models.vision.encoder import Encoder
+    from models.vision.export import ensure_encoder
+    from models.vision.images import ImageLimits
+    from models.vision.samples import derived_catalogue
 
     folder = ensure_encoder(MODEL, model_cache)
     path = cache / f"photo_embeddings_{folder.name}_{n}_seed{seed}.npy"

@@ -1,7 +1,7 @@
 """Baseline workers for bench/pipeline.py, on the same faust app as the interest worker.
 
 ``VISREC_BENCH_ROLE=passthrough`` (default): the interest worker minus the work. Same app
-settings, same natural batching (``streams.batching.take_buffered``), the same decoding of
+settings, same natural batching (``streams.kafka.batching.take_buffered``), the same decoding of
 every event into ``UserEvent`` (dead letters included), and one message per distinct user of
 a batch (its last event, as the worker emits one list per user) sent through the same raw
 producer path; a batch is acknowledged after its sends, as the worker's is.
@@ -18,13 +18,15 @@ from typing import Any
 
 import faust
 
-from schemas import RedisKeys, UserEvent
-from streams.app import app_topics, connect_redis, create_app
-from streams.batch import decode_batch
-from streams.batching import take_buffered
-from streams.deadletter import DeadLetterSink
+from schemas import RedisKeys
+from streams.edge.batch import decode_batch
+from streams.edge.deadletter import DeadLetterSink
+from streams.kafka.app import app_topics, create_app
+from streams.kafka.batching import take_buffered
+from streams.kafka.topics import Topics
 from streams.observability import configure_logging, install
 from streams.settings import Settings
+from streams.state.redis import connect_redis
 
 
 def main() -> None:
@@ -41,15 +43,11 @@ def main() -> None:
         settings.limits.max_dead_letter_payload_bytes,
     )
 
+    spec = Topics.from_settings(settings).events
+    limits = settings.limits.to_limits()
+
     async def forward(events: list[Any]) -> None:
-        batch = await decode_batch(
-            events,
-            UserEvent,
-            key_field="user_id",
-            max_bytes=settings.limits.max_event_bytes,
-            limits=settings.limits.to_limits(),
-            dead_letters=dead_letters,
-        )
+        batch = await decode_batch(events, spec, limits=limits, dead_letters=dead_letters)
         by_source = {(e.message.partition, e.message.offset): e for e in events}
         last: dict[str, Any] = {}
         for ev, src in batch.ok:

@@ -22,7 +22,7 @@ Where the time goes: CPU seconds of the worker, the Kafka broker, Redis and this
 each phase (from /proc), and Redis command time per event (INFO commandstats).
 Catalogue: unit vectors of the encoder's dim (1280), random or clustered like image
 embeddings; the worker fits its compact space and IVF as it would in production (see
-``streams.spaces``); users Zipf-distributed. The load generator and the measuring consumer
+``streams.state.spaces``); users Zipf-distributed. The load generator and the measuring consumer
 use librdkafka (confluent-kafka) so that they take little CPU from the 2-core box under test.
 """
 
@@ -50,10 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from schemas import EventType, ProductAttributes, RedisKeys, UserEvent  # noqa: E402
-from streams.item_store import ItemStore, StoredItem  # noqa: E402
-from streams.kafka_config import kafka_python_config  # noqa: E402
-from streams.services import KafkaServer, RedisServer, free_port  # noqa: E402
-from streams.services.base import read_pid  # noqa: E402
+from streams.kafka.config import kafka_python_config  # noqa: E402
+from streams.kafka.topics import Topics, create_topics  # noqa: E402
 from streams.settings import (  # noqa: E402
     EmbedSettings,
     InterestSettings,
@@ -61,10 +59,12 @@ from streams.settings import (  # noqa: E402
     RedisSettings,
     Settings,
     TopicSettings,
-    settings_env,
 )
-from streams.topics import Topics, create_topics  # noqa: E402
-from streams.user_state import UserStateStore  # noqa: E402
+from streams.state.item_store import ItemStore, StoredItem  # noqa: E402
+from streams.state.user_state import UserStateStore  # noqa: E402
+from streams.tools.processes import WorkerProcess  # noqa: E402
+from streams.tools.services import KafkaServer, RedisServer, free_port  # noqa: E402
+from streams.tools.services.base import read_pid  # noqa: E402
 
 TYPES = [
     EventType.VIEW,
@@ -140,53 +140,11 @@ def make_events(
     ]
 
 
-class Worker:
-    def __init__(
-        self, argv: list[str], settings: Settings, log_path: Path, extra: dict[str, str]
-    ) -> None:
-        env = {
-            **os.environ,
-            **settings_env(settings),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(
-                [str(ROOT), *filter(None, [os.environ.get("VISREC_BENCH_PYTHONPATH")])]
-            ),
-            **extra,
-        }
-        self.out = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            argv, stdout=self.out, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-        )
-        self.port = settings.web_port
-
-    def wait_ready(self, timeout: float = 600) -> float:
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError("worker exited")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return time.monotonic() - start
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("worker not ready")
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.out.close()
+def bench_pythonpath() -> str:
+    """The repository first (workers import this checkout), plus VISREC_BENCH_PYTHONPATH
+    (e.g. a sitecustomize with diagnostics)."""
+    extra = os.environ.get("VISREC_BENCH_PYTHONPATH")
+    return os.pathsep.join([str(ROOT), *([extra] if extra else [])])
 
 
 def group_lag(settings: Settings, group: str, topic: str) -> int:
@@ -320,7 +278,7 @@ class CpuMeter:
 
 
 def sustained(
-    settings: Settings, workers: list[Worker], group: str, events: list[UserEvent]
+    settings: Settings, workers: list[WorkerProcess], group: str, events: list[UserEvent]
 ) -> dict[str, Any]:
     topic = Topics.from_settings(settings).events.name
     probe = LagProbe(settings, group, topic)
@@ -497,17 +455,16 @@ def run_role(
         }
     )
     create_topics(settings)
-    if role == "interests":
-        argv = [sys.executable, "-c", "from streams.cli import main; main()", "worker", "interests"]
-    else:
-        argv = [sys.executable, str(ROOT / "bench/passthrough.py")]
+    argv = None if role == "interests" else [sys.executable, str(ROOT / "bench/passthrough.py")]
+    env = {"VISREC_BENCH_ROLE": role, "PYTHONPATH": bench_pythonpath()}
     workers = [
-        Worker(
-            argv,
+        WorkerProcess(
             settings.model_copy(update={"web_port": free_port()}) if k else settings,
+            role,
             tmp / f"{role}-{k}.log",
-            {"VISREC_BENCH_ROLE": role},
-        )
+            env,
+            argv=argv,
+        ).start()
         for k in range(args.workers)
     ]
     rclient = redis.Redis.from_url(base.redis.url)
@@ -515,14 +472,14 @@ def run_role(
     try:
         out["ready_s"] = max(w.wait_ready() for w in workers)
         out["rss_ready_mb"] = sum(w.rss_mb() for w in workers)
-        out["quiet_s"] = wait_quiet([w.proc.pid for w in workers])
+        out["quiet_s"] = wait_quiet([w.pid for w in workers])
         log(
             f"{role}: {len(workers)} worker(s) ready in {out['ready_s']:.1f}s, quiet after "
             f"{out['quiet_s']:.0f}s more, rss {out['rss_ready_mb']:.0f} MB"
         )
         meter = CpuMeter(
             {
-                "worker": [w.proc.pid for w in workers],
+                "worker": [w.pid for w in workers],
                 "kafka": [pids["kafka"]],
                 "redis": [pids["redis"]],
                 "bench": [os.getpid()],
@@ -537,7 +494,7 @@ def run_role(
             )
             for n, rate in enumerate(args.rates):
                 meter.start()
-                scraped = scrape(workers[0].port)
+                scraped = scrape(workers[0].settings.web_port)
                 count = int(rate * args.latency_seconds)
                 lat = latency(
                     settings,
@@ -553,12 +510,12 @@ def run_role(
                     role == "passthrough",
                 )
                 lat["cpu"] = meter.stop()
-                lat["batches"] = stage_means(scraped, scrape(workers[0].port))
+                lat["batches"] = stage_means(scraped, scrape(workers[0].settings.web_port))
                 out[f"latency_{rate:g}"] = lat
                 log(f"{role}: latency at {rate:g}/s: {lat}")
         rclient.config_resetstat()
         meter.start()
-        scraped = scrape(workers[0].port)
+        scraped = scrape(workers[0].settings.web_port)
         sus_events = make_events(
             args.events, args.users, args.items, 2, 1_764_000_200_000, f"sus-{role}"
         )
@@ -570,7 +527,7 @@ def run_role(
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
                     "--pid",
-                    str(workers[0].proc.pid),
+                    str(workers[0].pid),
                     "--format",
                     "raw",
                     "--output",
@@ -588,7 +545,7 @@ def run_role(
             spy.send_signal(2)
             spy.wait(30)
         sus["cpu"] = meter.stop()
-        sus["batches"] = stage_means(scraped, scrape(workers[0].port))
+        sus["batches"] = stage_means(scraped, scrape(workers[0].settings.web_port))
         stats = rclient.info("commandstats")
         sus["redis_usec_per_event"] = sum(
             v["usec"] for k, v in stats.items() if k != "cmdstat_config|resetstat"

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import redis
 from kafka import KafkaProducer
-from pipeline import TYPES, Worker, build_catalogue, group_lag, log
+from pipeline import TYPES, bench_pythonpath, build_catalogue, group_lag, log
 
 from schemas import RedisKeys, UserEvent
-from streams.kafka_config import kafka_python_config
-from streams.services import KafkaServer, RedisServer, free_port
+from streams.kafka.config import kafka_python_config
+from streams.kafka.topics import Topics, create_topics
 from streams.settings import (
     InterestSettings,
     KafkaSettings,
@@ -42,7 +42,8 @@ from streams.settings import (
     Settings,
     TopicSettings,
 )
-from streams.topics import Topics, create_topics
+from streams.tools.processes import WorkerProcess
+from streams.tools.services import KafkaServer, RedisServer, free_port
 
 
 class Pacer(threading.Thread):
@@ -144,14 +145,15 @@ def main() -> int:
         web_port=free_port(),
     )
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
-    worker: Worker | None = None
+    worker: WorkerProcess | None = None
     pacer: Pacer | None = None
     try:
         create_topics(settings)
         log(f"catalogue: {args.items} x {args.dim}")
         build_catalogue(settings, args.items, args.dim)
-        argv = [sys.executable, "-c", "from streams.cli import main; main()", "worker", "interests"]
-        worker = Worker(argv, settings, tmp / "interests.log")
+        worker = WorkerProcess(
+            settings, "interests", tmp / "interests.log", {"PYTHONPATH": bench_pythonpath()}
+        ).start()
         log(f"worker ready in {worker.wait_ready():.1f}s, rss {worker.rss_mb():.0f} MB")
         topic = Topics.from_settings(settings).events.name
         group = "soak-interests"

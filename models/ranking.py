@@ -38,15 +38,15 @@ ALSO_VIEWED_WITH = "also_viewed_with:"
 
 @dataclass(frozen=True, slots=True)
 class RankParams:
-    """How a list is ranked (``InterestSettings.rank_params()``)."""
+    """How a list is ranked (``InterestSettings.rank_params()``: the defaults live there)."""
 
-    top_k: int = 20
-    candidates: int = 100
+    top_k: int
+    candidates: int
     """Items retrieved by visual similarity (and by co-occurrence) before blending."""
-    visual_weight: float = 1.0
-    co_weight: float = 0.3
-    popularity_weight: float = 0.05
-    mmr_lambda: float | None = None
+    visual_weight: float
+    co_weight: float
+    popularity_weight: float
+    mmr_lambda: float | None
     """1 = pure relevance, 0 = pure diversity; None skips MMR."""
 
     def __post_init__(self) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from streams.services import KafkaServer, RedisServer, free_port
 from streams.settings import KafkaSettings, RedisSettings, Settings, TopicSettings
+from streams.tools.services import KafkaServer, RedisServer, free_port
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,8 +1,8 @@
-"""Test-side names for the bundled real photos (the code lives in ``models.samples``)."""
+"""Test-side names for the bundled real photos (the code lives in ``models.vision.samples``)."""
 
 from __future__ import annotations
 
-from models.samples import (
+from models.vision.samples import (
     CAT,
     IMAGENET_CAT_CLASSES,
     MOTORCYCLE_PAIR,

@@ -2,79 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.kafka_config import kafka_python_config
-from streams.settings import Settings, settings_env
-
-
-class WorkerProcess:
-    """A ``visrec worker ROLE`` child process with the test's settings."""
-
-    def __init__(
-        self, settings: Settings, role: str, log: Path, extra_env: dict[str, str] | None = None
-    ) -> None:
-        self.settings = settings
-        self.role = role
-        self.log = log
-        self.extra_env = extra_env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        env = {**os.environ, **settings_env(self.settings), **self.extra_env}
-        env["PYTHONUNBUFFERED"] = "1"
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from streams.cli import main; main()", "worker", self.role],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        out.close()
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 30.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-@contextmanager
-def running_worker(settings: Settings, role: str, log: Path, **kw: Any) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(settings, role, log, **kw).start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
+from streams.kafka.config import kafka_python_config
+from streams.settings import Settings
 
 
 def raw_producer(settings: Settings) -> KafkaProducer:

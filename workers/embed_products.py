@@ -9,8 +9,6 @@ its reason; the rest of the batch proceeds. Offsets are committed after all of t
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,18 +18,21 @@ from typing import Any
 import faust
 from prometheus_client import Counter, Histogram
 
-from models.embedder import Embedder
-from models.encoder import Encoder
-from models.images import ImageError, ImageLimits
-from schemas import ErrorCode, ProductImage, RedisKeys, VectorDType
-from streams.app import app_topics, connect_redis
-from streams.batch import decode_batch
-from streams.codec import Rejected, Source
-from streams.deadletter import DeadLetterSink
-from streams.image_fetch import FetchError, ImageFetcher
-from streams.item_store import ItemStore, StoredItem
+from models.vision.embedder import Embedder
+from models.vision.encoder import Encoder
+from models.vision.images import ImageLimits
+from schemas import RedisKeys, VectorDType
+from streams.edge.batch import decode_batch
+from streams.edge.codec import Rejected, Source
+from streams.edge.deadletter import DeadLetterSink
+from streams.edge.image_fetch import ImageFetcher
+from streams.edge.products import embed_batch
+from streams.kafka.app import app_topics
+from streams.kafka.topics import Topics
 from streams.model_cache import resolve_model_dir
 from streams.settings import Settings
+from streams.state.item_store import ItemStore, StoredItem
+from streams.state.redis import connect_redis
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,8 @@ class ProductEmbedder:
         )
         self.io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="visrec-fetch")
         self.dtype = VectorDType(e.vector_dtype)
-
-    def _image_bytes(self, product: ProductImage) -> bytes | Rejected:
-        if product.image_b64 is not None:
-            try:
-                return base64.b64decode(product.image_b64, validate=True)
-            except (binascii.Error, ValueError):
-                return Rejected(ErrorCode.IMAGE_UNDECODABLE, "image_b64 is not valid base64")
-        assert product.image_uri is not None
-        try:
-            return self.fetcher.fetch(product.image_uri)
-        except FetchError as exc:
-            return Rejected(ErrorCode(exc.code), str(exc))
+        self.spec = Topics.from_settings(settings).products
+        self.limits = settings.limits.to_limits()
 
     async def process(self, events: list[Any]) -> int:
         """Embed one batch; returns how many items were stored."""
@@ -93,42 +84,20 @@ class ProductEmbedder:
         BATCH_SIZE.observe(len(events))
         loop = asyncio.get_running_loop()
         batch = await decode_batch(
-            events,
-            ProductImage,
-            key_field="item_id",
-            max_bytes=self.settings.limits.max_product_bytes,
-            limits=self.settings.limits.to_limits(),
-            dead_letters=self.dead_letters,
+            events, self.spec, limits=self.limits, dead_letters=self.dead_letters
         )
         started = time.perf_counter()
-        fetched = await asyncio.gather(
-            *(loop.run_in_executor(self.io_pool, self._image_bytes, p) for p, _ in batch.ok)
+        products = [product for product, _ in batch.ok]
+        results = await loop.run_in_executor(
+            None, embed_batch, products, self.embedder, self.fetcher, self.io_pool
         )
-        todo: list[tuple[ProductImage, Source, bytes]] = []
         sends: list[Awaitable[object]] = list(batch.sends)
-        for (product, source), data in zip(batch.ok, fetched, strict=True):
-            if isinstance(data, Rejected):
-                sends.append(await self.dead_letters.send(source, _raw(source, events), data))
-            else:
-                todo.append((product, source, data))
-        vectors = await loop.run_in_executor(
-            None, self.embedder.embed_images, [data for _, _, data in todo]
-        )
         stored: list[StoredItem] = []
-        for (product, source, _), vec in zip(todo, vectors, strict=True):
-            if isinstance(vec, ImageError):
-                rejected = Rejected(ErrorCode(vec.code), str(vec))
-                sends.append(await self.dead_letters.send(source, _raw(source, events), rejected))
-                continue
-            stored.append(
-                StoredItem(
-                    product.item_id,
-                    self.embedder.encoder.model_id,
-                    vec,
-                    product.attributes,
-                    product.ts_ms,
-                )
-            )
+        for (_, source), result in zip(batch.ok, results, strict=True):
+            if isinstance(result, Rejected):
+                sends.append(await self.dead_letters.send(source, _raw(source, events), result))
+            else:
+                stored.append(result)
         EMBED_SECONDS.observe(time.perf_counter() - started)
         # Redis first, then the announcement: a reader that sees the ItemVector finds the item.
         await loop.run_in_executor(None, self.store.write, stored)

@@ -2,7 +2,7 @@
 
 At start the index is built from Redis for the active model in its retrieval space (fitting
 the space first when the catalogue is large enough and none exists, see
-``streams.spaces``); then the worker reads ``visrec.item-vectors.v1`` from *every* partition
+``streams.state.spaces``); then the worker reads ``visrec.item-vectors.v1`` from *every* partition
 (no consumer group: each worker needs all items), starting at the end offsets it noted
 *before* reading Redis, so no vector written in between is missed. A new product is in the
 index (projected into the space) as soon as its vector arrives.
@@ -31,14 +31,15 @@ from kafka import KafkaConsumer
 from prometheus_client import Gauge
 from pydantic import ValidationError
 
-from models.index import IndexError_, ItemIndex, Space, SpaceError, raw_space
+from models.exceptions import IndexInputError, SpaceError
+from models.index import ItemIndex, Space, raw_space
 from schemas import ItemVector, RedisKeys
-from streams.app import connect_redis
-from streams.item_store import ItemStore
-from streams.kafka_config import kafka_python_config
+from streams.kafka.config import kafka_python_config
+from streams.kafka.topics import Topics
 from streams.settings import Settings
-from streams.spaces import SpaceStore, build_index, current_space, fit_and_publish, refit_due
-from streams.topics import Topics
+from streams.state.item_store import ItemStore
+from streams.state.redis import connect_redis
+from streams.state.spaces import SpaceStore, build_index, current_space, fit_and_publish, refit_due
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class IndexFeed:
         await loop.run_in_executor(self.pool, self._begin, target)
         try:
             index = await loop.run_in_executor(self._build_pool, self._build, model_id, version)
-        except (SpaceError, IndexError_, ValueError, redis.RedisError) as exc:
+        except (SpaceError, IndexInputError, ValueError, redis.RedisError) as exc:
             log.error("building the index of %s@%s failed: %s", model_id, version, exc)
             await loop.run_in_executor(self.pool, self._abort)
             return
@@ -283,11 +284,11 @@ def _upsert(index: ItemIndex, vectors: list[ItemVector]) -> None:
             np.stack([v.to_array() for v in good]),
             [v.available for v in good],
         )
-    except IndexError_:
+    except IndexInputError:
         for vec in good:  # find the bad one(s); keep the rest
             try:
                 index.upsert(vec.item_id, vec.to_array(), vec.available)
-            except IndexError_ as exc:
+            except IndexInputError as exc:
                 log.error("item %s not indexed: %s", vec.item_id, exc)
 
 

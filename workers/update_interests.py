@@ -1,6 +1,6 @@
 """``update_interests``: user events in, refreshed recommendation lists out.
 
-Events are taken in natural batches (``streams.batching``: whatever is buffered, no fixed
+Events are taken in natural batches (``streams.kafka.batching``: whatever is buffered, no fixed
 wait; a burst for one user gives one refresh). A batch costs three Redis round trips and two
 pure array functions:
 
@@ -18,7 +18,7 @@ pure array functions:
 
 Redis being unreachable (restarting, loading its AOF, a network blip) is waited out: each
 step is retried with capped exponential backoff until it succeeds; applying is idempotent.
-Popularity and co-occurrence increments are not (see ``streams.user_state``): a write that
+Popularity and co-occurrence increments are not (see ``streams.state.user_state``): a write that
 may have failed half-way is counted as dropped and never repeated.
 """
 
@@ -42,12 +42,17 @@ from models.profile import BatchStates, profile_batch
 from models.ranking import CoLists, PopularBlock, rank_batch
 from models.refresh import co_per_contributor
 from schemas import RedisKeys, UserEvent, encode_recommendations
-from streams.app import app_topics, connect_redis
-from streams.batch import decode_batch
-from streams.batching import take_buffered
-from streams.deadletter import DeadLetterSink
+from streams.edge.batch import decode_batch
+from streams.edge.deadletter import DeadLetterSink
+from streams.exceptions import UserStateError
+from streams.kafka.app import app_topics
+from streams.kafka.batching import take_buffered
+from streams.kafka.topics import Topics
 from streams.settings import Settings
-from streams.user_state import Signals, UserStateError, UserStateStore
+from streams.state.recs import RecsCache
+from streams.state.redis import connect_redis
+from streams.state.signals import Signals
+from streams.state.user_state import UserStateStore
 from workers.item_index import IndexFeed
 from workers.item_index import register as register_index
 
@@ -171,9 +176,12 @@ class InterestUpdater:
         self.feed = feed
         self.dead_letters = dead_letters
         self.recommendations = recommendations
-        self.store = UserStateStore.from_settings(
-            connect_redis(settings.redis), RedisKeys(settings.redis.namespace), settings.interest
-        )
+        client = connect_redis(settings.redis)
+        keys = RedisKeys(settings.redis.namespace)
+        self.store = UserStateStore.from_settings(client, keys, settings.interest)
+        self.recs = RecsCache(client, keys)
+        self.spec = Topics.from_settings(settings).events
+        self.limits = settings.limits.to_limits()
         self.interest = settings.interest.interest_params()
         self.ranking = settings.interest.rank_params()
         self.cache = ListCache(settings.interest.co_cache_ms / 1000)
@@ -190,12 +198,7 @@ class InterestUpdater:
         BATCH_EVENTS.observe(len(events))
         clock = _Clock()
         batch = await decode_batch(
-            events,
-            UserEvent,
-            key_field="user_id",
-            max_bytes=self.settings.limits.max_event_bytes,
-            limits=self.settings.limits.to_limits(),
-            dead_letters=self.dead_letters,
+            events, self.spec, limits=self.limits, dead_letters=self.dead_letters
         )
         sends: list[Awaitable[object]] = list(batch.sends)
         clock.lap("decode")
@@ -267,7 +270,7 @@ class InterestUpdater:
         # the increments landed).
         self.cache.drop(await signals_written)
         # The cache is written from the state thread while the producer sends.
-        sends.append(self._in_background(self.store.write_recs_payloads, payloads))
+        sends.append(self._in_background(self.recs.write_payloads, payloads))
         REFRESHES.inc(len(payloads))
         return sends
 
@@ -281,7 +284,7 @@ class InterestUpdater:
             changed.add(ev.item_id)
             changed.update(near)
         try:
-            self.store.write_signals(signals)
+            self.store.signals.write(signals)
         except TRANSIENT_REDIS_ERRORS as exc:
             SIGNALS_DROPPED.inc(len(signals))
             log.warning("redis unavailable (%s): %d signal updates dropped", exc, len(signals))
@@ -290,21 +293,22 @@ class InterestUpdater:
     def _read(self, contributors: list[str], index: ItemIndex) -> tuple[CoLists, PopularBlock]:
         """Read the co-occurrence lists and popularity the ranking needs, in one round trip."""
         now = time.monotonic()
-        pipe = self.store.pipeline()
+        signals = self.store.signals
+        pipe = signals.pipeline()
         missing = self.cache.missing(contributors, now)
         for item_id in missing:
-            self.store.queue_co_read(pipe, item_id, self.co_per_contributor)
+            signals.queue_co_read(pipe, item_id, self.co_per_contributor)
         popular_due = self.cache.popular is None or now - self.cache.popular_at > POPULAR_TTL_S
         limit = max(self.ranking.candidates, self.ranking.top_k)
         if popular_due:
-            self.store.queue_popular_read(pipe, 2 * limit)
+            signals.queue_popular_read(pipe, 2 * limit)
         replies = pipe.execute() if len(pipe) else []
-        fetched = {i: self.store.parse_pairs(r) for i, r in zip(missing, replies, strict=False)}
+        fetched = {i: signals.parse_pairs(r) for i, r in zip(missing, replies, strict=False)}
         self.cache.put(fetched, index, now)
         CO_READS.labels("redis").inc(len(missing))
         CO_READS.labels("cache").inc(len(contributors) - len(missing))
         if popular_due:
-            raw = self.store.parse_pairs(replies[len(missing)])
+            raw = signals.parse_pairs(replies[len(missing)])
             self.cache.popular = PopularBlock.prepare(raw, index, limit)
             self.cache.popular_at = now
         assert self.cache.popular is not None

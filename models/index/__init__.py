@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+from models.exceptions import IndexInputError, SpaceError
 from models.index.space import (
     RAW_VERSION,
     FitParams,
     SearchStructure,
     Space,
-    SpaceError,
     fit_space,
     raw_space,
     user_like_queries,
 )
-from models.index.store import IndexError_, ItemIndex, Rows, unit_rows
+from models.index.store import ItemIndex, Rows, unit_rows
 
 __all__ = [
     "RAW_VERSION",
     "FitParams",
-    "IndexError_",
+    "IndexInputError",
     "ItemIndex",
     "Rows",
     "SearchStructure",

@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from models.exceptions import IndexInputError
 from models.index.space import Codes, Floats, Space
 
 Rows = npt.NDArray[np.int64]
@@ -32,22 +33,18 @@ _RESCORE_BLOCK = 32  # queries re-scored together: bounds the (block, fetch, dim
 _EXCLUDE_FLOOR = 16  # exclusion counts are rounded up to a power of two, at least this
 
 
-class IndexError_(ValueError):  # the builtin IndexError means something else
-    """Vectors or queries the index cannot take (wrong shape, not finite, zero norm)."""
-
-
 def unit_rows(vectors: npt.ArrayLike, dim: int) -> Floats:
-    """``vectors`` as contiguous float32 unit rows of ``dim``; IndexError_ if any cannot be."""
+    """``vectors`` as contiguous float32 unit rows of ``dim``; IndexInputError if any cannot be."""
     arr = np.ascontiguousarray(vectors, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2 or arr.shape[1] != dim:
-        raise IndexError_(f"expected vectors of dim {dim}, got shape {arr.shape}")
+        raise IndexInputError(f"expected vectors of dim {dim}, got shape {arr.shape}")
     if not np.isfinite(arr).all():
-        raise IndexError_("vectors must be finite")
+        raise IndexInputError("vectors must be finite")
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     if (norms == 0).any() or not np.isfinite(norms).all():
-        raise IndexError_("a vector has zero (or overflowing) norm")
+        raise IndexInputError("a vector has zero (or overflowing) norm")
     return np.ascontiguousarray(arr / norms, dtype=np.float32)
 
 
@@ -142,7 +139,7 @@ class ItemIndex:
         n = len(item_ids)
         flags = [True] * n if available is None else [bool(a) for a in available]
         if units.shape[0] != n or len(flags) != n:
-            raise IndexError_("item_ids, vectors and available differ in length")
+            raise IndexInputError("item_ids, vectors and available differ in length")
         if n == 0:
             return
         # Last occurrence of an id wins.
@@ -289,14 +286,14 @@ class ItemIndex:
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.space.dim:
-            raise IndexError_(f"queries must be (n, {self.space.dim}), got {q.shape}")
+            raise IndexInputError(f"queries must be (n, {self.space.dim}), got {q.shape}")
         if not np.isfinite(q).all():
-            raise IndexError_("queries must be finite")
+            raise IndexInputError("queries must be finite")
         n = len(q)
         ptr = np.zeros(n + 1, dtype=np.int64) if exclude_ptr is None else np.asarray(exclude_ptr)
         ex = np.zeros(0, dtype=np.int64) if exclude_rows is None else np.asarray(exclude_rows)
         if len(ptr) != n + 1:
-            raise IndexError_("exclude_ptr must have one entry per query plus one")
+            raise IndexInputError("exclude_ptr must have one entry per query plus one")
         with self._lock:
             k = min(max(k, 0), self._n_available)
             if n == 0 or k == 0:

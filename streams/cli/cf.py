@@ -85,7 +85,7 @@ def fit_cf_command(
     save_path: Path | None,
 ) -> None:
     """Fit implicit-feedback MF (ALS or BPR) and publish its item factors as ItemVectors."""
-    from models.cf import Interactions, default_params, fit_cf, save_model
+    from models.offline.cf import Interactions, default_params, fit_cf, save_model
     from schemas import ProductAttributes
 
     if (events_path is None) == (not movielens):
@@ -94,7 +94,7 @@ def fit_cf_command(
     weights = {str(k): v for k, v in settings.interest.event_weights.items()}
     attributes: dict[str, ProductAttributes] = {}
     if movielens:
-        from streams.eval import movielens as ml
+        from streams.tools.eval import movielens as ml
 
         try:
             data = ml.load()
@@ -134,7 +134,7 @@ def fit_cf_command(
         save_model(model, save_path)
         click.echo(f"saved to {save_path}")
     if publish:
-        from streams.item_vectors import publish_item_vectors
+        from streams.ops.item_vectors import publish_item_vectors
 
         report = publish_item_vectors(
             settings, model.model_id, vectors, attributes, activate=activate

@@ -23,6 +23,6 @@ from streams.settings import Settings
 @click.option("--keep", is_flag=True, help="Leave Kafka and Redis running afterwards.")
 def command(out_dir: Path, short: bool, keep: bool) -> None:
     """Run the pipeline on real photos with scripted shoppers; write contact sheets + HTML."""
-    from streams.demo.run import run_demo
+    from streams.tools.demo.run import run_demo
 
     run_demo(Settings(), out_dir, short=short, keep=keep)

@@ -21,7 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from schemas import ErrorCode
-from streams.dlq import (
+from streams.kafka.topics import Topics
+from streams.ops.dlq import (
     DlqError,
     InvalidItems,
     ReplayItem,
@@ -37,7 +38,6 @@ from streams.dlq import (
     replay_group,
 )
 from streams.settings import Settings
-from streams.topics import Topics
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -14,27 +12,6 @@ from streams.settings import Settings
 @click.group("eval")
 def command() -> None:
     """Offline and replay evaluation on public datasets."""
-
-
-@contextmanager
-def local_services(settings: Settings, keep: bool) -> Iterator[None]:
-    """Reuse the configured Kafka and Redis if they answer, else start them locally."""
-    from streams.cli.services import servers
-
-    kafka, redis_server = servers(settings, "kafka")
-    started = []
-    for name, server in (("redis", redis_server), ("kafka", kafka)):
-        if server.running():
-            continue
-        click.echo(f"starting local {name} ...", err=True)
-        server.start()
-        started.append(server)
-    try:
-        yield
-    finally:
-        if not keep:
-            for server in reversed(started):
-                server.stop()
 
 
 @command.command("replay")
@@ -95,10 +72,11 @@ def replay(
     keep_services: bool,
 ) -> None:
     """Replay MovieLens-100k through Kafka and the interest worker; score it and baselines."""
-    from models.cf import default_params
-    from streams.eval.movielens import DatasetError
-    from streams.eval.replay import ReplayConfig, ReplayError, run_replay
-    from streams.eval.report import markdown, write_report
+    from models.offline.cf import default_params
+    from streams.exceptions import DatasetError, ReplayError
+    from streams.tools.eval.replay import ReplayConfig, run_replay
+    from streams.tools.eval.report import markdown, write_report
+    from streams.tools.processes import local_services
 
     settings = Settings()
     config = ReplayConfig(
@@ -110,7 +88,7 @@ def replay(
         cf=default_params(algorithm, factors=factors),
     )
     try:
-        with local_services(settings, keep_services):
+        with local_services(settings, keep_services, lambda m: click.echo(m, err=True)):
             outcome = run_replay(settings, config, out_dir)
     except (DatasetError, ReplayError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -153,8 +131,13 @@ def embeddings(
     encoders: tuple[str, ...], mnist_limit: int, copies: int, seed: int, out_dir: Path
 ) -> None:
     """Leave-one-out 1-NN accuracy and near-duplicate retrieval per encoder (photos, MNIST)."""
-    from models.export import SPECS, ExportError
-    from streams.eval.embeddings import EmbeddingEvalConfig, evaluate_embeddings, write_results
+    from models.exceptions import ExportError
+    from models.vision.export import SPECS
+    from streams.tools.eval.embeddings import (
+        EmbeddingEvalConfig,
+        evaluate_embeddings,
+        write_results,
+    )
 
     settings = Settings()
     names = list(encoders) or sorted(SPECS)
@@ -179,8 +162,8 @@ def embeddings(
 )
 def hybrid(content_weights: tuple[float, ...]) -> None:
     """Weighted concatenation of content (genre) vectors and CF factors, on MovieLens-100k."""
-    from streams.eval import movielens
-    from streams.eval.hybrid import hybrid_sweep
+    from streams.tools.eval import movielens
+    from streams.tools.eval.hybrid import hybrid_sweep
 
     settings = Settings()
     weights = {str(k): v for k, v in settings.interest.event_weights.items()}

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from models.export import DEFAULT_ENCODER, SPECS, ExportError, ensure_encoder, export_encoder
-from models.modelcard import ModelCard
+from models.exceptions import ExportError
+from models.vision.export import DEFAULT_ENCODER, SPECS, ensure_encoder, export_encoder
+from models.vision.modelcard import ModelCard
 from schemas import RedisKeys
 from streams.settings import Settings
 
@@ -84,10 +85,10 @@ def reembed_command(name: str | None, model_dir: Path | None, batch: int, no_swi
     """
     from tqdm import tqdm
 
-    from models.embedder import Embedder
-    from models.encoder import Encoder
-    from models.images import ImageLimits
-    from streams.reembed import reembed
+    from models.vision.embedder import Embedder
+    from models.vision.encoder import Encoder
+    from models.vision.images import ImageLimits
+    from streams.ops.reembed import reembed
 
     settings = Settings()
     folder = model_dir or ensure_encoder(name or settings.embed.model, settings.model_cache_dir)
@@ -121,9 +122,9 @@ def fit_space_command(model_id: str | None) -> None:
     Workers fit one themselves once the catalogue reaches interest.space_min_items and refit
     as it grows by interest.space_refit_growth; this forces it, e.g. after a bulk import.
     """
-    from streams.app import connect_redis
-    from streams.item_store import ItemStore
-    from streams.spaces import SpaceStore, fit_and_publish
+    from streams.state.item_store import ItemStore
+    from streams.state.redis import connect_redis
+    from streams.state.spaces import SpaceStore, fit_and_publish
 
     settings = Settings()
     client = connect_redis(settings.redis)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from streams.producer import image_files, product_from_file, send_events, send_products
+from streams.kafka.producer import image_files, product_from_file, send_events, send_products
 from streams.settings import Settings
 
 

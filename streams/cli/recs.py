@@ -7,9 +7,9 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import RedisKeys
-from streams.app import connect_redis
 from streams.settings import Settings
-from streams.user_state import read_cached_recs
+from streams.state.recs import read_cached_recs
+from streams.state.redis import connect_redis
 
 
 @click.command("recs")

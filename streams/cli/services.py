@@ -6,29 +6,9 @@ import time
 
 import click
 
-from streams.services import KafkaServer, RedisServer, ServiceError
-from streams.services.tansu import TansuServer
+from streams.exceptions import ServiceError
 from streams.settings import Settings
-
-
-def _port(address: str) -> int:
-    return int(address.split(",")[0].rsplit(":", 1)[1])
-
-
-def _redis_port(url: str) -> int:
-    hostport = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
-    return int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 6379
-
-
-def servers(settings: Settings, broker: str) -> tuple[KafkaServer | TansuServer, RedisServer]:
-    """The local servers that match the configured endpoints."""
-    kport = _port(settings.kafka.bootstrap_servers)
-    kafka: KafkaServer | TansuServer
-    if broker == "tansu":
-        kafka = TansuServer(settings.state_dir, port=kport)
-    else:
-        kafka = KafkaServer(settings.state_dir, port=kport)
-    return kafka, RedisServer(settings.state_dir, port=_redis_port(settings.redis.url))
+from streams.tools.services import local_servers
 
 
 @click.group("services")
@@ -47,7 +27,7 @@ def command() -> None:
 def up(broker: str) -> None:
     """Start (or reuse) Kafka and Redis on loopback and wait until both answer."""
     settings = Settings()
-    kafka, redis_server = servers(settings, broker)
+    kafka, redis_server = local_servers(settings, broker)
     try:
         t0 = time.monotonic()
         waited = redis_server.start()
@@ -64,10 +44,10 @@ def down() -> None:
     """Stop the local Kafka broker (either kind) and Redis server."""
     settings = Settings()
     for broker in ("kafka", "tansu"):
-        kafka, _ = servers(settings, broker)
+        kafka, _ = local_servers(settings, broker)
         if kafka.stop():
             click.echo(f"{broker} stopped")
-    _, redis_server = servers(settings, "kafka")
+    _, redis_server = local_servers(settings, "kafka")
     if redis_server.stop():
         click.echo("redis stopped")
 
@@ -76,8 +56,8 @@ def down() -> None:
 def status() -> None:
     """Whether the local services answer; exits 1 if one does not."""
     settings = Settings()
-    kafka, redis_server = servers(settings, "kafka")
-    tansu, _ = servers(settings, "tansu")
+    kafka, redis_server = local_servers(settings, "kafka")
+    tansu, _ = local_servers(settings, "tansu")
     broker_up = kafka.running() or tansu.running()
     redis_up = redis_server.running()
     click.echo(f"kafka  {'up' if broker_up else 'down'}  {settings.kafka.bootstrap_servers}")

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from streams.ops.status import DEFAULT_TIMEOUT_S, GroupStatus, Status, collect_status
 from streams.settings import Settings
-from streams.status import DEFAULT_TIMEOUT_S, GroupStatus, Status, collect_status
 
 
 def human_bytes(n: int) -> str:

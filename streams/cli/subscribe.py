@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from streams.kafka.subscriber import subscribe
 from streams.settings import Settings
-from streams.subscriber import subscribe
 
 
 @click.command("subscribe")

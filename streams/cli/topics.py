@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from streams.kafka.topics import Topics, create_topics, delete_topics
 from streams.settings import Settings
-from streams.topics import Topics, create_topics, delete_topics
 
 
 @click.group("topics")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import click
 import faust
 
-from streams.app import create_app
+from streams.kafka.app import create_app
 from streams.observability import configure_logging, install
 from streams.settings import Settings
 

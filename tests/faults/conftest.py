@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.services import KafkaServer, RedisServer, free_port
+from streams.tools.services import KafkaServer, RedisServer, free_port
 
 
 @pytest.fixture(scope="module")

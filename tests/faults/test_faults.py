@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 import redis
 
-from models.interest import UserInterest, apply_events
+from models.interest import UserInterest
 from schemas import (
     DeadLetter,
     EventType,
@@ -46,21 +46,16 @@ from schemas import (
     RedisKeys,
     UserEvent,
 )
-from streams.codec import decode
-from streams.item_store import ItemStore, StoredItem
-from streams.services import KafkaServer, RedisServer, free_port
+from streams.edge.codec import decode
+from streams.kafka.topics import Topics, create_topics
 from streams.settings import Settings
-from streams.topics import Topics, create_topics
-from streams.user_state import UserStateStore
+from streams.state.item_store import ItemStore, StoredItem
+from streams.state.user_state import UserStateStore
+from streams.tools.processes import WorkerProcess
+from streams.tools.services import KafkaServer, RedisServer, free_port
 from tests.photos import derived_catalogue, sample_photos
-from tests.support import (
-    Replay,
-    TopicReader,
-    WorkerProcess,
-    committed_offsets,
-    group_members,
-    raw_producer,
-)
+from tests.reference.interest import apply_events
+from tests.support import Replay, TopicReader, committed_offsets, group_members, raw_producer
 from tests.unit.test_images import png_bomb
 
 N_EVENTS = 8_000

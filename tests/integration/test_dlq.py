@@ -13,11 +13,12 @@ from click.testing import CliRunner, Result
 
 from schemas import DeadLetter, ErrorCode, EventType, Recommendations, UserEvent
 from streams.cli import cli
-from streams.dlq import REPLAY_HEADER, read_position
+from streams.kafka.topics import Topics, create_topics, delete_topics
+from streams.ops.dlq import REPLAY_HEADER, read_position
+from streams.ops.status import collect_kafka
 from streams.settings import Settings, settings_env
-from streams.status import collect_kafka
-from streams.topics import Topics, create_topics, delete_topics
-from tests.support import collect, raw_producer, running_worker
+from streams.tools.processes import running_worker
+from tests.support import collect, raw_producer
 
 BAD = {
     "event_id": "dlq-1",

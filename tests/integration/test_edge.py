@@ -10,9 +10,10 @@ import subprocess
 from pathlib import Path
 
 from schemas import DeadLetter, ErrorCode, Recommendations
+from streams.kafka.topics import Topics, create_topics
 from streams.settings import Settings
-from streams.topics import Topics, create_topics
-from tests.support import collect, raw_producer, running_worker
+from streams.tools.processes import running_worker
+from tests.support import collect, raw_producer
 
 GOOD = {
     "event_id": "ok-1",

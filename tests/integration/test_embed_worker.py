@@ -12,11 +12,12 @@ import numpy as np
 import redis
 
 from schemas import DeadLetter, ErrorCode, ItemVector, ProductAttributes, ProductImage, RedisKeys
-from streams.item_store import ItemStore
+from streams.kafka.topics import Topics, create_topics
 from streams.settings import EmbedSettings, Settings
-from streams.topics import Topics, create_topics
+from streams.state.item_store import ItemStore
+from streams.tools.processes import running_worker
 from tests.photos import sample_photos
-from tests.support import collect, raw_producer, running_worker
+from tests.support import collect, raw_producer
 from tests.unit.test_images import png_bomb
 
 

@@ -16,9 +16,9 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from models.embedder import Embedder
-from models.encoder import CUDA, Encoder
-from models.export import (
+from models.vision.embedder import Embedder
+from models.vision.encoder import CUDA, Encoder
+from models.vision.export import (
     FP16_FILE,
     FP32_FILE,
     SPECS,
@@ -27,8 +27,8 @@ from models.export import (
     torch_embed,
     weights_path,
 )
-from models.images import ImageLimits, load_image
-from models.modelcard import ModelCard, file_sha256, model_id_for
+from models.vision.images import ImageLimits, load_image
+from models.vision.modelcard import ModelCard, file_sha256, model_id_for
 from tests.photos import CAT, IMAGENET_CAT_CLASSES, MOTORCYCLE_PAIR, sample_photos
 
 pytestmark = pytest.mark.export

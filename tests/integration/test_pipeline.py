@@ -15,7 +15,7 @@ import numpy as np
 import redis
 from PIL import Image
 
-from models.interest import UserInterest, apply_events
+from models.interest import UserInterest
 from schemas import (
     EventType,
     ProductAttributes,
@@ -24,12 +24,14 @@ from schemas import (
     RedisKeys,
     UserEvent,
 )
-from streams.item_store import ItemStore, StoredItem
+from streams.kafka.topics import Topics, create_topics
 from streams.settings import Settings
-from streams.topics import Topics, create_topics
-from streams.user_state import UserStateStore
+from streams.state.item_store import ItemStore, StoredItem
+from streams.state.user_state import UserStateStore
+from streams.tools.processes import WorkerProcess, running_worker
 from tests.photos import sample_photos
-from tests.support import WorkerProcess, collect, raw_producer, running_worker
+from tests.reference.interest import apply_events
+from tests.support import collect, raw_producer
 
 
 def _crop(data: bytes) -> bytes:

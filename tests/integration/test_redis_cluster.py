@@ -20,9 +20,11 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from schemas import EventType, Recommendations, RecommendedItem, RedisKeys, UserEvent
-from streams.services import ServiceError, free_port, wait_until
+from streams.exceptions import ServiceError
 from streams.settings import InterestSettings
-from streams.user_state import UserStateStore
+from streams.state.recs import RecsCache
+from streams.state.user_state import UserStateStore
+from streams.tools.services import free_port, wait_until
 
 NODES = 3
 KEYS = RedisKeys()
@@ -188,10 +190,10 @@ def test_user_state_store_in_cluster_equals_single_node(
         for user in USERS:
             assert clustered.load(user) == single.load(user)
             assert clustered.seen(user) == single.seen(user)
-        assert clustered.popular(10, now_ms=NOW) == single.popular(10, now_ms=NOW)
-        assert clustered.co_neighbours(ITEMS, 5, now_ms=NOW) == single.co_neighbours(
+        assert clustered.signals.popular(10, now_ms=NOW) == single.signals.popular(10, now_ms=NOW)
+        assert clustered.signals.co_neighbours(
             ITEMS, 5, now_ms=NOW
-        )
+        ) == single.signals.co_neighbours(ITEMS, 5, now_ms=NOW)
         lists = [
             Recommendations(
                 user_id=user,
@@ -201,8 +203,9 @@ def test_user_state_store_in_cluster_equals_single_node(
             )
             for user in USERS
         ]
-        clustered.write_recs_many(lists)
-        assert [clustered.read_recs(user) for user in USERS] == lists
+        cache = RecsCache(cluster, KEYS)
+        cache.write_many(lists)
+        assert [cache.read(user) for user in USERS] == lists
         assert clustered.memory_usage(USERS[0]) > 0
     finally:
         single_client.close()

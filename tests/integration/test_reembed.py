@@ -9,10 +9,10 @@ from pathlib import Path
 
 import redis
 
-from models.embedder import Embedder
-from models.encoder import Encoder
-from models.export import ensure_encoder
-from models.images import ImageLimits
+from models.vision.embedder import Embedder
+from models.vision.encoder import Encoder
+from models.vision.export import ensure_encoder
+from models.vision.images import ImageLimits
 from schemas import (
     EventType,
     ProductAttributes,
@@ -21,12 +21,13 @@ from schemas import (
     RedisKeys,
     UserEvent,
 )
-from streams.item_store import ItemStore
-from streams.reembed import reembed
+from streams.kafka.topics import Topics, create_topics
+from streams.ops.reembed import reembed
 from streams.settings import Settings
-from streams.topics import Topics, create_topics
+from streams.state.item_store import ItemStore
+from streams.tools.processes import running_worker
 from tests.photos import sample_photos
-from tests.support import collect, raw_producer, running_worker
+from tests.support import collect, raw_producer
 
 
 def test_reembed_switches_every_reader_to_the_new_model(settings: Settings, tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from streams.eval.replay import SYSTEM, ReplayConfig, run_replay
-from streams.eval.report import write_report
 from streams.settings import Settings
+from streams.tools.eval.replay import SYSTEM, ReplayConfig, run_replay
+from streams.tools.eval.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

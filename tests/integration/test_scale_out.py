@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 from kafka.errors import KafkaError
 
-from models.interest import UserInterest, apply_events
+from models.interest import UserInterest
 from schemas import (
     EventType,
     ItemVector,
@@ -26,13 +26,15 @@ from schemas import (
     RedisKeys,
     UserEvent,
 )
-from streams.services import free_port
+from streams.kafka.topics import Topics, create_topics, delete_topics
+from streams.ops.status import GroupStatus, collect_kafka
 from streams.settings import Settings, TopicSettings
-from streams.status import GroupStatus, collect_kafka
-from streams.topics import Topics, create_topics, delete_topics
-from streams.user_state import UserStateStore
+from streams.state.user_state import UserStateStore
+from streams.tools.processes import WorkerProcess
+from streams.tools.services import free_port
 from tests.photos import derived_catalogue
-from tests.support import WorkerProcess, collect, raw_producer
+from tests.reference.interest import apply_events
+from tests.support import collect, raw_producer
 
 PARTITIONS = 12
 N_ITEMS, N_USERS, N_EVENTS = 20, 50, 2000

@@ -20,11 +20,12 @@ from kafka.errors import KafkaError
 from pydantic import SecretStr
 
 from schemas import DeadLetter, ErrorCode, Recommendations
-from streams.kafka_config import kafka_python_config
-from streams.services import KafkaServer, RedisServer, free_port
+from streams.kafka.config import kafka_python_config
+from streams.kafka.topics import Topics, create_topics
 from streams.settings import KafkaSettings, RedisSettings, Settings, TopicSettings
-from streams.topics import Topics, create_topics
-from tests.support import collect, running_worker
+from streams.tools.processes import running_worker
+from streams.tools.services import KafkaServer, RedisServer, free_port
+from tests.support import collect
 
 SCRAM_USER, SCRAM_PASSWORD = "visrec-worker", "scram-secret-9f3a"
 PLAIN_USER, PLAIN_PASSWORD = "visrec-plain", "plain-secret-41c2"

@@ -16,11 +16,12 @@ import numpy as np
 import redis
 
 from schemas import EventType, Recommendations, RedisKeys, UserEvent
-from streams.item_vectors import publish_item_vectors
+from streams.kafka.topics import Topics, create_topics
+from streams.ops.item_vectors import publish_item_vectors
 from streams.settings import Settings, settings_env
-from streams.spaces import SpaceStore
-from streams.topics import Topics, create_topics
-from tests.support import collect, raw_producer, running_worker
+from streams.state.spaces import SpaceStore
+from streams.tools.processes import running_worker
+from tests.support import collect, raw_producer
 
 MODEL = "space-test"
 DIM = 48

@@ -13,11 +13,11 @@ from kafka.structs import OffsetAndMetadata
 
 from schemas import ProductAttributes, RedisKeys
 from streams.cli.status import command
-from streams.item_store import ItemStore, StoredItem
-from streams.kafka_config import kafka_python_config
+from streams.kafka.config import kafka_python_config
+from streams.kafka.topics import Topics, create_topics, delete_topics
+from streams.ops.status import Status, collect_status
 from streams.settings import Settings, settings_env
-from streams.status import Status, collect_status
-from streams.topics import Topics, create_topics, delete_topics
+from streams.state.item_store import ItemStore, StoredItem
 
 # Messages produced per partition of the events topic (3 partitions in the test settings).
 PRODUCED = {0: 5, 1: 3, 2: 0}

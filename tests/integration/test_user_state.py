@@ -11,25 +11,15 @@ import numpy as np
 import pytest
 import redis
 
-from models.interest import (
-    InterestColumns,
-    InterestParams,
-    UserInterest,
-    apply_events,
-    score_increment,
-    user_vector,
-)
+from models.interest import InterestColumns, UserInterest, score_increment
 from schemas import EventType, Recommendations, RecommendedItem, RedisKeys, UserEvent
+from streams.exceptions import UserStateError
 from streams.settings import InterestSettings
-from streams.user_state import (
-    UserStateError,
-    UserStateStore,
-    decode_recs,
-    params_from_settings,
-    read_cached_recs,
-)
+from streams.state.recs import RecsCache, decode_recs, read_cached_recs
+from streams.state.user_state import UserStateStore
+from tests.reference.interest import apply_events, user_vector
 
-P = InterestParams.default()
+P = InterestSettings().interest_params()
 KEYS = RedisKeys()
 DEFAULTS = InterestSettings()
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -52,9 +42,11 @@ def make_store(client: redis.Redis, **overrides: object) -> UserStateStore:
         "applied_max": DEFAULTS.applied_max,
         "co_window_s": 1800.0,
         "co_max_neighbours": DEFAULTS.co_max_neighbours,
+        "co_max_per_event": DEFAULTS.co_max_per_event,
+        "popular_max": DEFAULTS.popular_max,
     }
     kwargs.update(overrides)
-    return UserStateStore(client, KEYS, params_from_settings(DEFAULTS), **kwargs)  # type: ignore[arg-type]
+    return UserStateStore(client, KEYS, DEFAULTS.interest_params(), **kwargs)  # type: ignore[arg-type]
 
 
 def ev(eid: str, user: str, item: str, ts: int, kind: EventType = EventType.CLICK) -> UserEvent:
@@ -270,7 +262,7 @@ def test_memory_per_active_user_at_defaults(client: redis.Redis) -> None:
             for k in range(20)
         ]
         store.apply(triples(events))
-    store.write_recs_many([realistic_recs(rng, user) for user in users])
+    RecsCache(client, KEYS).write_many([realistic_recs(rng, user) for user in users])
     per_user = [store.memory_breakdown(u) for u in users]
     totals = [m.total for m in per_user]
     encodings = {
@@ -316,12 +308,12 @@ def test_cooccurrence_and_popularity_once_per_applied_event(client: redis.Redis)
     assert not client.exists(KEYS.cooccurrence("C"))
 
     now = NOW + 61 * MIN_MS
-    top = store.popular(3, now_ms=now)
+    top = store.signals.popular(3, now_ms=now)
     assert [item for item, _ in top] == ["B", "A", "C"]
     half_life_ms = P.half_life_popularity_s * 1000
     want_c = 1.0 * 2 ** (-(now - c.ts_ms) / half_life_ms)
     assert dict(top)["C"] == pytest.approx(want_c, rel=1e-9)
-    near = store.co_neighbours(["A", "C", "missing"], 5, now_ms=now)
+    near = store.signals.co_neighbours(["A", "C", "missing"], 5, now_ms=now)
     assert [o for o, _ in near["A"]] == ["B"] and near["C"] == [] and near["missing"] == []
 
 
@@ -355,8 +347,8 @@ def test_script_reloads_after_redis_forgets_it(client: redis.Redis) -> None:
 
 
 def test_recs_cache_round_trip(client: redis.Redis) -> None:
-    store = make_store(client)
-    assert store.read_recs("nobody") is None
+    recs = RecsCache(client, KEYS)
+    assert recs.read("nobody") is None
     lists = [
         Recommendations(
             user_id=user,
@@ -370,9 +362,9 @@ def test_recs_cache_round_trip(client: redis.Redis) -> None:
         )
         for user in ("u1", "u2")
     ]
-    store.write_recs(lists[0])
-    assert store.read_recs("u1") == lists[0]
-    store.write_recs_many(lists)
+    recs.write(lists[0])
+    assert recs.read("u1") == lists[0]
+    RecsCache(client, KEYS).write_many(lists)
     assert read_cached_recs(client, KEYS, "u2") == lists[1]
     stored = client.get(KEYS.user_recs("u2"))
     assert isinstance(stored, bytes)
@@ -380,11 +372,11 @@ def test_recs_cache_round_trip(client: redis.Redis) -> None:
     assert decode_recs(stored) == lists[1]
     # A plain-JSON value (written by another tool) reads too; garbage is an error, not a crash.
     client.set(KEYS.user_recs("u3"), lists[0].model_copy(update={"user_id": "u3"}).to_json_bytes())
-    recs = store.read_recs("u3")
-    assert recs is not None and recs.user_id == "u3"
+    plain = recs.read("u3")
+    assert plain is not None and plain.user_id == "u3"
     client.set(KEYS.user_recs("u4"), b"\x00garbage")
     with pytest.raises(ValueError, match="not zlib or JSON"):
-        store.read_recs("u4")
+        recs.read("u4")
 
 
 def test_unicode_ids_and_far_timestamps_round_trip(client: redis.Redis) -> None:

@@ -10,10 +10,11 @@ import urllib.request
 from pathlib import Path
 
 from schemas import EventType, UserEvent
-from streams.services import free_port
+from streams.kafka.topics import Topics, create_topics
 from streams.settings import Settings
-from streams.topics import Topics, create_topics
-from tests.support import WorkerProcess, raw_producer
+from streams.tools.processes import WorkerProcess
+from streams.tools.services import free_port
+from tests.support import raw_producer
 
 
 def _get(url: str) -> tuple[int, bytes]:

@@ -7,7 +7,7 @@ from typing import Any
 import faust
 import pytest
 
-from streams.batching import take_buffered
+from streams.kafka.batching import take_buffered
 
 Body = Callable[[Any], AsyncIterator[Any]]
 Feed = Callable[[Any], Awaitable[None]]

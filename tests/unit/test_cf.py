@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.baselines import ItemKNN, MostPopular, OfflineMF, RandomItems, VectorProfile
-from models.cf import (
+from models.offline.baselines import ItemKNN, MostPopular, OfflineMF, RandomItems, VectorProfile
+from models.offline.cf import (
     CFParams,
     Interactions,
     _als_half_step,

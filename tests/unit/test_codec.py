@@ -6,7 +6,7 @@ import json
 import pytest
 
 from schemas import SCHEMA_VERSION, ErrorCode, Limits, UserEvent
-from streams.codec import Rejected, Source, decode, to_dead_letter
+from streams.edge.codec import Rejected, Source, decode, to_dead_letter
 
 LIMITS = Limits()
 GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "type": "click", "ts_ms": 1000}

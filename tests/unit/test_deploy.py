@@ -25,9 +25,9 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from streams import docs_gen
+from streams.kafka.topics import Topics
 from streams.settings import Settings, TopicSettings
-from streams.topics import Topics
+from streams.tools import docs_gen
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

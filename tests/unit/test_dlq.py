@@ -6,7 +6,7 @@ import json
 import pytest
 
 from schemas import DeadLetter, ErrorCode, EventType, UserEvent
-from streams.dlq import (
+from streams.ops.dlq import (
     ReplayItem,
     Selection,
     StoredLetter,

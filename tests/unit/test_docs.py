@@ -10,8 +10,8 @@ import pytest
 from schemas import CONTRACTS
 from schemas.export import OUT as SCHEMA_DIR
 from schemas.keys import RedisKeys
-from streams import docs_gen
 from streams.settings import Settings, settings_env
+from streams.tools import docs_gen
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -20,7 +20,7 @@ DOCS = ROOT / "docs"
 def test_configuration_page_is_current() -> None:
     assert docs_gen.OUT == DOCS / "configuration.md"
     assert docs_gen.OUT.read_text(encoding="utf-8") == docs_gen.render(), (
-        "docs/configuration.md is stale: run python -m streams.docs_gen"
+        "docs/configuration.md is stale: run python -m streams.tools.docs_gen"
     )
 
 

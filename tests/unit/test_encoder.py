@@ -19,10 +19,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from models.embedder import Embedder
-from models.encoder import CPU, CUDA, Encoder, EncoderError, l2_normalise
-from models.images import ImageError, ImageLimits, load_image
-from models.modelcard import CARD_FILE, ModelCard, ModelCardError, model_id_for
+from models.exceptions import EncoderError, ImageError, ModelCardError
+from models.vision.embedder import Embedder
+from models.vision.encoder import CPU, CUDA, Encoder, l2_normalise
+from models.vision.images import ImageLimits, load_image
+from models.vision.modelcard import CARD_FILE, ModelCard, model_id_for
 from tests.photos import encode, sample_photos
 
 SIZE = 32
@@ -62,7 +63,7 @@ def write_pool_linear(
     onnx.save(model, str(folder / "encoder.onnx"))
     fp16_name = None
     if fp16:
-        from models.export import write_fp16
+        from models.vision.export import write_fp16
 
         write_fp16(folder / "encoder.onnx", folder / "encoder.fp16.onnx")
         fp16_name = "encoder.fp16.onnx"

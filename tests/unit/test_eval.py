@@ -5,14 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.baselines import MostPopular
-from models.cf import Interactions
-from models.metrics import nearest_neighbours
+from models.offline.baselines import MostPopular
+from models.offline.cf import Interactions
+from models.offline.metrics import nearest_neighbours
 from schemas import EventType
-from streams.eval import movielens
-from streams.eval.embeddings import augment_digit, gray_png, photo_set, raw_pixels
-from streams.eval.hybrid import genre_vectors
-from streams.eval.prequential import (
+from streams.tools.eval import movielens
+from streams.tools.eval.embeddings import augment_digit, gray_png, photo_set, raw_pixels
+from streams.tools.eval.hybrid import genre_vectors
+from streams.tools.eval.prequential import (
     LogEvent,
     ReceivedList,
     evaluate_baselines,

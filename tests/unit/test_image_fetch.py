@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from schemas import ErrorCode
-from streams.image_fetch import FetchError, ImageFetcher, is_public_address
+from streams.edge.image_fetch import ImageFetcher, is_public_address
+from streams.exceptions import FetchError
 
 PAYLOAD = b"\xff\xd8\xff\xe0" + os.urandom(5000)
 

@@ -10,8 +10,8 @@ import numpy.typing as npt
 import pytest
 from PIL import Image, ImageOps
 
-from models.images import (
-    ImageError,
+from models.exceptions import ImageError
+from models.vision.images import (
     ImageLimits,
     crop_box,
     decode_rgb,
@@ -19,7 +19,7 @@ from models.images import (
     preprocess,
     sniff_format,
 )
-from models.modelcard import ModelCard
+from models.vision.modelcard import ModelCard
 from schemas import ErrorCode
 from tests.photos import encode, sample_arrays
 

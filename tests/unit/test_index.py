@@ -5,12 +5,11 @@ import threading
 import numpy as np
 import pytest
 
+from models.exceptions import IndexInputError, SpaceError
 from models.index import (
     FitParams,
-    IndexError_,
     ItemIndex,
     Space,
-    SpaceError,
     fit_space,
     raw_space,
     unit_rows,
@@ -38,7 +37,7 @@ def test_unit_rows_normalise_and_reject_bad_input() -> None:
     out = unit_rows([[3.0, 4.0]], 2)
     assert out.dtype == np.float32 and np.allclose(out, [[0.6, 0.8]])
     for bad in ([[0.0, 0.0]], [[np.nan, 1.0]], [[1.0, 2.0, 3.0]]):
-        with pytest.raises(IndexError_):
+        with pytest.raises(IndexInputError):
             unit_rows(bad, 2)
 
 

@@ -14,24 +14,26 @@ from models.interest import (
     MAX_SCORE_EXPONENT,
     T0_MS,
     InterestColumns,
-    InterestParams,
     UserInterest,
+    decay_score,
+    log_increment,
+    score_increment,
+)
+from schemas import EventType, UserEvent
+from schemas.base import MAX_TS_MS
+from streams.settings import InterestSettings
+from tests.reference.interest import (
     apply_events,
     blend_columns,
     blend_vector,
-    decay_score,
-    log_increment,
     logaddexp,
-    score_increment,
     short_term_blend,
     top_contributor_ids,
     top_contributors,
     user_vector,
 )
-from schemas import EventType, UserEvent
-from schemas.base import MAX_TS_MS
 
-P = InterestParams.default()
+P = InterestSettings().interest_params()
 DAY_MS = 86_400_000
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 TYPES = list(EventType)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.metrics import (
+from models.offline.metrics import (
     PrequentialScores,
     coverage,
     hit_at_k,

@@ -25,19 +25,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import GifImagePlugin, Image
 
-from models.images import ImageError, ImageLimits, decode_rgb
-from models.interest import (
-    InterestParams,
-    UserInterest,
-    apply_events,
-    decay_score,
-    score_increment,
-    user_vector,
-)
+from models.exceptions import ImageError
+from models.interest import InterestParams, UserInterest, decay_score, score_increment
+from models.vision.images import ImageLimits, decode_rgb
 from schemas import CONTRACTS, ErrorCode, EventType, Limits, Record, UserEvent
 from schemas.base import MAX_TS_MS
-from streams.codec import Rejected, decode
+from streams.edge.codec import Rejected, decode
+from streams.settings import InterestSettings
 from tests.photos import sample_arrays
+from tests.reference.interest import apply_events, user_vector
 
 FUZZ = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
@@ -66,7 +62,7 @@ def _check_outcome(model: type[Record], result: object) -> None:
         assert type(result).from_json_bytes(result.to_json_bytes(), LIMITS) == result
 
 
-# --- streams.codec.decode --------------------------------------------------------------------
+# --- streams.edge.codec.decode --------------------------------------------------------------------
 
 json_values = st.recursive(
     st.none()
@@ -185,7 +181,7 @@ def test_ids_with_unicode_control_chars_and_10kb_are_checked(field: str, value: 
         assert result.code == expected, result
 
 
-# --- models.images.decode_rgb ----------------------------------------------------------------
+# --- models.vision.images.decode_rgb ------------------------------------------------------
 
 
 def _decode_outcome(data: bytes) -> None:
@@ -450,7 +446,7 @@ def test_state_and_vector_are_finite_for_any_times_and_weights(
 def test_popularity_increments_and_reads_are_finite(
     kind: EventType, ts: int, now: int, weight: float, half_life: float
 ) -> None:
-    base = InterestParams.default()
+    base = InterestSettings().interest_params()
     params = InterestParams(
         half_life_long_s=base.half_life_long_s,
         half_life_short_s=base.half_life_short_s,

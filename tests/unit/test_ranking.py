@@ -3,14 +3,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from models.index import ItemIndex, raw_space
-from models.interest import InterestParams
 from models.profile import BatchStates, Profiles
-from models.ranking import CoLists, PopularBlock, RankParams, rank_batch
+from models.ranking import CoLists, PopularBlock, rank_batch
+from streams.settings import InterestSettings
 
 VECTORS = {
     "a1": [1.0, 0.0, 0.0, 0.0],
@@ -64,7 +65,7 @@ def _rank(
     lists: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for item_id, (score, via) in co.items():
         lists[via].append((item_id, score))
-    rank = RankParams(**params)  # type: ignore[arg-type]
+    rank = InterestSettings(**params).rank_params()  # type: ignore[arg-type]
     block = PopularBlock.prepare(popular, index, max(rank.candidates, rank.top_k))
     co_lists = CoLists.of(
         {v: ([i for i, _ in p], np.array([s for _, s in p])) for v, p in lists.items()}, index
@@ -250,7 +251,7 @@ def test_rank_params_are_validated() -> None:
         {"mmr_lambda": 1.5},
     ):
         with pytest.raises(ValueError):
-            RankParams(**bad)  # type: ignore[arg-type]
+            replace(InterestSettings().rank_params(), **bad)  # type: ignore[arg-type]
 
 
 def test_only_the_strongest_co_occurring_items_are_candidates() -> None:
@@ -278,7 +279,7 @@ def test_many_users_in_one_batch_equal_each_alone() -> None:
     from models.profile import profile_batch
 
     cols = [(u, InterestColumns(items, w, w, 0, len(items))) for u, items, w in users]
-    params = InterestParams.default()
+    params = InterestSettings().interest_params()
     co = CoLists.of({"a1": (["b1", "c1"], np.array([2.0, 1.0]))}, index)
     block = PopularBlock.prepare([("d1", 3.0), ("b2", 1.0)], index, 100)
     together = rank_batch(
@@ -286,7 +287,7 @@ def test_many_users_in_one_batch_equal_each_alone() -> None:
         index,
         co,
         block,
-        RankParams(top_k=4),
+        InterestSettings(top_k=4).rank_params(),
     )
     for j, one in enumerate(cols):
         alone = rank_batch(
@@ -294,7 +295,7 @@ def test_many_users_in_one_batch_equal_each_alone() -> None:
             index,
             co,
             block,
-            RankParams(top_k=4),
+            InterestSettings(top_k=4).rank_params(),
         )
         got, want = together.items(j), alone.items(0)
         assert [(i, r) for i, _, r in got] == [(i, r) for i, _, r in want]

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from models.index import ItemIndex, raw_space
-from models.interest import InterestColumns, InterestParams
+from models.interest import InterestColumns
 from models.profile import BatchStates
 from models.ranking import PopularBlock, RankParams
 from models.refresh import refresh_batch
-from tests.unit.ranking_reference import DictIndex, reference_lists
+from streams.settings import InterestSettings
+from tests.reference.ranking import DictIndex, reference_lists
 
 NOW = 1_764_000_000_000
 
@@ -56,7 +57,9 @@ def _batch(vecs, unavailable, users, co, popular, params: RankParams):
 
     per = co_per_contributor(params)
     co_arrays = {i: (a[:per], b[:per]) for i, (a, b) in co_arrays.items()}
-    lists = refresh_batch(states, index, co_arrays, block, InterestParams.default(), params)
+    lists = refresh_batch(
+        states, index, co_arrays, block, InterestSettings().interest_params(), params
+    )
     return [lists.items(u) for u in range(len(users))]
 
 
@@ -64,10 +67,10 @@ def _batch(vecs, unavailable, users, co, popular, params: RankParams):
 @pytest.mark.parametrize(
     "params",
     [
-        RankParams(top_k=5, candidates=10),
-        RankParams(top_k=20, candidates=100),
-        RankParams(top_k=8, candidates=6, co_weight=2.0, popularity_weight=0.5),
-        RankParams(top_k=6, candidates=12, mmr_lambda=0.6),
+        InterestSettings(top_k=5, candidates=10).rank_params(),
+        InterestSettings(top_k=20, candidates=100).rank_params(),
+        InterestSettings(top_k=8, candidates=6, co_weight=2.0, popularity_weight=0.5).rank_params(),
+        InterestSettings(top_k=6, candidates=12, mmr_lambda=0.6).rank_params(),
     ],
     ids=["small", "defaults", "co-heavy", "mmr"],
 )
@@ -75,7 +78,12 @@ def test_batch_refresh_equals_the_per_user_reference(seed: int, params: RankPara
     vecs, unavailable, users, co, popular = _world(seed)
     got = _batch(vecs, unavailable, users, co, popular, params)
     want = reference_lists(
-        users, DictIndex(vecs, unavailable), co, popular, InterestParams.default(), params
+        users,
+        DictIndex(vecs, unavailable),
+        co,
+        popular,
+        InterestSettings().interest_params(),
+        params,
     )
     for g, w in zip(got, want, strict=True):
         assert [i for i, _, _ in g] == [i for i, _, _ in w]

@@ -4,7 +4,7 @@ import numpy as np
 
 from models.index import FitParams, fit_space, raw_space
 from streams.settings import InterestSettings
-from streams.spaces import fit_params, refit_due
+from streams.state.spaces import fit_params, refit_due
 
 
 def test_refit_is_due_when_large_enough_and_then_when_doubled() -> None:

@@ -8,7 +8,7 @@ from rich.console import Console
 
 from schemas import RedisKeys
 from streams.cli.status import human_bytes, render
-from streams.status import (
+from streams.ops.status import (
     GroupStatus,
     MemberStatus,
     ModelItems,

@@ -1,0 +1,211 @@
+"""Baseline recommenders the streaming system is measured against, on the same events.
+
+Each is built from the training interactions and then, event by event, asked for a list
+(``recommend``) before being told what the user did (``observe``): the prequential protocol.
+
+- ``MostPopular``: weighted interaction counts, updated by every observed event (streaming).
+- ``RandomItems``: uniformly random unseen items (the floor any method must clear).
+- ``ItemKNN``: cosine similarity between items' columns of the training matrix, fixed after
+  training; a user's score for an item sums its similarity to the user's items. With
+  ``live_profile`` the profile grows with observed events (similarities stay offline);
+  without, it is the user's training history only, and users with none get the training
+  popularity list.
+- ``OfflineMF``: a ``CFModel``'s scores, frozen at training time; users the fit never saw get
+  the training popularity list.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from models.offline.cf import CFModel, Interactions, top_k_ids
+
+F64 = npt.NDArray[np.float64]
+
+
+class BaselineRecommender(Protocol):
+    """What the evaluation harness calls, in prequential order."""
+
+    name: str
+
+    def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
+        """Return the user's top ``k`` items, none of them in ``exclude``."""
+        ...
+
+    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+        """Learn from one event (a no-op for offline models)."""
+        ...
+
+
+class _Catalogue:
+    """Item ids, their rows, and training popularity: what every baseline shares."""
+
+    def __init__(self, train: Interactions) -> None:
+        self.item_ids = train.item_ids
+        self.index = {item: n for n, item in enumerate(train.item_ids)}
+        counts = np.zeros(len(train.item_ids))
+        np.add.at(counts, train.items, train.weights)
+        self.train_counts = counts
+
+    def top(self, scores: F64, k: int, exclude: Collection[str]) -> list[str]:
+        return top_k_ids(scores, self.item_ids, self.index, k, exclude)
+
+
+class MostPopular:
+    """Most interacted-with items so far, by summed event weight."""
+
+    def __init__(self, train: Interactions, name: str = "most-popular (streaming)") -> None:
+        """Start from the training counts."""
+        self.name = name
+        self._cat = _Catalogue(train)
+        self._counts = self._cat.train_counts.copy()
+
+    def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
+        """Return the ``k`` most popular items the user has not touched."""
+        return self._cat.top(self._counts, k, exclude)
+
+    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+        """Count the event (items outside the training catalogue are ignored)."""
+        row = self._cat.index.get(item_id)
+        if row is not None:
+            self._counts[row] += weight
+
+
+class RandomItems:
+    """Uniformly random items the user has not touched."""
+
+    def __init__(self, train: Interactions, seed: int = 0, name: str = "random") -> None:
+        """Seeded for reproducible runs."""
+        self.name = name
+        self._cat = _Catalogue(train)
+        self._rng = np.random.default_rng(seed)
+
+    def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
+        """``k`` distinct random items not in ``exclude``."""
+        return self._cat.top(self._rng.random(len(self._cat.item_ids)), k, exclude)
+
+    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+        """Random has nothing to learn."""
+
+
+def cosine_similarity(train: Interactions) -> F64:
+    """Item x item cosine similarity of the training matrix's columns, zero diagonal."""
+    n_users, n_items = train.shape
+    matrix = np.zeros((n_users, n_items))
+    np.add.at(matrix, (train.users, train.items), train.weights)
+    norms = np.linalg.norm(matrix, axis=0)
+    norms[norms == 0] = 1.0
+    unit = matrix / norms
+    sim: F64 = unit.T @ unit
+    np.fill_diagonal(sim, 0.0)
+    return sim
+
+
+class ItemKNN:
+    """Item-based nearest neighbours on training similarities."""
+
+    def __init__(self, train: Interactions, *, live_profile: bool, name: str | None = None) -> None:
+        """Similarities from ``train``; profiles from training rows (and events if live)."""
+        self.name = name or ("item-kNN (live profile)" if live_profile else "item-kNN (offline)")
+        self._cat = _Catalogue(train)
+        self._sim = cosine_similarity(train)
+        self._live = live_profile
+        self._profiles: dict[str, F64] = {}
+        rows: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        for u, i, w in zip(train.users, train.items, train.weights, strict=True):
+            rows[int(u)].append((int(i), float(w)))
+        for u, cells in rows.items():
+            items = np.array([i for i, _ in cells])
+            weights = np.array([w for _, w in cells])
+            self._profiles[train.user_ids[u]] = weights @ self._sim[items]
+
+    def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
+        """Items most similar to the user's, else (no profile) the training popularity list."""
+        scores = self._profiles.get(user_id)
+        if scores is None:
+            return self._cat.top(self._cat.train_counts, k, exclude)
+        return self._cat.top(scores, k, exclude)
+
+    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+        """Add the item to a live profile; offline profiles never change."""
+        row = self._cat.index.get(item_id)
+        if not self._live or row is None:
+            return
+        profile = self._profiles.get(user_id)
+        if profile is None:
+            profile = self._profiles[user_id] = np.zeros(len(self._cat.item_ids))
+        profile += weight * self._sim[row]
+
+
+class OfflineMF:
+    """A matrix factorisation frozen at training time."""
+
+    def __init__(self, train: Interactions, model: CFModel, name: str | None = None) -> None:
+        """Serve ``model`` (fitted on ``train``); unknown users get training popularity."""
+        self.name = name or f"MF {model.params.algorithm.upper()} (offline)"
+        self._cat = _Catalogue(train)
+        self._model = model
+        # The model may order items differently from ``train``; score in the catalogue's order.
+        self._rows = np.array(
+            [model.item_index.get(item, -1) for item in self._cat.item_ids], dtype=np.int64
+        )
+
+    def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
+        """Top items by the user's factor scores, else the training popularity list."""
+        scores = self._model.scores(user_id)
+        if scores is None:
+            return self._cat.top(self._cat.train_counts, k, exclude)
+        aligned = np.where(self._rows >= 0, scores[self._rows], -np.inf)
+        return self._cat.top(aligned, k, exclude)
+
+    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+        """Offline: the factors never change after training."""
+
+
+class VectorProfile:
+    """Cosine between each item vector and the weighted sum of the user's unit item vectors.
+
+    The streaming system's core without decay, co-occurrence or popularity: an offline mirror
+    for comparing item vectors (CF factors, content, hybrids) cheaply. The profile is live;
+    a user with no profile yet gets the training popularity list.
+    """
+
+    def __init__(
+        self, train: Interactions, vectors: Mapping[str, npt.ArrayLike], name: str
+    ) -> None:
+        """Serve the catalogue of ``train``; items without a vector never rank above others."""
+        self.name = name
+        self._cat = _Catalogue(train)
+        dim = len(np.asarray(next(iter(vectors.values()))).reshape(-1)) if vectors else 1
+        unit = np.zeros((len(self._cat.item_ids), dim))
+        self._has = np.zeros(len(self._cat.item_ids), dtype=bool)
+        for item, vec in vectors.items():
+            row = self._cat.index.get(item)
+            arr = np.asarray(vec, dtype=np.float64).reshape(-1)
+            norm = float(np.linalg.norm(arr))
+            if row is not None and norm > 0:
+                unit[row] = arr / norm
+                self._has[row] = True
+        self._unit = unit
+        self._profiles: dict[str, F64] = {}
+
+    def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
+        """Items closest to the user's profile, else the training popularity list."""
+        profile = self._profiles.get(user_id)
+        if profile is None or not profile.any():
+            return self._cat.top(self._cat.train_counts, k, exclude)
+        scores = np.where(self._has, self._unit @ profile, -np.inf)
+        return self._cat.top(scores, k, exclude)
+
+    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+        """Add the item's unit vector, weighted, to the user's profile."""
+        row = self._cat.index.get(item_id)
+        if row is None:
+            return
+        profile = self._profiles.setdefault(user_id, np.zeros(self._unit.shape[1]))
+        profile += weight * self._unit[row]

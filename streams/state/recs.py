@@ -1,0 +1,75 @@
+"""Each user's latest list in Redis, for pull reads: zlib-compressed JSON (RFC 1950).
+
+A 20-item list is ~1.7 KB of JSON and ~0.5 KB compressed: the difference is most of the
+per-user Redis budget. A zlib stream never starts with "{", so readers accept plain JSON too.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from schemas import Recommendations, RedisKeys
+
+# 1000 items (the contract's maximum) of generous size: bounds what a cached value inflates to.
+MAX_RECS_JSON_BYTES = 4 * 1024 * 1024
+
+
+class RecsCache:
+    """Writes and reads the cached lists (``RedisKeys.user_recs``)."""
+
+    def __init__(self, client: redis.Redis[Any], keys: RedisKeys) -> None:
+        """Lists under ``keys``."""
+        self._r = client
+        self._keys = keys
+
+    def write(self, recs: Recommendations) -> None:
+        """Cache one user's latest list."""
+        self._r.set(self._keys.user_recs(recs.user_id), encode_recs(recs))
+
+    def write_many(self, lists: Sequence[Recommendations]) -> None:
+        """Cache several users' lists in one pipeline."""
+        self.write_payloads([(recs.user_id, recs.to_json_bytes()) for recs in lists])
+
+    def write_payloads(self, payloads: Sequence[tuple[str, bytes]]) -> None:
+        """Cache lists already in their wire form, (user_id, JSON bytes), in one pipeline."""
+        if not payloads:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for user_id, payload in payloads:
+            pipe.set(self._keys.user_recs(user_id), zlib.compress(payload, 6))
+        pipe.execute()
+
+    def read(self, user_id: str) -> Recommendations | None:
+        """The user's cached list, if one was written."""
+        return read_cached_recs(self._r, self._keys, user_id)
+
+
+def encode_recs(recs: Recommendations) -> bytes:
+    """Encode a list for the cache: its JSON, zlib-compressed."""
+    return zlib.compress(recs.to_json_bytes(), 6)
+
+
+def decode_recs(raw: bytes | str) -> Recommendations:
+    """Parse a cached list (compressed or plain JSON); ValueError if it is neither."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    if not data.startswith(b"{"):
+        inflater = zlib.decompressobj()
+        try:
+            data = inflater.decompress(data, MAX_RECS_JSON_BYTES)
+        except zlib.error as exc:
+            raise ValueError(f"cached recommendations are not zlib or JSON: {exc}") from exc
+        if inflater.unconsumed_tail:
+            raise ValueError(f"cached recommendations exceed {MAX_RECS_JSON_BYTES} bytes")
+    return Recommendations.from_json_bytes(data)
+
+
+def read_cached_recs(
+    client: redis.Redis[Any], keys: RedisKeys, user_id: str
+) -> Recommendations | None:
+    """Read one user's cached list (pull reads: ``visrec recs``)."""
+    raw = client.get(keys.user_recs(user_id))
+    return None if raw is None else decode_recs(raw)

@@ -1,0 +1,164 @@
+"""Prequential scoring: each test event is scored against the list its user had just before it.
+
+Baselines are asked in-process (``evaluate_baselines``); the streaming system's lists come
+from the recommendations topic and are matched to events afterwards (``score_received``):
+for a test event sent at time ``s``, the user's list is the last one *received* before ``s``
+whose trigger is one of the user's earlier events. Both feed the same ``PrequentialScores``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from models.offline.baselines import BaselineRecommender
+from models.offline.metrics import PrequentialScores
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """One replayed event: ``seq`` is its position in the log (time order)."""
+
+    seq: int
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: str
+    weight: float
+    ts_ms: int
+    test: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedList:
+    """A list read from the recommendations topic, tied to the log position of its trigger."""
+
+    trigger_seq: int
+    received_s: float
+    items: tuple[str, ...]
+
+
+@dataclass
+class MethodResult:
+    """A method's scores plus, per scored test event, its timestamp and the item's rank."""
+
+    name: str
+    scores: PrequentialScores
+    ts_ms: list[int] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    ranks: list[int | None] = field(default_factory=list)
+    no_list: int = 0
+    """Test events for which the method had no list to show (counted as misses)."""
+    fresh: int = 0
+    """Test events whose list answered the user's immediately preceding event."""
+
+    def segment(self, users: Collection[str], k: int) -> tuple[float, float, int]:
+        """Per-user mean HitRate@k and NDCG@k over the events of ``users``, and their count."""
+        hits: dict[str, list[float]] = defaultdict(list)
+        gains: dict[str, list[float]] = defaultdict(list)
+        for user, rank in zip(self.users, self.ranks, strict=True):
+            if user in users:
+                hit = rank is not None and rank <= k
+                hits[user].append(1.0 if hit else 0.0)
+                gains[user].append(1.0 / math.log2(rank + 1) if hit and rank else 0.0)
+        if not hits:
+            return 0.0, 0.0, 0
+        hr = sum(sum(v) / len(v) for v in hits.values()) / len(hits)
+        ndcg = sum(sum(v) / len(v) for v in gains.values()) / len(gains)
+        return hr, ndcg, sum(len(v) for v in hits.values())
+
+    def add(self, event: LogEvent, ranked: Sequence[str]) -> None:
+        """Score ``ranked`` as the list shown just before ``event``."""
+        self.ts_ms.append(event.ts_ms)
+        self.users.append(event.user_id)
+        self.ranks.append(self.scores.add(event.user_id, ranked, event.item_id))
+
+
+def evaluate_baselines(
+    recommenders: Sequence[BaselineRecommender],
+    events: Sequence[LogEvent],
+    train_seen: Mapping[str, set[str]],
+    ks: Sequence[int],
+    coverage_k: int = 10,
+) -> list[MethodResult]:
+    """Ask every baseline for each test event's list (seen items excluded), then let it observe.
+
+    ``train_seen`` holds each user's training items; test events extend it as they pass, so
+    no method is credited for re-showing an item the user already took.
+    """
+    depth = max(ks)
+    seen: dict[str, set[str]] = defaultdict(set, {u: set(s) for u, s in train_seen.items()})
+    results = [MethodResult(r.name, PrequentialScores(ks, coverage_k)) for r in recommenders]
+    for event in events:
+        if not event.test:
+            continue
+        exclude = seen[event.user_id]
+        for rec, result in zip(recommenders, results, strict=True):
+            result.add(event, rec.recommend(event.user_id, depth, exclude))
+            result.fresh += 1
+            rec.observe(event.user_id, event.item_id, event.weight)
+        exclude.add(event.item_id)
+    return results
+
+
+def score_received(
+    name: str,
+    events: Sequence[LogEvent],
+    sent_s: Mapping[int, float],
+    lists: Mapping[str, Sequence[ReceivedList]],
+    ks: Sequence[int],
+    coverage_k: int = 10,
+) -> MethodResult:
+    """Score the lists a user had received before each of their test events was sent."""
+    result = MethodResult(name, PrequentialScores(ks, coverage_k))
+    by_user: dict[str, list[ReceivedList]] = {
+        u: sorted(ls, key=lambda r: r.received_s) for u, ls in lists.items()
+    }
+    times = {u: [r.received_s for r in ls] for u, ls in by_user.items()}
+    previous: dict[str, int] = {}
+    for event in events:
+        prior = previous.get(event.user_id)
+        previous[event.user_id] = event.seq
+        if not event.test:
+            continue
+        user_lists = by_user.get(event.user_id, [])
+        cut = bisect.bisect_right(times.get(event.user_id, []), sent_s[event.seq])
+        shown = next((r for r in reversed(user_lists[:cut]) if r.trigger_seq < event.seq), None)
+        if shown is None:
+            result.no_list += 1
+            result.add(event, ())
+            continue
+        if shown.trigger_seq == prior:
+            result.fresh += 1
+        result.add(event, shown.items)
+    return result
+
+
+def refresh_latencies(
+    events: Sequence[LogEvent],
+    sent_s: Mapping[int, float],
+    lists: Mapping[str, Sequence[ReceivedList]],
+) -> list[float]:
+    """Seconds from sending each event to receiving the first list that reflects it."""
+    first_after: dict[str, list[tuple[int, float]]] = {}
+    for user, ls in lists.items():
+        # For each trigger position, the earliest arrival of a list at or after it.
+        rows = sorted((r.trigger_seq, r.received_s) for r in ls)
+        best: list[tuple[int, float]] = []
+        earliest = float("inf")
+        for seq, received in reversed(rows):
+            earliest = min(earliest, received)
+            best.append((seq, earliest))
+        first_after[user] = best[::-1]
+    out: list[float] = []
+    for event in events:
+        found = first_after.get(event.user_id)
+        if not found or event.seq not in sent_s:
+            continue
+        at = bisect.bisect_left(found, (event.seq, float("-inf")))
+        if at < len(found):
+            out.append(max(0.0, found[at][1] - sent_s[event.seq]))
+    return out

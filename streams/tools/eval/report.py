@@ -1,0 +1,201 @@
+"""Writing a replay's results: a markdown table, a JSON file and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from streams.tools.eval.prequential import MethodResult
+from streams.tools.eval.replay import ReplayOutcome
+
+HEADLINE_K = 10
+RECALL_K = 20
+
+
+def method_metrics(result: MethodResult, catalogue_size: int) -> dict[str, Any]:
+    """Every metric of one method, at every tracked k."""
+    s = result.scores
+    return {
+        "name": result.name,
+        "users": s.users,
+        "events": s.events,
+        "hit_rate": {str(k): s.hit_rate(k) for k in s.ks},
+        "ndcg": {str(k): s.ndcg(k) for k in s.ks},
+        "recall": {str(k): s.recall(k) for k in s.ks},
+        "micro_hit_rate": {str(k): s.micro_hit_rate(k) for k in s.ks},
+        f"coverage@{s.coverage_k}": s.coverage(catalogue_size),
+        "no_list": result.no_list,
+        "fresh": result.fresh,
+    }
+
+
+def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
+    """Mean and percentiles of event-to-refreshed-list latency, in milliseconds."""
+    if not latencies_s:
+        return {}
+    ms = np.asarray(latencies_s) * 1000.0
+    return {
+        "count": float(len(ms)),
+        "mean_ms": float(ms.mean()),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+    }
+
+
+def markdown(outcome: ReplayOutcome) -> str:
+    """Render the results table plus the run's key facts as markdown."""
+    k, rk = HEADLINE_K, RECALL_K
+    lines = [
+        f"| method | HitRate@{k} | NDCG@{k} | Recall@{rk} | coverage@{k} | lists answering "
+        "the previous event | no list yet |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for result in outcome.methods:
+        s = result.scores
+        lines.append(
+            f"| {result.name} | {s.hit_rate(k):.4f} | {s.ndcg(k):.4f} | {s.recall(rk):.4f} | "
+            f"{s.coverage(outcome.catalogue_size):.3f} | "
+            f"{result.fresh / max(1, s.events):.1%} | {result.no_list} |"
+        )
+    lines += ["", *segment_table(outcome)]
+    info = outcome.info
+    lat = latency_summary(outcome.latencies_s)
+    lines += [
+        "",
+        f"{info['users_replayed']} users, {info['events_replayed']} events replayed "
+        f"({info['test_events']} scored test events) in {info['replay_s']:.1f} s "
+        f"({info['events_per_s']:.0f} events/s); served model `{info['served_model_id']}` "
+        f"({info['published_items']} item vectors).",
+    ]
+    if lat:
+        lines.append(
+            f"Event produced -> refreshed list received: p50 {lat['p50_ms']:.0f} ms, "
+            f"p90 {lat['p90_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms "
+            f"(mean {lat['mean_ms']:.0f} ms, {int(lat['count'])} events)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def segment_table(outcome: ReplayOutcome, k: int = HEADLINE_K) -> list[str]:
+    """HitRate@k and NDCG@k separately for users known from training and for new users."""
+    known = {u for m in outcome.methods for u in m.users} - outcome.new_users
+    rows = [
+        f"| method | HitRate@{k} known users | NDCG@{k} known users | "
+        f"HitRate@{k} new users | NDCG@{k} new users |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    counts = ""
+    for m in outcome.methods:
+        hr_k, nd_k, n_k = m.segment(known, k)
+        hr_n, nd_n, n_n = m.segment(outcome.new_users, k)
+        rows.append(f"| {m.name} | {hr_k:.4f} | {nd_k:.4f} | {hr_n:.4f} | {nd_n:.4f} |")
+        counts = (
+            f"Known users: {len(known)} users, {n_k} test events; new users (no training "
+            f"events): {len(outcome.new_users)} users, {n_n} test events."
+        )
+    return [*rows, "", counts]
+
+
+def write_report(outcome: ReplayOutcome, out_dir: Path) -> dict[str, Path]:
+    """Write results.md, results.json and the plots into ``out_dir``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out_dir / "results.md",
+        "json": out_dir / "results.json",
+        "metric_vs_k": out_dir / "metric_vs_k.png",
+        "over_time": out_dir / "hit_rate_over_time.png",
+        "latency": out_dir / "latency.png",
+    }
+    paths["markdown"].write_text(markdown(outcome))
+    payload = {
+        "methods": [method_metrics(m, outcome.catalogue_size) for m in outcome.methods],
+        "latency": latency_summary(outcome.latencies_s),
+        "hit_rate_over_time": over_time(outcome.methods),
+        "segments": segment_table(outcome),
+        "catalogue_size": outcome.catalogue_size,
+        "info": outcome.info,
+    }
+    paths["json"].write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    plot_metric_vs_k(outcome.methods, paths["metric_vs_k"])
+    plot_over_time(outcome.methods, paths["over_time"])
+    plot_latency(outcome.latencies_s, paths["latency"])
+    return paths
+
+
+def over_time(methods: Sequence[MethodResult], k: int = HEADLINE_K) -> dict[str, Any]:
+    """HitRate@k over equal-count buckets of the test events (all methods share the events)."""
+    if not methods or not methods[0].ts_ms:
+        return {"dates": [], "series": {}}
+    n = len(methods[0].ts_ms)
+    buckets = np.array_split(np.arange(n), max(1, min(20, n // 50)))
+    ts = np.asarray(methods[0].ts_ms)
+    dates = [
+        datetime.fromtimestamp(float(np.median(ts[b])) / 1000.0, tz=UTC).isoformat()
+        for b in buckets
+    ]
+    series = {}
+    for m in methods:
+        hits = np.array([r is not None and r <= k for r in m.ranks], dtype=np.float64)
+        series[m.name] = [float(hits[b].mean()) for b in buckets]
+    return {"k": k, "dates": dates, "series": series}
+
+
+def plot_metric_vs_k(methods: Sequence[MethodResult], path: Path) -> None:
+    """HitRate@K and NDCG@K against K, one line per method."""
+    fig = Figure(figsize=(11, 4.5))
+    ax_hr, ax_ndcg = fig.subplots(1, 2)
+    for m in methods:
+        ks = list(m.scores.ks)
+        ax_hr.plot(ks, [m.scores.hit_rate(k) for k in ks], marker="o", label=m.name)
+        ax_ndcg.plot(ks, [m.scores.ndcg(k) for k in ks], marker="o", label=m.name)
+    for ax, title in ((ax_hr, "HitRate@K"), (ax_ndcg, "NDCG@K")):
+        ax.set_xlabel("K")
+        ax.set_title(f"{title} (per-user mean, prequential)")
+        ax.grid(alpha=0.3)
+    ax_hr.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_over_time(methods: Sequence[MethodResult], path: Path) -> None:
+    """HitRate@10 of each method over the test period."""
+    data = over_time(methods)
+    fig = Figure(figsize=(10, 4.5))
+    ax = fig.subplots()
+    when = [datetime.fromisoformat(d) for d in data["dates"]]
+    days = [(w - when[0]).total_seconds() / 86400.0 for w in when] if when else []
+    for name, values in data["series"].items():
+        ax.plot(days, values, marker=".", label=name)
+    ax.set_ylabel(f"HitRate@{HEADLINE_K} (events in bucket)")
+    start = when[0].date().isoformat() if when else "?"
+    ax.set_xlabel(f"days after {start} (log time; buckets of equally many test events)")
+    ax.set_title("Hit rate over the test period")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_latency(latencies_s: Sequence[float], path: Path) -> None:
+    """Histogram of event-to-refreshed-list latency (the slowest 0.5 % counted, not drawn)."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    title = "Refresh latency"
+    if latencies_s:
+        ms = np.asarray(latencies_s) * 1000.0
+        cap = float(np.percentile(ms, 99.5))
+        ax.hist(ms[ms <= cap], bins=60, color="tab:blue")
+        title += f" ({int((ms > cap).sum())} events above {cap:.0f} ms not shown)"
+    ax.set_xlabel("event produced -> refreshed list received (ms)")
+    ax.set_ylabel("events")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -1,0 +1,1 @@
+"""Test oracles: simple per-user forms of the production rules."""
