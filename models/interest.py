@@ -147,10 +147,12 @@ class UserInterest:
 
 @dataclass(frozen=True, slots=True)
 class InterestColumns:
-    """A user's state as columns (item ids sorted), for code that handles many users at once.
+    """A user's state as columns, for code that handles many users at once.
 
     Holds what ``UserInterest`` holds except each item's latest event time, which neither the
-    user vector nor the ranking needs.
+    user vector nor the ranking needs. Items come in any order (``of`` and a hash read give
+    them sorted by id, the apply script's reply in the hash's own order); nothing that takes
+    columns depends on it.
     """
 
     item_ids: list[str]

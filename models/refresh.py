@@ -22,10 +22,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from models.candidates import CoLists, PopularBlock
 from models.index import ItemIndex
 from models.interest import InterestParams
 from models.profile import CONTRIBUTORS, BatchStates, profile_batch
-from models.ranking import CoLists, PopularBlock, RankedLists, RankParams, rank_batch
+from models.ranking import RankedLists, RankParams, rank_batch
 
 
 def refresh_batch(

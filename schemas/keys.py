@@ -26,7 +26,11 @@ class RedisKeys:
         return f"{self.root}:{{u:{user_id}}}:{suffix}"
 
     def user_state(self, user_id: str) -> str:
-        """Hash: interest vectors (long/short term), their timestamps, counters."""
+        """Hash: per item ``i:<item_id>`` its long/short log weights; ``n``, ``last_ts``.
+
+        Weights (17 bytes: a tag and two doubles), not vectors: the vectors come from the
+        item index when a list is built.
+        """
         return self._user(user_id, "vec")
 
     def user_seen(self, user_id: str) -> str:
@@ -34,15 +38,18 @@ class RedisKeys:
         return self._user(user_id, "seen")
 
     def user_applied(self, user_id: str) -> str:
-        """Sorted set event_id -> ts_ms of applied events (the idempotency record)."""
+        """Sorted set event_id -> apply order ``n`` (the idempotency record, newest kept)."""
         return self._user(user_id, "applied")
 
     def user_recs(self, user_id: str) -> str:
-        """String: the latest Recommendations JSON (pull reads)."""
+        """String: the latest Recommendations, zlib-compressed JSON (pull reads)."""
         return self._user(user_id, "recs")
 
     def item(self, item_id: str) -> str:
-        """Hash: vector bytes, dim, dtype, model_id, attributes, available, ts_ms."""
+        """Hash: ``vec:<model_id>`` per model, dtype, dim, model_id, attributes, availability.
+
+        Also ``category`` and ``ts_ms``; ``attributes`` is the ``ProductAttributes`` JSON.
+        """
         return f"{self.root}:item:{item_id}"
 
     def item_pattern(self) -> str:
@@ -50,7 +57,7 @@ class RedisKeys:
         return f"{self.root}:item:*"
 
     def items_by_model(self, model_id: str) -> str:
-        """Set of item ids embedded with ``model_id`` (used by re-embedding)."""
+        """Set of item ids embedded with ``model_id`` (index builds, space fits, re-embeds)."""
         return f"{self.root}:model:{model_id}:items"
 
     def space_version(self, model_id: str) -> str:

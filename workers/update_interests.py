@@ -27,19 +27,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 import faust
-import numpy as np
 import redis
 from prometheus_client import Counter, Histogram
 
+from models.candidates import CoLists, PopularBlock
 from models.index import ItemIndex
 from models.profile import BatchStates, profile_batch
-from models.ranking import CoLists, PopularBlock, rank_batch
+from models.ranking import rank_batch
 from models.refresh import co_per_contributor
 from schemas import RedisKeys, UserEvent, encode_recommendations
 from streams.edge.batch import decode_batch
@@ -49,12 +48,12 @@ from streams.kafka.app import app_topics
 from streams.kafka.batching import take_buffered
 from streams.kafka.topics import Topics
 from streams.settings import Settings
-from streams.state.recs import RecsCache
+from streams.state.backend import InterestBackend, RedisBackend
 from streams.state.redis import connect_redis
 from streams.state.signals import Signals
-from streams.state.user_state import UserStateStore
 from workers.item_index import IndexFeed
 from workers.item_index import register as register_index
+from workers.list_cache import ListCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,60 +104,39 @@ CO_READS = Counter(
 )
 
 
-@dataclass
-class _Entry:
-    expires: float
-    rows: np.ndarray[Any, np.dtype[np.int64]]
-    scores: np.ndarray[Any, np.dtype[np.float64]]
+Send = Callable[[str, bytes], Awaitable[Awaitable[object]]]
+"""Produce one list, (user_id, payload); returns the delivery future."""
 
 
-@dataclass
-class ListCache:
-    """Co-occurrence lists (as rows of one index) and the popularity list, reused briefly.
+class IndexSource(Protocol):
+    """Where the worker takes its index from (``IndexFeed``) and its state thread."""
 
-    Lists are global signals written by every worker; reusing one for ``ttl_s`` trades that
-    much staleness of *other* workers' increments for most of the reads. Entries this worker
-    changes are dropped before the read, so its own increments are always seen.
+    @property
+    def index(self) -> ItemIndex:
+        """The index served now (read once per batch)."""
+        ...
+
+    @property
+    def pool(self) -> Executor:
+        """The single state thread: Redis writes and retries run there."""
+        ...
+
+
+def producer_send(topic: faust.TopicT) -> Send:
+    """``Send`` on ``topic`` through the app's producer directly.
+
+    faust's ``Topic.send`` costs ~0.4 ms of Python per message (channel, codecs, callbacks) for
+    bytes that are already encoded.
     """
+    name = topic.get_topic_name()
 
-    ttl_s: float
-    index: ItemIndex | None = None
-    co: dict[str, _Entry] = field(default_factory=dict)
-    popular: PopularBlock | None = None
-    popular_at: float = 0.0
+    async def send(user_id: str, payload: bytes) -> Awaitable[object]:
+        fut: Awaitable[object] = await topic.app.producer.send(
+            name, user_id.encode("utf-8"), payload, None, None, None
+        )
+        return fut
 
-    def follow(self, index: ItemIndex) -> None:
-        """Forget everything mapped to another index (a model or space switch)."""
-        if index is not self.index:
-            self.index, self.co, self.popular = index, {}, None
-
-    def drop(self, item_ids: set[str]) -> None:
-        """Forget the lists of ``item_ids`` (their lists just changed)."""
-        for item_id in item_ids:
-            self.co.pop(item_id, None)
-
-    def missing(self, item_ids: Sequence[str], now: float) -> list[str]:
-        """Which lists must be read."""
-        co = self.co
-        return [i for i in item_ids if (e := co.get(i)) is None or e.expires <= now]
-
-    def put(self, lists: dict[str, list[tuple[str, float]]], index: ItemIndex, now: float) -> None:
-        """Keep freshly read lists, mapped to rows once."""
-        names = list(lists)
-        rows = index.rows([i for name in names for i, _ in lists[name]])
-        start = 0
-        expires = now + self.ttl_s
-        for name in names:
-            pairs = lists[name]
-            scores = np.fromiter((s for _, s in pairs), dtype=np.float64, count=len(pairs))
-            self.co[name] = _Entry(expires, rows[start : start + len(pairs)], scores)
-            start += len(pairs)
-        if len(self.co) > 200_000:  # bound memory: expired entries go first
-            self.co = {k: e for k, e in self.co.items() if e.expires > now}
-
-    def lists(self, item_ids: Sequence[str]) -> CoLists:
-        """The lists of ``item_ids`` (read or cached) as ``rank_batch`` takes them."""
-        return CoLists.from_rows({i: (e.rows, e.scores) for i in item_ids if (e := self.co.get(i))})
+    return send
 
 
 class InterestUpdater:
@@ -167,19 +145,17 @@ class InterestUpdater:
     def __init__(
         self,
         settings: Settings,
-        feed: IndexFeed,
+        feed: IndexSource,
         dead_letters: DeadLetterSink,
-        recommendations: faust.TopicT,
+        send: Send,
+        state: InterestBackend,
     ) -> None:
-        """Wire the batch procedure to its stores, index and topics."""
+        """Wire the batch procedure to its state, index and topics."""
         self.settings = settings
         self.feed = feed
         self.dead_letters = dead_letters
-        self.recommendations = recommendations
-        client = connect_redis(settings.redis)
-        keys = RedisKeys(settings.redis.namespace)
-        self.store = UserStateStore.from_settings(client, keys, settings.interest)
-        self.recs = RecsCache(client, keys)
+        self.send = send
+        self.state = state
         self.spec = Topics.from_settings(settings).events
         self.limits = settings.limits.to_limits()
         self.interest = settings.interest.interest_params()
@@ -221,7 +197,7 @@ class InterestUpdater:
         self.cache.follow(index)
         triples = [(ev, src.partition, src.offset) for ev, src in sourced]
         applied, signals, states = await self._until_redis_answers(
-            self.store.apply_and_read, triples
+            self.state.apply_and_read, triples
         )
         APPLIED.inc(sum(applied))
         clock.lap("apply")
@@ -258,19 +234,12 @@ class InterestUpdater:
             )
             for j, u in enumerate(lists.user_ids)
         ]
-        # The producer directly: faust's Topic.send costs ~0.4 ms of Python per message
-        # (channel, codecs, callbacks) for bytes that are already encoded.
-        producer = self.recommendations.app.producer
-        topic = self.recommendations.get_topic_name()
-        sends: list[Awaitable[object]] = [
-            await producer.send(topic, u.encode("utf-8"), payload, None, None, None)
-            for u, payload in payloads
-        ]
+        sends: list[Awaitable[object]] = [await self.send(u, payload) for u, payload in payloads]
         # Lists they changed are re-read from now on (this batch may have read them before
         # the increments landed).
         self.cache.drop(await signals_written)
         # The cache is written from the state thread while the producer sends.
-        sends.append(self._in_background(self.recs.write_payloads, payloads))
+        sends.append(self._in_background(self.state.write_lists, payloads))
         REFRESHES.inc(len(payloads))
         return sends
 
@@ -284,7 +253,7 @@ class InterestUpdater:
             changed.add(ev.item_id)
             changed.update(near)
         try:
-            self.store.signals.write(signals)
+            self.state.write_signals(signals)
         except TRANSIENT_REDIS_ERRORS as exc:
             SIGNALS_DROPPED.inc(len(signals))
             log.warning("redis unavailable (%s): %d signal updates dropped", exc, len(signals))
@@ -293,23 +262,17 @@ class InterestUpdater:
     def _read(self, contributors: list[str], index: ItemIndex) -> tuple[CoLists, PopularBlock]:
         """Read the co-occurrence lists and popularity the ranking needs, in one round trip."""
         now = time.monotonic()
-        signals = self.store.signals
-        pipe = signals.pipeline()
         missing = self.cache.missing(contributors, now)
-        for item_id in missing:
-            signals.queue_co_read(pipe, item_id, self.co_per_contributor)
         popular_due = self.cache.popular is None or now - self.cache.popular_at > POPULAR_TTL_S
         limit = max(self.ranking.candidates, self.ranking.top_k)
-        if popular_due:
-            signals.queue_popular_read(pipe, 2 * limit)
-        replies = pipe.execute() if len(pipe) else []
-        fetched = {i: signals.parse_pairs(r) for i, r in zip(missing, replies, strict=False)}
+        fetched, popular = self.state.read_signals(
+            missing, self.co_per_contributor, 2 * limit if popular_due else None
+        )
         self.cache.put(fetched, index, now)
         CO_READS.labels("redis").inc(len(missing))
         CO_READS.labels("cache").inc(len(contributors) - len(missing))
-        if popular_due:
-            raw = signals.parse_pairs(replies[len(missing)])
-            self.cache.popular = PopularBlock.prepare(raw, index, limit)
+        if popular is not None:
+            self.cache.popular = PopularBlock.prepare(popular, index, limit)
             self.cache.popular_at = now
         assert self.cache.popular is not None
         return self.cache.lists(contributors), self.cache.popular
@@ -379,12 +342,26 @@ def register(app: faust.App, settings: Settings) -> IndexFeed:
         RedisKeys(settings.redis.namespace),
         settings.limits.max_dead_letter_payload_bytes,
     )
-    updater = InterestUpdater(settings, feed, dead_letters, topics["recommendations"])
+    state = RedisBackend.from_settings(
+        connect_redis(settings.redis), RedisKeys(settings.redis.namespace), settings.interest
+    )
+    updater = InterestUpdater(
+        settings, feed, dead_letters, producer_send(topics["recommendations"]), state
+    )
+    app.agent(topics["events"], name="update_interests")(
+        agent_body(updater, feed.ready, settings.interest.max_batch)
+    )
+    return feed
 
-    @app.agent(topics["events"], name="update_interests")
+
+def agent_body(
+    updater: InterestUpdater, ready: asyncio.Event, max_batch: int
+) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
+    """The ``update_interests`` agent: once ``ready`` (an index), batches to ``updater``."""
+
     async def update_interests(stream: faust.StreamT[bytes]) -> None:
-        await feed.ready.wait()
-        async for events in take_buffered(stream, settings.interest.max_batch):
+        await ready.wait()
+        async for events in take_buffered(stream, max_batch):
             await updater.process(events)
 
-    return feed
+    return update_interests

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from schemas import ProductAttributes
 from streams.settings import Settings
 
 
@@ -26,6 +27,29 @@ def _events_file(path: Path, weights: dict[str, float]) -> Iterator[tuple[str, s
             except ValidationError as exc:
                 raise click.ClickException(f"{path}:{lineno}: {exc.errors()[0]['msg']}") from exc
             yield event.user_id, event.item_id, weights[event.type.value]
+
+
+def _interactions(
+    settings: Settings, events_path: Path | None, train_fraction: float
+) -> tuple[list[tuple[str, str, float]], dict[str, ProductAttributes]]:
+    """(user, item, weight) triples from an events file, or from MovieLens (with titles)."""
+    weights = {str(k): v for k, v in settings.interest.event_weights.items()}
+    if events_path is not None:
+        return list(_events_file(events_path, weights)), {}
+    from streams.exceptions import DatasetError
+    from streams.tools.eval import movielens as ml
+
+    try:
+        data = ml.load()
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows = data.split(train_fraction)[0] if train_fraction < 1.0 else data.ratings
+    triples = [(r.user_id, r.item_id, weights[r.event_type.value]) for r in rows]
+    attributes = {
+        m.item_id: ProductAttributes(title=m.title[:1000], category=m.category[:256])
+        for m in data.movies.values()
+    }
+    return triples, attributes
 
 
 @click.command("fit-cf")
@@ -86,29 +110,11 @@ def fit_cf_command(
 ) -> None:
     """Fit implicit-feedback MF (ALS or BPR) and publish its item factors as ItemVectors."""
     from models.offline.cf import Interactions, default_params, fit_cf, save_model
-    from schemas import ProductAttributes
 
     if (events_path is None) == (not movielens):
         raise click.UsageError("give exactly one of --events FILE or --movielens")
     settings = Settings()
-    weights = {str(k): v for k, v in settings.interest.event_weights.items()}
-    attributes: dict[str, ProductAttributes] = {}
-    if movielens:
-        from streams.tools.eval import movielens as ml
-
-        try:
-            data = ml.load()
-        except ml.DatasetError as exc:
-            raise click.ClickException(str(exc)) from exc
-        rows = data.split(train_fraction)[0] if train_fraction < 1.0 else data.ratings
-        triples = [(r.user_id, r.item_id, weights[r.event_type.value]) for r in rows]
-        attributes = {
-            m.item_id: ProductAttributes(title=m.title[:1000], category=m.category[:256])
-            for m in data.movies.values()
-        }
-    else:
-        assert events_path is not None
-        triples = list(_events_file(events_path, weights))
+    triples, attributes = _interactions(settings, events_path, train_fraction)
     if not triples:
         raise click.ClickException("no interactions to fit on")
     overrides = {

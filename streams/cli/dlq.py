@@ -21,10 +21,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from schemas import ErrorCode
+from streams.exceptions import DlqError, InvalidItems
 from streams.kafka.topics import Topics
 from streams.ops.dlq import (
-    DlqError,
-    InvalidItems,
     ReplayItem,
     ReplayReport,
     Selection,

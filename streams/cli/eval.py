@@ -162,6 +162,7 @@ def embeddings(
 )
 def hybrid(content_weights: tuple[float, ...]) -> None:
     """Weighted concatenation of content (genre) vectors and CF factors, on MovieLens-100k."""
+    from streams.exceptions import DatasetError
     from streams.tools.eval import movielens
     from streams.tools.eval.hybrid import hybrid_sweep
 
@@ -169,7 +170,7 @@ def hybrid(content_weights: tuple[float, ...]) -> None:
     weights = {str(k): v for k, v in settings.interest.event_weights.items()}
     try:
         data = movielens.load()
-    except movielens.DatasetError as exc:
+    except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
     results = hybrid_sweep(data, content_weights or (0.0, 0.1, 0.25, 0.5, 1.0), weights)
     click.echo("| item vectors | HitRate@10 | NDCG@10 | Recall@20 |\n|---|---:|---:|---:|")

@@ -37,7 +37,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
     )
 
 
-def faust_topic(app: faust.App, spec: TopicSpec) -> faust.TopicT:
+def faust_topic(app: faust.App, spec: TopicSpec[Any]) -> faust.TopicT:
     """A raw-bytes faust topic for ``spec`` (payloads are decoded at the edge by us)."""
     return app.topic(
         spec.name,

@@ -344,6 +344,35 @@ def pending_letters(
             yield stored
 
 
+def _send(settings: Settings, todo: list[ReplayItem], report: ReplayReport) -> list[ReplayItem]:
+    """Send ``todo`` (each naming its letter in a header); return the items that failed.
+
+    Sent items go to ``report.replayed``, failures to ``report.skipped`` too.
+    """
+    dlq_topic = Topics.from_settings(settings).dead_letter.name
+    producer = make_producer(settings)
+    failed: list[ReplayItem] = []
+    try:
+        futures = []
+        for item in todo:
+            origin = f"{dlq_topic}/{item.dlq_partition}/{item.dlq_offset}".encode()
+            future = producer.send(
+                item.source_topic, key=item.key, value=item.value, headers=[(REPLAY_HEADER, origin)]
+            )
+            futures.append((item, future))
+        producer.flush()
+        for item, future in futures:
+            try:
+                future.get(timeout=settings.kafka.request_timeout_s)
+                report.replayed.append(item)
+            except KafkaError as exc:
+                failed.append(item)
+                report.skipped.append((item.label, f"send failed: {exc!r}"))
+    finally:
+        producer.close()
+    return failed
+
+
 def replay(
     settings: Settings,
     items: Iterable[ReplayItem],
@@ -380,27 +409,7 @@ def replay(
         report.position_after = next_position(report.position_before, todo)
         report.replayed = todo
         return report
-    dlq_topic = Topics.from_settings(settings).dead_letter.name
-    producer = make_producer(settings)
-    try:
-        futures = []
-        for item in todo:
-            origin = f"{dlq_topic}/{item.dlq_partition}/{item.dlq_offset}".encode()
-            future = producer.send(
-                item.source_topic, key=item.key, value=item.value, headers=[(REPLAY_HEADER, origin)]
-            )
-            futures.append((item, future))
-        producer.flush()
-        failed: list[ReplayItem] = []
-        for item, future in futures:
-            try:
-                future.get(timeout=settings.kafka.request_timeout_s)
-                report.replayed.append(item)
-            except KafkaError as exc:
-                failed.append(item)
-                report.skipped.append((item.label, f"send failed: {exc!r}"))
-    finally:
-        producer.close()
+    failed = _send(settings, todo, report)
     report.position_after = next_position(report.position_before, report.replayed, failed)
     if report.position_after != report.position_before:
         commit_position(settings, report.position_after)

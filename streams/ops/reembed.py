@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import ValidationError
@@ -44,6 +45,75 @@ def _checkpoint_key(keys: RedisKeys, model_id: str) -> str:
     return f"{keys.root}:reembed:{model_id}:offsets"
 
 
+class _Reembedding:
+    """One re-embed run: the stores, clients and counters ``reembed`` works with."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        from streams.state.redis import connect_redis
+
+        self.settings = settings
+        self.embedder = embedder
+        self.keys = RedisKeys(settings.redis.namespace)
+        self.client = connect_redis(settings.redis)
+        self.store = ItemStore(self.client, self.keys, settings.embed.vector_dtype)
+        self.model_id = embedder.encoder.model_id
+        self.topics = Topics.from_settings(settings)
+        e = settings.embed
+        self.fetcher = ImageFetcher(
+            file_roots=list(e.file_roots),
+            allow_private_networks=e.allow_private_networks,
+            timeout_s=e.fetch_timeout_s,
+            max_bytes=e.max_image_bytes,
+        )
+        self.dtype = VectorDType(e.vector_dtype)
+        self.producer: KafkaProducer = make_producer(settings)
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="visrec-fetch")
+        self.report = ReembedReport()
+
+    def checkpoint(self) -> dict[int, int]:
+        raw = self.client.hgetall(_checkpoint_key(self.keys, self.model_id))
+        return {int(k): int(v) for k, v in raw.items()}
+
+    def records(self, partition: int, records: list[Any]) -> None:
+        """Embed, store and announce one poll's records of a partition; checkpoint it."""
+        limits = self.settings.limits.to_limits()
+        products: list[ProductImage] = []
+        for record in records:
+            try:
+                products.append(ProductImage.from_json_bytes(record.value, limits))
+            except (ValidationError, ValueError, TypeError):
+                self.report.skipped_invalid += 1
+        stored = []
+        for result in embed_batch(products, self.embedder, self.fetcher, self.pool):
+            if isinstance(result, StoredItem):
+                stored.append(result)
+            else:
+                self.report.failed += 1
+        self.store.write_vectors_only(stored)
+        for item in stored:
+            self.producer.send(
+                self.topics.item_vectors.name,
+                key=item.item_id.encode("utf-8"),
+                value=item.to_item_vector(self.dtype).to_json_bytes(),
+            )
+        self.producer.flush()
+        self.report.embedded += len(stored)
+        key = _checkpoint_key(self.keys, self.model_id)
+        self.client.hset(key, str(partition), records[-1].offset + 1)
+
+    def switch(self) -> None:
+        """Fit the new model's space (if due), make it the active model, drop the checkpoint."""
+        # Workers then build the new model's compact index directly when they follow.
+        prepare_space(self.client, self.keys, self.model_id, self.settings.interest)
+        self.store.set_active_model(self.model_id)
+        self.client.delete(_checkpoint_key(self.keys, self.model_id))
+        self.report.switched = True
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.producer.close()
+
+
 def reembed(
     settings: Settings,
     embedder: Embedder,
@@ -53,20 +123,7 @@ def reembed(
     progress: Callable[[int, int], None] | None = None,
 ) -> ReembedReport:
     """Embed every product on the products topic with ``embedder``; then switch the model."""
-    from streams.state.redis import connect_redis
-
-    keys = RedisKeys(settings.redis.namespace)
-    client = connect_redis(settings.redis)
-    store = ItemStore(client, keys, settings.embed.vector_dtype)
-    model_id = embedder.encoder.model_id
-    topics = Topics.from_settings(settings)
-    e = settings.embed
-    fetcher = ImageFetcher(
-        file_roots=list(e.file_roots),
-        allow_private_networks=e.allow_private_networks,
-        timeout_s=e.fetch_timeout_s,
-        max_bytes=e.max_image_bytes,
-    )
+    run = _Reembedding(settings, embedder)
     consumer = KafkaConsumer(
         **kafka_python_config(settings.kafka, client_suffix="reembed"),
         group_id=None,
@@ -74,62 +131,28 @@ def reembed(
         max_partition_fetch_bytes=settings.limits.max_product_bytes * 2,
         fetch_max_bytes=settings.limits.max_product_bytes * 4,
     )
-    producer: KafkaProducer = make_producer(settings)
-    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="visrec-fetch")
-    report = ReembedReport()
     try:
-        parts = sorted(consumer.partitions_for_topic(topics.products.name) or ())
-        tps = [TopicPartition(topics.products.name, p) for p in parts]
+        topic = run.topics.products.name
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(tps)
         ends = consumer.end_offsets(tps)
-        done = {int(k): int(v) for k, v in client.hgetall(_checkpoint_key(keys, model_id)).items()}
+        done = run.checkpoint()
         for tp in tps:
             consumer.seek(tp, done.get(tp.partition, 0))
         total = sum(ends[tp] for tp in tps)
         position = sum(min(done.get(tp.partition, 0), ends[tp]) for tp in tps)
-        limits = settings.limits.to_limits()
         while any(consumer.position(tp) < ends[tp] for tp in tps):
             polled = consumer.poll(timeout_ms=500, max_records=batch_size)
             for tp, records in polled.items():
                 records = [r for r in records if r.offset < ends[tp]]
-                if not records:
-                    continue
-                products: list[ProductImage] = []
-                for record in records:
-                    try:
-                        products.append(ProductImage.from_json_bytes(record.value, limits))
-                    except (ValidationError, ValueError, TypeError):
-                        report.skipped_invalid += 1
-                stored = []
-                for result in embed_batch(products, embedder, fetcher, pool):
-                    if isinstance(result, StoredItem):
-                        stored.append(result)
-                    else:
-                        report.failed += 1
-                store.write_vectors_only(stored)
-                for item in stored:
-                    producer.send(
-                        topics.item_vectors.name,
-                        key=item.item_id.encode("utf-8"),
-                        value=item.to_item_vector(VectorDType(e.vector_dtype)).to_json_bytes(),
-                    )
-                producer.flush()
-                report.embedded += len(stored)
-                client.hset(
-                    _checkpoint_key(keys, model_id), str(tp.partition), records[-1].offset + 1
-                )
-                position += len(records)
-                if progress is not None:
-                    progress(position, total)
+                if records:
+                    run.records(tp.partition, records)
+                    position += len(records)
+                    if progress is not None:
+                        progress(position, total)
         if switch:
-            # Fit the new model's retrieval space first (when the catalogue is large enough):
-            # workers then build its compact index directly when they follow the switch.
-            prepare_space(client, keys, model_id, settings.interest)
-            store.set_active_model(model_id)
-            client.delete(_checkpoint_key(keys, model_id))
-            report.switched = True
+            run.switch()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
         consumer.close()
-        producer.close()
-    return report
+        run.close()
+    return run.report

@@ -113,26 +113,32 @@ class SignalStore:
         run_script(pipe, self._bump_many, keys, many, self._cluster)
         return 1
 
-    def pipeline(self) -> Any:
-        """A transaction-free pipeline on this store's client."""
-        return self._r.pipeline(transaction=False)
+    def read_raw(
+        self, co_items: Sequence[str], co_n: int, popular_n: int | None
+    ) -> tuple[dict[str, list[tuple[str, float]]], list[tuple[str, float]] | None]:
+        """What a refresh reads, in one round trip, with stored (undecayed) scores.
 
-    def queue_co_read(self, pipe: Any, item_id: str, n: int) -> None:
-        """Queue a read of the ``n`` strongest co-occurring items of ``item_id``.
-
-        Stored (undecayed) scores; parse the reply with ``parse_pairs``.
+        The ``co_n`` strongest neighbours of each of ``co_items`` and, when ``popular_n`` is
+        given, the ``popular_n`` most popular items. Undecayed scores suffice wherever the
+        largest normalises (see ``co_neighbours_raw``).
         """
-        pipe.execute_command("ZREVRANGE", self._keys.cooccurrence(item_id), 0, n - 1, "WITHSCORES")
-
-    def queue_popular_read(self, pipe: Any, n: int) -> None:
-        """Queue a read of the ``n`` most popular items (stored scores)."""
-        pipe.execute_command("ZREVRANGE", self._keys.popularity(), 0, n - 1, "WITHSCORES")
-
-    @staticmethod
-    @staticmethod
-    def parse_pairs(reply: list[Any]) -> list[tuple[str, float]]:
-        """(member, score) pairs of a queued read's reply."""
-        return _pairs(reply)
+        empty: dict[str, list[tuple[str, float]]] = {}
+        if co_n < 1:  # ZREVRANGE 0 -1 would read whole lists
+            empty, co_items = {i: [] for i in co_items}, []
+        if not co_items and popular_n is None:
+            return empty, None
+        pipe: Any = self._r.pipeline(transaction=False)
+        for item in co_items:
+            # Raw commands: redis-py's reply callback would build float pairs one by one.
+            key = self._keys.cooccurrence(item)
+            pipe.execute_command("ZREVRANGE", key, 0, co_n - 1, "WITHSCORES")
+        if popular_n is not None:
+            pipe.execute_command(
+                "ZREVRANGE", self._keys.popularity(), 0, popular_n - 1, "WITHSCORES"
+            )
+        replies = pipe.execute()
+        co = {item: _pairs(reply) for item, reply in zip(co_items, replies, strict=False)}
+        return co | empty, (_pairs(replies[-1]) if popular_n is not None else None)
 
     def popular(self, n: int, now_ms: int | None = None) -> list[tuple[str, float]]:
         """Return the ``n`` most popular items with decayed counts at ``now_ms`` (default: now)."""

@@ -52,6 +52,19 @@ from streams.state.signals import Signals, SignalStore
 MAX_EVENTS_PER_CALL = 256
 
 
+def _calls(events: Sequence[tuple[UserEvent, int, int]]) -> list[tuple[str, list[int]]]:
+    """One script call per user (per ``MAX_EVENTS_PER_CALL`` of their events), in order."""
+    chunk = MAX_EVENTS_PER_CALL
+    by_user: dict[str, list[int]] = defaultdict(list)
+    for pos, (ev, _, _) in enumerate(events):
+        by_user[ev.user_id].append(pos)
+    return [
+        (user_id, positions[start : start + chunk])
+        for user_id, positions in by_user.items()
+        for start in range(0, len(positions), chunk)
+    ]
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
@@ -153,34 +166,15 @@ class UserStateStore:
 
         One script call per user (per ``MAX_EVENTS_PER_CALL`` of their events): a user's keys
         share a slot, and per-call overhead, not the work, dominates. The call's reply ends
-        with the user's state after the events, as columns sorted by item id: what the
-        refresh reads, without a second round trip. Signals as in ``apply_state``.
+        with the user's state after the events, as columns (in the hash's order, not sorted:
+        the refresh takes any order): what it reads, without a second round trip. Signals as in ``apply_state``.
         """
         if not events:
             return [], [], {}
-        chunk = MAX_EVENTS_PER_CALL
-        by_user: dict[str, list[int]] = defaultdict(list)
-        for pos, (ev, _, _) in enumerate(events):
-            by_user[ev.user_id].append(pos)
-        calls = [
-            (user_id, positions[start : start + chunk])
-            for user_id, positions in by_user.items()
-            for start in range(0, len(positions), chunk)
-        ]
+        calls = _calls(events)
         pipe = self._r.pipeline(transaction=False)
-        head = [self._seen_max, self._applied_max, self._co_window_ms, self._co_max_per_event]
         for user_id, positions in calls:
-            args: list[Any] = list(head)
-            for pos in positions:
-                ev = events[pos][0]
-                inc_long, inc_short = log_increment(ev.type, ev.ts_ms, self._params)
-                args += (ev.event_id, ev.item_id, str(ev.ts_ms), repr(inc_long), repr(inc_short))
-            keys = [
-                self._keys.user_state(user_id),
-                self._keys.user_seen(user_id),
-                self._keys.user_applied(user_id),
-            ]
-            run_script(pipe, self._script, keys, args, self._cluster)
+            self._queue_apply(pipe, user_id, [events[pos][0] for pos in positions])
         replies = pipe.execute(raise_on_error=False)
         results: list[Any] = [None] * len(events)
         states: dict[str, InterestColumns] = {}
@@ -208,6 +202,23 @@ class UserStateStore:
             self.signals.write(neighbours)
             raise UserStateError(failures, applied)
         return applied, neighbours, states
+
+    def _queue_apply(self, pipe: Any, user_id: str, events: list[UserEvent]) -> None:
+        args: list[Any] = [
+            self._seen_max,
+            self._applied_max,
+            self._co_window_ms,
+            self._co_max_per_event,
+        ]
+        for ev in events:
+            inc_long, inc_short = log_increment(ev.type, ev.ts_ms, self._params)
+            args += (ev.event_id, ev.item_id, str(ev.ts_ms), repr(inc_long), repr(inc_short))
+        keys = [
+            self._keys.user_state(user_id),
+            self._keys.user_seen(user_id),
+            self._keys.user_applied(user_id),
+        ]
+        run_script(pipe, self._script, keys, args, self._cluster)
 
     def load(self, user_id: str) -> UserInterest:
         """Read the user's interest state (empty if the user has none)."""

@@ -20,7 +20,6 @@ Recovery times are printed (``-s``) and recorded as test properties.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import random
@@ -35,13 +34,11 @@ import numpy as np
 import pytest
 import redis
 
-from models.interest import UserInterest
 from schemas import (
     DeadLetter,
     EventType,
     ItemVector,
     ProductAttributes,
-    ProductImage,
     Recommendations,
     RedisKeys,
     UserEvent,
@@ -50,12 +47,19 @@ from streams.edge.codec import decode
 from streams.kafka.topics import Topics, create_topics
 from streams.settings import Settings
 from streams.state.item_store import ItemStore, StoredItem
-from streams.state.user_state import UserStateStore
 from streams.tools.processes import WorkerProcess
 from streams.tools.services import KafkaServer, RedisServer, free_port
 from tests.photos import derived_catalogue, sample_photos
-from tests.reference.interest import apply_events
-from tests.support import Replay, TopicReader, committed_offsets, group_members, raw_producer
+from tests.support import (
+    Replay,
+    TopicReader,
+    assert_state_is_offline_replay,
+    committed_offsets,
+    group_members,
+    product_message,
+    raw_producer,
+    scrape_metric,
+)
 from tests.unit.test_images import png_bomb
 
 N_EVENTS = 8_000
@@ -185,20 +189,7 @@ class Outcome:
 
     def check_state(self, settings: Settings) -> None:
         """Redis holds exactly the offline replay of the log for every user."""
-        client = redis.Redis.from_url(settings.redis.url)
-        store = UserStateStore.from_settings(client, RedisKeys(), settings.interest)
-        got = store.load_many(sorted(self.per_user))
-        for user, events in self.per_user.items():
-            expected = apply_events(
-                UserInterest.empty(), events, store.params, settings.interest.seen_max
-            )
-            state = got[user]
-            assert state.n_events == expected.n_events, (user, state.n_events, expected.n_events)
-            assert [w.item_id for w in state.weights] == [w.item_id for w in expected.weights]
-            for g, e in zip(state.weights, expected.weights, strict=True):
-                assert abs(g.log_long - e.log_long) < 1e-9, (user, g, e)
-                assert abs(g.log_short - e.log_short) < 1e-9, (user, g, e)
-        client.close()
+        assert_state_is_offline_replay(settings, self.per_user)
 
     def check_dead_letters(self, settings: Settings) -> None:
         """Each malformed message is dead-lettered (once per log position), nothing else."""
@@ -285,10 +276,7 @@ def _wait_ready(worker: WorkerProcess, timeout_s: float = 120.0) -> float:
 
 def _metric(worker: WorkerProcess, name: str) -> float:
     assert worker.alive(), worker.output()[-3000:]
-    url = f"http://127.0.0.1:{worker.settings.web_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+    return scrape_metric(worker.settings.web_port, name)
 
 
 def _wait_refreshing(worker: WorkerProcess, since: float) -> float:
@@ -383,13 +371,7 @@ def test_two_interest_workers_one_sigkilled_survivor_takes_over(
 
 
 def _product(item_id: str, data: bytes) -> Message:
-    value = ProductImage(
-        item_id=item_id,
-        image_b64=base64.b64encode(data).decode(),
-        attributes=ProductAttributes(category="photo"),
-        ts_ms=1,
-    ).to_json_bytes()
-    return item_id.encode(), value
+    return item_id.encode(), product_message(item_id, data, category="photo")
 
 
 def test_embed_worker_sigkilled_mid_batch_embeds_every_product_once(

@@ -3,7 +3,6 @@ broken images, bombs, unreachable URIs and oversize payloads dead-lettered, the 
 
 from __future__ import annotations
 
-import base64
 import statistics
 import time
 from pathlib import Path
@@ -11,23 +10,18 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from schemas import DeadLetter, ErrorCode, ItemVector, ProductAttributes, ProductImage, RedisKeys
+from schemas import DeadLetter, ErrorCode, ItemVector, ProductImage, RedisKeys
 from streams.kafka.topics import Topics, create_topics
 from streams.settings import EmbedSettings, Settings
 from streams.state.item_store import ItemStore
 from streams.tools.processes import running_worker
 from tests.photos import sample_photos
-from tests.support import collect, raw_producer
+from tests.support import collect, product_message, raw_producer
 from tests.unit.test_images import png_bomb
 
 
 def _product(item_id: str, data: bytes, **attrs: object) -> bytes:
-    return ProductImage(
-        item_id=item_id,
-        image_b64=base64.b64encode(data).decode(),
-        attributes=ProductAttributes(**attrs),  # type: ignore[arg-type]
-        ts_ms=int(time.time() * 1000),
-    ).to_json_bytes()
+    return product_message(item_id, data, ts_ms=int(time.time() * 1000), **attrs)
 
 
 def _uri_product(item_id: str, uri: str) -> bytes:

@@ -4,22 +4,18 @@ of the log gives: nothing lost, nothing double-counted."""
 
 from __future__ import annotations
 
-import base64
 import io
 import random
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import redis
 from PIL import Image
 
-from models.interest import UserInterest
 from schemas import (
     EventType,
     ProductAttributes,
-    ProductImage,
     Recommendations,
     RedisKeys,
     UserEvent,
@@ -27,11 +23,16 @@ from schemas import (
 from streams.kafka.topics import Topics, create_topics
 from streams.settings import Settings
 from streams.state.item_store import ItemStore, StoredItem
-from streams.state.user_state import UserStateStore
 from streams.tools.processes import WorkerProcess, running_worker
 from tests.photos import sample_photos
-from tests.reference.interest import apply_events
-from tests.support import collect, raw_producer
+from tests.support import (
+    assert_state_is_offline_replay,
+    collect,
+    latest_triggers,
+    per_user,
+    product_message,
+    raw_producer,
+)
 
 
 def _crop(data: bytes) -> bytes:
@@ -42,14 +43,6 @@ def _crop(data: bytes) -> bytes:
             out, "JPEG", quality=90
         )
         return out.getvalue()
-
-
-def _latest_lists(messages: list[object]) -> dict[str, Recommendations]:
-    latest: dict[str, Recommendations] = {}
-    for m in messages:
-        recs = Recommendations.from_json_bytes(m.value)  # type: ignore[attr-defined]
-        latest[recs.user_id] = recs
-    return latest
 
 
 def test_click_on_a_photo_ranks_its_near_duplicate_first(
@@ -63,13 +56,8 @@ def test_click_on_a_photo_ranks_its_near_duplicate_first(
     catalogue["rocket-crop"] = _crop(photos["rocket"])
     producer = raw_producer(settings)
     for item_id, data in catalogue.items():
-        product = ProductImage(
-            item_id=item_id,
-            image_b64=base64.b64encode(data).decode(),
-            attributes=ProductAttributes(category="photo", available=item_id != "rocket-crop"),
-            ts_ms=1,
-        )
-        producer.send(topics.products.name, key=item_id.encode(), value=product.to_json_bytes())
+        value = product_message(item_id, data, category="photo", available=item_id != "rocket-crop")
+        producer.send(topics.products.name, key=item_id.encode(), value=value)
     producer.flush()
     with (
         running_worker(settings, "embed", tmp_path / "embed.log") as embed,
@@ -185,33 +173,14 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
         lists = collect(
             settings,
             topics.recommendations.name,
-            lambda m: (
-                all(r.trigger_event_id == last_event[u] for u, r in _latest_lists(m).items())
-                and len(_latest_lists(m)) == len(last_event)
-            ),
+            lambda m: latest_triggers(m) == last_event,
             240,
         )
         recovery_s = time.monotonic() - killed_at
-        latest = _latest_lists(lists)
-        assert {u: r.trigger_event_id for u, r in latest.items()} == last_event, worker.output()[
-            -3000:
-        ]
+        assert latest_triggers(lists) == last_event, worker.output()[-3000:]
         assert worker.alive()
     finally:
         worker.stop()
 
-    client = redis.Redis.from_url(settings.redis.url)
-    store = UserStateStore.from_settings(client, RedisKeys(), settings.interest)
-    per_user: dict[str, list[UserEvent]] = defaultdict(list)
-    for event in log:
-        per_user[event.user_id].append(event)
-    for user, events in per_user.items():
-        expected = apply_events(
-            UserInterest.empty(), events, store.params, settings.interest.seen_max
-        )
-        got = store.load(user)
-        assert got.n_events == len(events), (user, got.n_events, len(events))
-        assert [w.item_id for w in got.weights] == [w.item_id for w in expected.weights]
-        for g, e in zip(got.weights, expected.weights, strict=True):
-            assert abs(g.log_long - e.log_long) < 1e-9 and abs(g.log_short - e.log_short) < 1e-9
+    assert_state_is_offline_replay(settings, per_user(log))
     print(f"recovery after SIGKILL: {recovery_s:.1f}s to final lists for {len(last_event)} users")

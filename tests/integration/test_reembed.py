@@ -3,7 +3,6 @@ the switch is one write, and a running interest worker serves the new model afte
 
 from __future__ import annotations
 
-import base64
 import time
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from models.vision.export import ensure_encoder
 from models.vision.images import ImageLimits
 from schemas import (
     EventType,
-    ProductAttributes,
-    ProductImage,
     Recommendations,
     RedisKeys,
     UserEvent,
@@ -27,7 +24,7 @@ from streams.settings import Settings
 from streams.state.item_store import ItemStore
 from streams.tools.processes import running_worker
 from tests.photos import sample_photos
-from tests.support import collect, raw_producer
+from tests.support import collect, product_message, raw_producer
 
 
 def test_reembed_switches_every_reader_to_the_new_model(settings: Settings, tmp_path: Path) -> None:
@@ -36,13 +33,8 @@ def test_reembed_switches_every_reader_to_the_new_model(settings: Settings, tmp_
     photos = dict(sorted(sample_photos().items())[:8])
     producer = raw_producer(settings)
     for item_id, data in photos.items():
-        product = ProductImage(
-            item_id=item_id,
-            image_b64=base64.b64encode(data).decode(),
-            attributes=ProductAttributes(category="photo"),
-            ts_ms=1,
-        )
-        producer.send(topics.products.name, key=item_id.encode(), value=product.to_json_bytes())
+        value = product_message(item_id, data, category="photo")
+        producer.send(topics.products.name, key=item_id.encode(), value=value)
     producer.flush()
     store = ItemStore(redis.Redis.from_url(settings.redis.url), RedisKeys())
     new_dir = ensure_encoder("mobilenet-v2", settings.model_cache_dir)

@@ -5,46 +5,35 @@ the same log, and every user's last list answers their last event."""
 
 from __future__ import annotations
 
-import base64
 import random
-import re
 import time
-import urllib.request
-from collections import defaultdict
 from pathlib import Path
 
-import redis
 from kafka.errors import KafkaError
 
-from models.interest import UserInterest
 from schemas import (
     EventType,
     ItemVector,
-    ProductAttributes,
-    ProductImage,
-    Recommendations,
-    RedisKeys,
     UserEvent,
 )
 from streams.kafka.topics import Topics, create_topics, delete_topics
 from streams.ops.status import GroupStatus, collect_kafka
 from streams.settings import Settings, TopicSettings
-from streams.state.user_state import UserStateStore
 from streams.tools.processes import WorkerProcess
 from streams.tools.services import free_port
 from tests.photos import derived_catalogue
-from tests.reference.interest import apply_events
-from tests.support import collect, raw_producer
+from tests.support import (
+    assert_state_is_offline_replay,
+    collect,
+    latest_triggers,
+    per_user,
+    product_message,
+    raw_producer,
+    scrape_metric,
+)
 
 PARTITIONS = 12
 N_ITEMS, N_USERS, N_EVENTS = 20, 50, 2000
-
-
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 def _groups(settings: Settings) -> dict[str, GroupStatus]:
@@ -98,14 +87,6 @@ def _log() -> list[UserEvent]:
     ]
 
 
-def _latest(messages: list[object]) -> dict[str, str]:
-    latest: dict[str, str] = {}
-    for m in messages:
-        recs = Recommendations.from_json_bytes(m.value)  # type: ignore[attr-defined]
-        latest[recs.user_id] = recs.trigger_event_id or ""
-    return latest
-
-
 def test_two_workers_per_role_split_partitions_and_match_one_worker(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -145,15 +126,8 @@ def test_two_workers_per_role_split_partitions_and_match_one_worker(
         # Real photos through both embed workers.
         catalogue = derived_catalogue(N_ITEMS, seed=3)
         for i, (_, data) in enumerate(catalogue):
-            product = ProductImage(
-                item_id=f"item-{i}",
-                image_b64=base64.b64encode(data).decode(),
-                attributes=ProductAttributes(category="photo"),
-                ts_ms=1,
-            )
-            producer.send(
-                topics.products.name, key=product.item_id.encode(), value=product.to_json_bytes()
-            )
+            value = product_message(f"item-{i}", data, category="photo")
+            producer.send(topics.products.name, key=f"item-{i}".encode(), value=value)
         producer.flush()
         vectors = collect(
             settings,
@@ -175,19 +149,20 @@ def test_two_workers_per_role_split_partitions_and_match_one_worker(
         lists = collect(
             settings,
             topics.recommendations.name,
-            lambda m: _latest(m) == last_event,
+            lambda m: latest_triggers(m) == last_event,
             120,
         )
-        assert _latest(lists) == last_event, [w.output()[-1500:] for w in workers]
+        assert latest_triggers(lists) == last_event, [w.output()[-1500:] for w in workers]
 
         # Both members of each group did part of the work (their own /metrics), and nobody
         # left or joined meanwhile: the split seen before is the split that did the work.
         consumed = [
-            _metric(ports[n], "visrec_events_consumed_total")
+            scrape_metric(ports[n], "visrec_events_consumed_total")
             for n in ("interests-a", "interests-b")
         ]
         embedded = [
-            _metric(ports[n], "visrec_products_embedded_total") for n in ("embed-a", "embed-b")
+            scrape_metric(ports[n], "visrec_products_embedded_total")
+            for n in ("embed-a", "embed-b")
         ]
         assert all(c > 0 for c in consumed) and sum(consumed) >= N_EVENTS, consumed
         assert all(e > 0 for e in embedded) and sum(embedded) >= N_ITEMS, embedded
@@ -203,22 +178,9 @@ def test_two_workers_per_role_split_partitions_and_match_one_worker(
             worker.stop()
         delete_topics(settings)
 
-    client = redis.Redis.from_url(settings.redis.url)
-    store = UserStateStore.from_settings(client, RedisKeys(), settings.interest)
-    per_user: dict[str, list[UserEvent]] = defaultdict(list)
-    for event in log:
-        per_user[event.user_id].append(event)
-    assert len(per_user) == N_USERS
-    for user, events in per_user.items():
-        expected = apply_events(
-            UserInterest.empty(), events, store.params, settings.interest.seen_max
-        )
-        got = store.load(user)
-        assert got.n_events == len(events), (user, got.n_events, len(events))
-        assert [w.item_id for w in got.weights] == [w.item_id for w in expected.weights]
-        for g, e in zip(got.weights, expected.weights, strict=True):
-            assert abs(g.log_long - e.log_long) < 1e-9 and abs(g.log_short - e.log_short) < 1e-9
-    client.close()
+    by_user = per_user(log)
+    assert len(by_user) == N_USERS
+    assert_state_is_offline_replay(settings, by_user)
     print(
         f"scale-out: events consumed per interest worker {consumed}, products embedded per "
         f"embed worker {embedded}, {elapsed:.0f} s from start to the last list"

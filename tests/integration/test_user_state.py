@@ -15,9 +15,11 @@ from models.interest import InterestColumns, UserInterest, score_increment
 from schemas import EventType, Recommendations, RecommendedItem, RedisKeys, UserEvent
 from streams.exceptions import UserStateError
 from streams.settings import InterestSettings
+from streams.state.backend import RedisBackend
 from streams.state.recs import RecsCache, decode_recs, read_cached_recs
 from streams.state.user_state import UserStateStore
 from tests.reference.interest import apply_events, user_vector
+from tests.support.standins import MemoryBackend
 
 P = InterestSettings().interest_params()
 KEYS = RedisKeys()
@@ -404,3 +406,52 @@ def test_apply_throughput(client: redis.Redis) -> None:
         f"\napply throughput: {len(log) / elapsed:,.0f} events/s ({len(log)} events, "
         f"batches of 500, {elapsed:.2f} s, state + co-occurrence + popularity)"
     )
+
+
+def test_the_worker_tests_stand_in_answers_as_redis_does(client: redis.Redis) -> None:
+    """``tests.support.standins.MemoryBackend`` (the worker's unit tests run on it) gives the
+    same applied flags, co-occurring items, states, signals and reads as the Redis backend."""
+    settings = InterestSettings(
+        seen_max=12, applied_max=40, max_batch=37, co_window_s=600, co_max_per_event=4
+    )
+    real = RedisBackend.from_settings(client, KEYS, settings)
+    stand_in = MemoryBackend(settings)
+    rng = random.Random(5)
+    events = [
+        ev(
+            f"e{k}",
+            f"u{rng.randrange(5)}",
+            f"i{rng.randrange(30):02d}",
+            NOW + rng.randrange(3_600_000),
+        )
+        for k in range(300)
+    ]
+    events += events[100:160]  # redeliveries
+    items = sorted({e.item_id for e in events})
+    for start in range(0, len(events), 37):
+        batch = triples(events[start : start + 37])
+        got, want = real.apply_and_read(batch), stand_in.apply_and_read(batch)
+        assert got[0] == want[0]
+        assert [(e.event_id, near) for e, near in got[1]] == [
+            (e.event_id, near) for e, near in want[1]
+        ]
+        assert got[2].keys() == want[2].keys()
+        for user, cols in got[2].items():
+            other = want[2][user]  # the reply keeps the hash's order: compare by item
+            assert sorted(cols.item_ids) == other.item_ids
+            assert (cols.last_ts_ms, cols.n_events) == (other.last_ts_ms, other.n_events)
+            order = np.argsort(cols.item_ids)
+            np.testing.assert_allclose(cols.log_long[order], other.log_long, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(cols.log_short[order], other.log_short, rtol=0, atol=1e-9)
+        real.write_signals(got[1])
+        stand_in.write_signals(want[1])
+    co_got, pop_got = real.read_signals(items, 5, 10)
+    co_want, pop_want = stand_in.read_signals(items, 5, 10)
+    assert pop_got is not None and pop_want is not None
+    assert [i for i, _ in pop_got] == [i for i, _ in pop_want]
+    np.testing.assert_allclose([s for _, s in pop_got], [s for _, s in pop_want], rtol=1e-9)
+    for item in items:
+        assert [i for i, _ in co_got[item]] == [i for i, _ in co_want[item]], item
+        np.testing.assert_allclose(
+            [s for _, s in co_got[item]], [s for _, s in co_want[item]], rtol=1e-9
+        )

@@ -14,7 +14,7 @@ from streams.kafka.topics import Topics, create_topics
 from streams.settings import Settings
 from streams.tools.processes import WorkerProcess
 from streams.tools.services import free_port
-from tests.support import raw_producer
+from tests.support import metric_value, raw_producer
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -23,14 +23,6 @@ def _get(url: str) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
-
-
-def _metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def _events(n: int, start: int) -> list[UserEvent]:
@@ -80,14 +72,14 @@ def test_metrics_change_under_load_and_sigterm_exits_cleanly(
         after = before
         while time.monotonic() < deadline:
             after = _get(f"{base}/metrics")[1].decode()
-            if _metric(after, "visrec_events_consumed_total") >= 301:
+            if metric_value(after, "visrec_events_consumed_total") >= 301:
                 break
             time.sleep(0.5)
-        assert _metric(before, "visrec_events_consumed_total") == 0
-        assert _metric(after, "visrec_events_consumed_total") == 301
-        assert _metric(after, "visrec_events_applied_total") == 300
-        assert _metric(after, 'visrec_dead_letters_total{error_code="invalid_json"') == 1
-        assert _metric(after, "visrec_refresh_latency_seconds_count") >= 300
+        assert metric_value(before, "visrec_events_consumed_total") == 0
+        assert metric_value(after, "visrec_events_consumed_total") == 301
+        assert metric_value(after, "visrec_events_applied_total") == 300
+        assert metric_value(after, 'visrec_dead_letters_total{error_code="invalid_json"') == 1
+        assert metric_value(after, "visrec_refresh_latency_seconds_count") >= 300
         assert "visrec_index_items" in after
 
         # SIGTERM while a new burst is in flight: the worker drains, commits and exits in time.
@@ -125,6 +117,6 @@ def test_metrics_change_under_load_and_sigterm_exits_cleanly(
             except OSError:
                 pass
             time.sleep(0.3)
-        assert _metric(text, "visrec_events_consumed_total") < 500, worker.output()[-2000:]
+        assert metric_value(text, "visrec_events_consumed_total") < 500, worker.output()[-2000:]
     finally:
         worker.stop()

@@ -9,6 +9,7 @@ from models.offline.baselines import MostPopular
 from models.offline.cf import Interactions
 from models.offline.metrics import nearest_neighbours
 from schemas import EventType
+from streams.exceptions import DatasetError
 from streams.tools.eval import movielens
 from streams.tools.eval.embeddings import augment_digit, gray_png, photo_set, raw_pixels
 from streams.tools.eval.hybrid import genre_vectors
@@ -53,11 +54,11 @@ def test_ratings_are_sorted_by_time_then_file_order() -> None:
 
 
 def test_bad_files_are_reported() -> None:
-    with pytest.raises(movielens.DatasetError, match="header"):
+    with pytest.raises(DatasetError, match="header"):
         movielens.parse_ratings(["a\tb", "1\t2"])
-    with pytest.raises(movielens.DatasetError, match="line 2"):
+    with pytest.raises(DatasetError, match="line 2"):
         movielens.parse_ratings([INTER[0], "1\t10\tfive\t300"])
-    with pytest.raises(movielens.DatasetError):
+    with pytest.raises(DatasetError):
         movielens.locate(Path("/nonexistent"))
 
 

@@ -8,9 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from models.candidates import CoLists, PopularBlock
 from models.index import ItemIndex, raw_space
 from models.profile import BatchStates, Profiles
-from models.ranking import CoLists, PopularBlock, rank_batch
+from models.ranking import rank_batch
 from streams.settings import InterestSettings
 
 VECTORS = {

@@ -3,10 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.candidates import PopularBlock
 from models.index import ItemIndex, raw_space
 from models.interest import InterestColumns
 from models.profile import BatchStates
-from models.ranking import PopularBlock, RankParams
+from models.ranking import RankParams
 from models.refresh import refresh_batch
 from streams.settings import InterestSettings
 from tests.reference.ranking import DictIndex, reference_lists

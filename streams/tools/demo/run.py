@@ -126,6 +126,39 @@ def _table(shopper: str, clicked: str, recs: Recommendations, latency_ms: float)
     return table
 
 
+def _shop(
+    settings: Settings, console: Console, shopper: Shopper, run_id: str, short: bool
+) -> ShopperRun:
+    """One scripted shopper: each click sent, its list awaited and shown."""
+    consumer = _recs_consumer(settings)
+    producer = make_producer(settings)
+    events_topic = Topics.from_settings(settings).events.name
+    user_id = f"{shopper.name}-{run_id}"
+    steps = []
+    try:
+        for n, item_id in enumerate(shopper.clicks[:2] if short else shopper.clicks):
+            event = UserEvent(
+                event_id=f"{user_id}-{n}",
+                user_id=user_id,
+                item_id=item_id,
+                type=EventType.CLICK,
+                ts_ms=int(time.time() * 1000),
+                context={"session_id": f"s-{user_id}"},
+            )
+            sent = time.perf_counter()
+            send_record(producer, events_topic, user_id, event)
+            producer.flush()
+            recs = _await_list(consumer, event.event_id, 60)
+            latency_ms = (time.perf_counter() - sent) * 1000
+            console.print(_table(shopper.name, item_id, recs, latency_ms))
+            items = [(i.item_id, i.score, i.reason) for i in recs.items]
+            steps.append(Step(item_id, items, latency_ms))
+    finally:
+        producer.close()
+        consumer.close()
+    return ShopperRun(shopper.name, shopper.story, steps)
+
+
 def run_demo(settings: Settings, out_dir: Path, *, short: bool, keep: bool) -> list[ShopperRun]:
     """The whole demo; returns what every shopper saw."""
     console = Console()
@@ -148,40 +181,8 @@ def run_demo(settings: Settings, out_dir: Path, *, short: bool, keep: bool) -> l
                 f"catalogue: {len(products)} products embedded and indexed in {waited:.1f}s "
                 f"(+1 broken upload sent to the dead-letter topic)"
             )
-            consumer = _recs_consumer(settings)
-            runs: list[ShopperRun] = []
             shoppers = SHOPPERS[:2] if short else SHOPPERS
-            producer = make_producer(settings)
-            events_topic = Topics.from_settings(settings).events.name
-            for shopper in shoppers:
-                user_id = f"{shopper.name}-{run_id}"
-                steps = []
-                clicks = shopper.clicks[:2] if short else shopper.clicks
-                for n, item_id in enumerate(clicks):
-                    event = UserEvent(
-                        event_id=f"{user_id}-{n}",
-                        user_id=user_id,
-                        item_id=item_id,
-                        type=EventType.CLICK,
-                        ts_ms=int(time.time() * 1000),
-                        context={"session_id": f"s-{user_id}"},
-                    )
-                    sent = time.perf_counter()
-                    send_record(producer, events_topic, user_id, event)
-                    producer.flush()
-                    recs = _await_list(consumer, event.event_id, 60)
-                    latency_ms = (time.perf_counter() - sent) * 1000
-                    console.print(_table(shopper.name, item_id, recs, latency_ms))
-                    steps.append(
-                        Step(
-                            item_id,
-                            [(i.item_id, i.score, i.reason) for i in recs.items],
-                            latency_ms,
-                        )
-                    )
-                runs.append(ShopperRun(shopper.name, shopper.story, steps))
-            producer.close()
-            consumer.close()
+            runs = [_shop(settings, console, s, run_id, short) for s in shoppers]
             if not worker.alive():
                 raise RuntimeError(f"worker exited early; see {out_dir / 'worker.log'}")
         dead = {

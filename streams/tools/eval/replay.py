@@ -47,13 +47,13 @@ from models.offline.baselines import (
 )
 from models.offline.cf import CFModel, CFParams, Interactions, default_params, fit_cf
 from schemas import ProductAttributes
+from streams.exceptions import ReplayError
 from streams.kafka.topics import create_topics
 from streams.ops.item_vectors import publish_item_vectors
 from streams.settings import Settings
 from streams.tools.eval import movielens
 from streams.tools.eval.pipeline import (
     Pacing,
-    ReplayError,
     cleanup,
     replay_events,
     wait_for_group,
@@ -113,7 +113,7 @@ class ReplayOutcome:
 
 
 @dataclass
-class _Plan:
+class Plan:
     events: list[LogEvent]
     train: Interactions
     train_seen: dict[str, set[str]]
@@ -121,7 +121,7 @@ class _Plan:
     log_start_ms: int
 
 
-def plan(data: movielens.MovieLens, config: ReplayConfig, weights: dict[str, float]) -> _Plan:
+def plan(data: movielens.MovieLens, config: ReplayConfig, weights: dict[str, float]) -> Plan:
     """Which events to replay (time order) and the training matrix (all users' train part)."""
     train, test = data.split(config.train_fraction)
     users: set[str] | None = None
@@ -151,7 +151,7 @@ def plan(data: movielens.MovieLens, config: ReplayConfig, weights: dict[str, flo
     seen: dict[str, set[str]] = defaultdict(set)
     for r in train:
         seen[r.user_id].add(r.item_id)
-    return _Plan(events, matrix, dict(seen), data.movies, data.ratings[0].ts_s * 1000)
+    return Plan(events, matrix, dict(seen), data.movies, data.ratings[0].ts_s * 1000)
 
 
 def run_settings(settings: Settings, ks: Sequence[int], run_id: str) -> Settings:
@@ -176,12 +176,8 @@ def run_settings(settings: Settings, ks: Sequence[int], run_id: str) -> Settings
     )
 
 
-def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> ReplayOutcome:
-    """Fit, publish, replay through Kafka and the worker, and score everything."""
-    t0 = time.monotonic()
-    weights = {str(k): v for k, v in settings.interest.event_weights.items()}
-    data = movielens.load(config.dataset_dir)
-    p = plan(data, config, weights)
+def _fit_models(p: Plan, config: ReplayConfig) -> tuple[dict[str, CFModel], dict[str, float]]:
+    """The served CF model and the MF baselines, fitted on the training split; seconds each."""
     fits: dict[str, CFModel] = {}
     fit_s: dict[str, float] = {}
     for algorithm in dict.fromkeys((config.cf.algorithm, *config.mf_baselines)):
@@ -189,6 +185,51 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
         params = config.cf if config.cf.algorithm == algorithm else default_params(algorithm)
         fits[algorithm] = fit_cf(p.train, params)
         fit_s[algorithm] = time.monotonic() - start
+    return fits, fit_s
+
+
+def _summary(
+    p: Plan,
+    config: ReplayConfig,
+    model_id: str,
+    published: int,
+    fit_s: dict[str, float],
+    replay_s: float,
+    lists: dict[str, Any],
+) -> dict[str, Any]:
+    """What the report says about the run besides the scores."""
+    return {
+        "dataset": "MovieLens-100k (recbole wheel)",
+        "users_replayed": len({e.user_id for e in p.events}),
+        "events_replayed": len(p.events),
+        "test_events": sum(e.test for e in p.events),
+        "train_interactions_for_fit": len(p.train.users),
+        "served_model_id": model_id,
+        "published_items": published,
+        "cf_fit_s": fit_s,
+        "replay_s": replay_s,
+        "events_per_s": len(p.events) / replay_s if replay_s > 0 else 0.0,
+        "lists_received": sum(len(v) for v in lists.values()),
+        "config": {
+            "users": config.users,
+            "seed": config.seed,
+            "train_fraction": config.train_fraction,
+            "speedup": config.speedup,
+            "closed_loop": config.closed_loop,
+            "lookahead": config.lookahead,
+            "cf": asdict(config.cf),
+        },
+        "log_start_ms": p.log_start_ms,
+    }
+
+
+def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> ReplayOutcome:
+    """Fit, publish, replay through Kafka and the worker, and score everything."""
+    t0 = time.monotonic()
+    weights = {str(k): v for k, v in settings.interest.event_weights.items()}
+    data = movielens.load(config.dataset_dir)
+    p = plan(data, config, weights)
+    fits, fit_s = _fit_models(p, config)
     served = fits[config.cf.algorithm]
     run_id = uuid.uuid4().hex[:8]
     rs = run_settings(settings, config.ks, run_id)
@@ -226,29 +267,9 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
     # each other in bulk, so their latency measures the backlog, not the system.
     timed = [e for e in p.events if e.test or not config.closed_loop]
     latencies = refresh_latencies(timed, sent, lists)
-    info: dict[str, Any] = {
-        "dataset": "MovieLens-100k (recbole wheel)",
-        "users_replayed": len({e.user_id for e in p.events}),
-        "events_replayed": len(p.events),
-        "test_events": sum(e.test for e in p.events),
-        "train_interactions_for_fit": len(p.train.users),
-        "served_model_id": served.model_id,
-        "published_items": published.items,
-        "cf_fit_s": fit_s,
-        "replay_s": replay_s,
-        "events_per_s": len(p.events) / replay_s if replay_s > 0 else 0.0,
-        "lists_received": sum(len(v) for v in lists.values()),
+    info = {
+        **_summary(p, config, served.model_id, published.items, fit_s, replay_s, lists),
         "total_s": time.monotonic() - t0,
-        "config": {
-            "users": config.users,
-            "seed": config.seed,
-            "train_fraction": config.train_fraction,
-            "speedup": config.speedup,
-            "closed_loop": config.closed_loop,
-            "lookahead": config.lookahead,
-            "cf": asdict(config.cf),
-        },
-        "log_start_ms": p.log_start_ms,
     }
     new_users = frozenset(e.user_id for e in p.events if e.user_id not in p.train_seen)
     info["new_users"] = len(new_users)

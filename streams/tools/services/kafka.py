@@ -13,8 +13,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.exceptions import ServiceError
 from streams.tools.services.base import (
-    ServiceError,
     port_open,
     read_pid,
     spawn,

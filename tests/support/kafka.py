@@ -1,4 +1,4 @@
-"""Helpers for integration tests: worker subprocesses and plain Kafka clients."""
+"""Kafka helpers for integration tests: plain clients, topic readers, the replay driver."""
 
 from __future__ import annotations
 

@@ -1,0 +1,88 @@
+"""What the interest worker needs of Redis, as one interface.
+
+``InterestBackend`` is the seam between ``workers.update_interests`` and the stores: the worker
+applies events and reads users' state, writes and reads the global signals, and caches the
+lists, through these four calls only. ``RedisBackend`` is the production implementation (the
+Lua scripts of ``streams.state.user_state``, ``streams.state.signals``, ``streams.state.recs``);
+the worker's unit tests run it on an in-memory stand-in (``tests.standins``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import redis
+
+from models.interest import InterestColumns
+from schemas import RedisKeys, UserEvent
+from streams.settings import InterestSettings
+from streams.state.recs import RecsCache
+from streams.state.signals import Signals
+from streams.state.user_state import UserStateStore
+
+Pairs = list[tuple[str, float]]
+
+
+class InterestBackend(Protocol):
+    """The state calls of one event batch, in the order the worker makes them."""
+
+    def apply_and_read(
+        self, events: Sequence[tuple[UserEvent, int, int]]
+    ) -> tuple[list[bool], Signals, dict[str, InterestColumns]]:
+        """Apply (event, partition, offset) triples idempotently; read touched users back.
+
+        Returns which events were new, their popularity/co-occurrence increments, and every
+        touched user's state. Raises ``UserStateError`` when some events were rejected.
+        """
+        ...
+
+    def write_signals(self, signals: Signals) -> None:
+        """Add the increments to the global popularity and co-occurrence lists."""
+        ...
+
+    def read_signals(
+        self, co_items: Sequence[str], co_n: int, popular_n: int | None
+    ) -> tuple[dict[str, Pairs], Pairs | None]:
+        """Neighbour lists of ``co_items`` and, if ``popular_n`` is given, the popular list."""
+        ...
+
+    def write_lists(self, payloads: Sequence[tuple[str, bytes]]) -> None:
+        """Cache each user's latest list, (user_id, JSON bytes)."""
+        ...
+
+
+class RedisBackend:
+    """``InterestBackend`` on Redis."""
+
+    def __init__(self, store: UserStateStore, recs: RecsCache) -> None:
+        """Users' state and signals from ``store``, the list cache in ``recs``."""
+        self.store = store
+        self.recs = recs
+
+    @classmethod
+    def from_settings(
+        cls, client: redis.Redis[Any], keys: RedisKeys, settings: InterestSettings
+    ) -> RedisBackend:
+        """Stores on ``client`` configured by the interest settings."""
+        return cls(UserStateStore.from_settings(client, keys, settings), RecsCache(client, keys))
+
+    def apply_and_read(
+        self, events: Sequence[tuple[UserEvent, int, int]]
+    ) -> tuple[list[bool], Signals, dict[str, InterestColumns]]:
+        """See ``UserStateStore.apply_and_read``."""
+        return self.store.apply_and_read(events)
+
+    def write_signals(self, signals: Signals) -> None:
+        """See ``SignalStore.write``."""
+        self.store.signals.write(signals)
+
+    def read_signals(
+        self, co_items: Sequence[str], co_n: int, popular_n: int | None
+    ) -> tuple[dict[str, Pairs], Pairs | None]:
+        """See ``SignalStore.read_raw``."""
+        return self.store.signals.read_raw(co_items, co_n, popular_n)
+
+    def write_lists(self, payloads: Sequence[tuple[str, bytes]]) -> None:
+        """See ``RecsCache.write_payloads``."""
+        self.recs.write_payloads(payloads)

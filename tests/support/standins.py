@@ -1,0 +1,154 @@
+"""In-memory stand-ins for the worker's unit tests: Redis state, the list producer, the feed.
+
+``MemoryBackend`` implements ``streams.state.backend.InterestBackend`` with the reference rule
+(``tests.reference.interest.apply_events``) and the apply script's co-occurrence window, keeps
+every call it received, and can be told to fail the next calls of one kind the way an
+unreachable Redis does. Only the worker's unit tests use it; everything that claims Redis
+behaviour runs on a real Redis server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from models.index import ItemIndex
+from models.interest import InterestColumns, UserInterest, score_increment
+from schemas import UserEvent
+from streams.settings import InterestSettings
+from streams.state.signals import Signals
+from tests.reference.interest import apply_events
+
+Pairs = list[tuple[str, float]]
+
+
+@dataclass
+class MemoryBackend:
+    """Users' state, signals and cached lists in dicts; every call recorded in ``calls``."""
+
+    settings: InterestSettings
+    users: dict[str, UserInterest] = field(default_factory=dict)
+    applied_ids: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    co: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    popular: dict[str, float] = field(default_factory=dict)
+    lists: dict[str, bytes] = field(default_factory=dict)
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    failing: dict[str, int] = field(default_factory=dict)
+    """Call name -> how many of its next calls raise ``redis.ConnectionError``."""
+
+    def _call(self, name: str, arg: Any) -> None:
+        self.calls.append((name, arg))
+        if self.failing.get(name, 0) > 0:
+            self.failing[name] -= 1
+            raise redis.ConnectionError(f"stand-in: {name} while Redis is away")
+
+    def called(self, name: str) -> list[Any]:
+        """The arguments of every call of ``name`` (failed ones included), in order."""
+        return [arg for n, arg in self.calls if n == name]
+
+    def apply_and_read(
+        self, events: Sequence[tuple[UserEvent, int, int]]
+    ) -> tuple[list[bool], Signals, dict[str, InterestColumns]]:
+        self._call("apply_and_read", [ev.event_id for ev, _, _ in events])
+        s = self.settings
+        params = s.interest_params()
+        window_ms = round(s.co_window_s * 1000)
+        applied: list[bool] = []
+        signals: Signals = []
+        for ev, _, _ in events:
+            ids = self.applied_ids[ev.user_id]
+            if ev.event_id in ids:
+                applied.append(False)
+                continue
+            state = self.users.get(ev.user_id, UserInterest.empty())
+            state = apply_events(state, [ev], params, s.seen_max)
+            self.users[ev.user_id] = state
+            ids.append(ev.event_id)
+            del ids[: max(0, len(ids) - s.applied_max)]
+            applied.append(True)
+            signals.append((ev, _near(state, ev, window_ms, s.co_max_per_event)))
+        touched = {ev.user_id for ev, _, _ in events}
+        states = {u: InterestColumns.of(self.users.get(u, UserInterest.empty())) for u in touched}
+        return applied, signals, states
+
+    def write_signals(self, signals: Signals) -> None:
+        self._call("write_signals", [(ev.event_id, list(near)) for ev, near in signals])
+        params = self.settings.interest_params()
+        for ev, near in signals:
+            inc = score_increment(ev.type, ev.ts_ms, params)
+            self.popular[ev.item_id] = self.popular.get(ev.item_id, 0.0) + inc
+            for other in near:
+                self.co[ev.item_id][other] = self.co[ev.item_id].get(other, 0.0) + inc
+                self.co[other][ev.item_id] = self.co[other].get(ev.item_id, 0.0) + inc
+
+    def read_signals(
+        self, co_items: Sequence[str], co_n: int, popular_n: int | None
+    ) -> tuple[dict[str, Pairs], Pairs | None]:
+        self._call("read_signals", (list(co_items), co_n, popular_n))
+        co = {i: _strongest(self.co.get(i, {}), co_n) for i in co_items}
+        return co, (None if popular_n is None else _strongest(self.popular, popular_n))
+
+    def write_lists(self, payloads: Sequence[tuple[str, bytes]]) -> None:
+        self._call("write_lists", [u for u, _ in payloads])
+        self.lists.update(payloads)
+
+
+def _strongest(scores: dict[str, float], n: int) -> Pairs:
+    """ZREVRANGE 0 n-1 WITHSCORES: score descending, then member bytes descending."""
+    ranked = sorted(scores.items(), key=lambda p: (p[1], p[0].encode()), reverse=True)
+    return ranked[: max(0, n)]
+
+
+def _near(state: UserInterest, ev: UserEvent, window_ms: int, co_max: int) -> list[str]:
+    """The apply script's co-occurring items: seen within the window of ``ev``, latest first."""
+    if co_max <= 0:
+        return []
+    seen = [
+        (w.last_ts_ms, w.item_id)
+        for w in state.weights
+        if ev.ts_ms - window_ms <= w.last_ts_ms <= ev.ts_ms + window_ms
+    ]
+    seen.sort(key=lambda p: (p[0], p[1].encode()), reverse=True)
+    return [i for _, i in seen[: co_max + 1] if i != ev.item_id][:co_max]
+
+
+@dataclass
+class Produced:
+    """Everything a stand-in producer was given, in order."""
+
+    sent: list[tuple[str, bytes]] = field(default_factory=list)
+
+    async def send(self, user_id: str, payload: bytes) -> Awaitable[object]:
+        self.sent.append((user_id, payload))
+        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+@dataclass
+class DeadLetterTopic:
+    """Stands in for the dead-letter topic: ``send`` records (key, value)."""
+
+    sent: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+
+    async def send(self, *, key: bytes | None, value: bytes) -> Awaitable[object]:
+        self.sent.append((key, value))
+        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+@dataclass
+class StaticFeed:
+    """An ``IndexSource`` that serves one index."""
+
+    index: ItemIndex
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="test-state")
+    )

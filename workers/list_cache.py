@@ -1,0 +1,74 @@
+"""The interest worker's short-lived copies of global lists: co-occurrence and popularity.
+
+Every refresh needs the co-occurrence lists of its users' top contributors and the popularity
+list; most of them were read a moment ago by an earlier batch. ``ListCache`` keeps them mapped
+to rows of the serving index for ``co_cache_ms`` (popularity for a second) and forgets the
+lists this worker itself just changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.candidates import CoLists, PopularBlock
+from models.index import ItemIndex
+
+
+@dataclass
+class _Entry:
+    expires: float
+    rows: np.ndarray[Any, np.dtype[np.int64]]
+    scores: np.ndarray[Any, np.dtype[np.float64]]
+
+
+@dataclass
+class ListCache:
+    """Co-occurrence lists (as rows of one index) and the popularity list, reused briefly.
+
+    Lists are global signals written by every worker; reusing one for ``ttl_s`` trades that
+    much staleness of *other* workers' increments for most of the reads. Entries this worker
+    changes are dropped before the read, so its own increments are always seen.
+    """
+
+    ttl_s: float
+    index: ItemIndex | None = None
+    co: dict[str, _Entry] = field(default_factory=dict)
+    popular: PopularBlock | None = None
+    popular_at: float = 0.0
+
+    def follow(self, index: ItemIndex) -> None:
+        """Forget everything mapped to another index (a model or space switch)."""
+        if index is not self.index:
+            self.index, self.co, self.popular = index, {}, None
+
+    def drop(self, item_ids: set[str]) -> None:
+        """Forget the lists of ``item_ids`` (their lists just changed)."""
+        for item_id in item_ids:
+            self.co.pop(item_id, None)
+
+    def missing(self, item_ids: Sequence[str], now: float) -> list[str]:
+        """Which lists must be read."""
+        co = self.co
+        return [i for i in item_ids if (e := co.get(i)) is None or e.expires <= now]
+
+    def put(self, lists: dict[str, list[tuple[str, float]]], index: ItemIndex, now: float) -> None:
+        """Keep freshly read lists, mapped to rows once."""
+        names = list(lists)
+        rows = index.rows([i for name in names for i, _ in lists[name]])
+        start = 0
+        expires = now + self.ttl_s
+        for name in names:
+            pairs = lists[name]
+            scores = np.fromiter((s for _, s in pairs), dtype=np.float64, count=len(pairs))
+            self.co[name] = _Entry(expires, rows[start : start + len(pairs)], scores)
+            start += len(pairs)
+        if len(self.co) > 200_000:  # bound memory: expired entries go first
+            self.co = {k: e for k, e in self.co.items() if e.expires > now}
+
+    def lists(self, item_ids: Sequence[str]) -> CoLists:
+        """The lists of ``item_ids`` (read or cached) as ``rank_batch`` takes them."""
+        return CoLists.from_rows({i: (e.rows, e.scores) for i in item_ids if (e := self.co.get(i))})
