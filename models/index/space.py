@@ -362,8 +362,9 @@ def calibrate_nprobe(
     recall = 0.0
     nprobe = 1
     # A catalogue without cluster structure (isotropic vectors) would need every list: stop
-    # at an eighth of them and take the recall there rather than turn the IVF into a scan.
-    widest = max(min(int(index.nlist), 16), int(index.nlist) // 8)
+    # at 1/32 of them (at least 16) and take the recall there rather than turn the IVF into
+    # a scan (on random vectors the projection, not the probing, bounds recall anyway).
+    widest = max(min(int(index.nlist), 16), int(index.nlist) // 32)
     for nprobe in [p for p in NPROBE_LADDER if p < widest] + [widest]:
         index.nprobe = nprobe
         _, cand = index.search(
