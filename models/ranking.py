@@ -1,8 +1,9 @@
 """Step 2 of a refresh: rank every user's list of a batch on arrays.
 
 ``score = visual_weight * cos(user, item) + co_weight * co / max co + popularity_weight *
-popularity / max popularity`` over each user's pool (``models.candidates``): the visual top ``candidates`` (one
-search for the whole batch), the ``candidates`` strongest co-occurring items, and up to
+popularity / max popularity`` over each user's pool (``models.candidates``): the visual top
+``candidates`` (one search for the whole batch), the ``candidates`` strongest co-occurring
+items, and up to
 ``min(candidates, 2 top_k)`` popular items not already in. Seen and unavailable items never
 appear; ties go by popularity, then item id. Optional MMR re-ranking trades relevance
 against similarity to the items already picked. Every item says why it is there:

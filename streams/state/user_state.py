@@ -167,7 +167,8 @@ class UserStateStore:
         One script call per user (per ``MAX_EVENTS_PER_CALL`` of their events): a user's keys
         share a slot, and per-call overhead, not the work, dominates. The call's reply ends
         with the user's state after the events, as columns (in the hash's order, not sorted:
-        the refresh takes any order): what it reads, without a second round trip. Signals as in ``apply_state``.
+        the refresh takes any order): what it reads, without a second round trip. Signals as
+        in ``apply_state``.
         """
         if not events:
             return [], [], {}
