@@ -584,6 +584,12 @@ def main() -> int:
         default=None,
         help="interest.max_batch (default: the setting's default); applied_max follows",
     )
+    ap.add_argument(
+        "--space-min-recall",
+        type=float,
+        default=None,
+        help="interest.space_min_recall (0 serves a fitted space whatever recall it keeps)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument(
         "--py-spy",
@@ -607,10 +613,12 @@ def main() -> int:
         "roles": {},
     }
     try:
-        batch: dict[str, int] = {}
+        batch: dict[str, Any] = {}
         if args.max_batch:
             applied = max(InterestSettings().applied_max, args.max_batch)
             batch = {"max_batch": args.max_batch, "applied_max": applied}
+        if args.space_min_recall is not None:
+            batch["space_min_recall"] = args.space_min_recall
         base = Settings(
             kafka=KafkaSettings(bootstrap_servers=kafka.bootstrap),
             redis=RedisSettings(url=redis_server.url),

@@ -6,6 +6,7 @@
      ├── ExportError         an encoder cannot be exported
      ├── ModelCardError      a model card is missing, unreadable or inconsistent
      ├── SpaceError          a retrieval space blob is unreadable, or cannot be fitted
+     │    └── SpaceRefused   a fitted space would lose too much recall to be served
      └── IndexInputError     vectors or queries the item index cannot take
 
 Each also derives from the builtin its callers have always caught (``RuntimeError``,
@@ -49,6 +50,19 @@ class ModelCardError(ModelError, ValueError):
 
 class SpaceError(ModelError, ValueError):
     """A space blob that cannot be read, or parameters that cannot make a space."""
+
+
+class SpaceRefused(SpaceError):
+    """A fitted space whose search misses too many of the exact full-dimension neighbours."""
+
+    def __init__(self, model_id: str, recall: float, floor: float) -> None:
+        """``recall``: the space's measured recall@k; ``floor``: what was asked for."""
+        super().__init__(
+            f"a space for {model_id} keeps recall {recall:.3f} of exact full-dimension search, "
+            f"below {floor:.3f}: too little structure to compress, it stays at full dimension"
+        )
+        self.recall = recall
+        self.floor = floor
 
 
 class IndexInputError(ModelError, ValueError):

@@ -68,6 +68,14 @@ class RedisKeys:
         """String: one retrieval space of ``model_id`` (``models.index.Space.to_bytes``)."""
         return f"{self.root}:model:{model_id}:space:{version}"
 
+    def space_refused(self, model_id: str) -> str:
+        """String: catalogue size at which a space for ``model_id`` was last refused.
+
+        Refused for too little recall; no fit is tried again until the catalogue has grown by
+        the refit factor.
+        """
+        return f"{self.root}:model:{model_id}:space-refused"
+
     def space_lock(self, model_id: str) -> str:
         """String with a TTL: held by the one process fitting a space for ``model_id``."""
         return f"{self.root}:model:{model_id}:space-lock"

@@ -257,6 +257,16 @@ class InterestSettings(BaseModel):
         le=1,
         description="Recall@candidates of the IVF against exact search in the space, calibrated.",
     )
+    space_min_recall: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description=(
+            "A fitted space is served only if its search keeps this recall@candidates of "
+            "exact full-dimension search (measured at fit); else the model stays at full "
+            "dimension until the catalogue grows by space_refit_growth. 0 = accept any."
+        ),
+    )
     co_cache_ms: int = Field(
         default=1000,
         ge=0,

@@ -22,6 +22,7 @@ import logging
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import faust
 import numpy as np
@@ -107,11 +108,16 @@ class IndexFeed:
         self.applied += len(vectors)
         INDEX_SIZE.set(len(self.index))
 
-    def _poll(self) -> tuple[str | None, str | None, int]:
+    def _poll(self) -> _Poll:
         model = self.items.active_model()
         if model is None:
-            return None, None, 0
-        return model, self.spaces.version(model), self.items.count(model)
+            return _Poll(None, None, 0, None)
+        return _Poll(
+            model,
+            self.spaces.version(model),
+            self.items.count(model),
+            self.spaces.refused_at(model),
+        )
 
     def _swap(self, target: tuple[str, str | None], index: ItemIndex) -> None:
         model_id = target[0]
@@ -180,15 +186,16 @@ class IndexFeed:
         self._target = None
         self._oplog = []
 
-    async def _follow(self, model: str | None, version: str | None, count: int) -> None:
+    async def _follow(self, poll: _Poll) -> None:
         """Start a switch or a fit if one is due (one at a time)."""
+        model, version = poll.model, poll.version
         if model is None or (self._task is not None and not self._task.done()):
             return
         current = self.index
         if model != current.model_id or version != _version_of(current.space):
             self._task = asyncio.ensure_future(self._switch(model, version))
         elif (
-            refit_due(current.space, count, self.settings.interest)
+            refit_due(current.space, poll.count, self.settings.interest, poll.refused_at)
             and time.monotonic() >= self._fit_after
         ):
             loop = asyncio.get_running_loop()
@@ -199,18 +206,21 @@ class IndexFeed:
     async def start_index(self) -> None:
         """The first build: fit a space first when one is due, so start-up builds once."""
         loop = asyncio.get_running_loop()
-        model, version, count = await loop.run_in_executor(self.pool, self._poll)
-        if model is None:
+        poll = await loop.run_in_executor(self.pool, self._poll)
+        if poll.model is None:
             return
-        if version is None and refit_due(None, count, self.settings.interest):
-            await loop.run_in_executor(self._build_pool, self._fit, model)
+        interest = self.settings.interest
+        if poll.version is None and refit_due(None, poll.count, interest, poll.refused_at):
+            await loop.run_in_executor(self._build_pool, self._fit, poll.model)
             for _ in range(int(600 / MODEL_POLL_S)):  # another worker may hold the lock
-                model, version, count = await loop.run_in_executor(self.pool, self._poll)
-                if model is None or version is not None:
+                poll = await loop.run_in_executor(self.pool, self._poll)
+                if poll.model is None or poll.version is not None:
                     break
+                if not refit_due(None, poll.count, interest, poll.refused_at):
+                    break  # refused: the model stays at full dimension
                 await asyncio.sleep(MODEL_POLL_S)
-        if model is not None:
-            await self._switch(model, version)
+        if poll.model is not None:
+            await self._switch(poll.model, poll.version)
 
     async def run(self) -> None:
         """Build the index, then follow the item-vectors topic until cancelled."""
@@ -251,7 +261,7 @@ class IndexFeed:
                     await loop.run_in_executor(self.pool, self._apply, vectors)
                 if loop.time() >= next_poll:
                     try:
-                        await self._follow(*await loop.run_in_executor(self.pool, self._poll))
+                        await self._follow(await loop.run_in_executor(self.pool, self._poll))
                     except redis.RedisError as exc:
                         # Redis restarting must not stop the index: vectors keep coming from
                         # Kafka, and the check runs again at the next poll.
@@ -260,6 +270,16 @@ class IndexFeed:
         finally:
             await consumer.stop()
             self._build_pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Poll:
+    """What the feed reads from Redis every ``MODEL_POLL_S``."""
+
+    model: str | None
+    version: str | None
+    count: int
+    refused_at: int | None
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.exceptions import IndexInputError, SpaceError
+from models.exceptions import IndexInputError, SpaceError, SpaceRefused
 from models.index.space import (
     RAW_VERSION,
     FitParams,
@@ -23,6 +23,7 @@ __all__ = [
     "SearchStructure",
     "Space",
     "SpaceError",
+    "SpaceRefused",
     "fit_space",
     "raw_space",
     "unit_rows",

@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from models.exceptions import SpaceError
+from models.exceptions import SpaceError, SpaceRefused
 
 Floats = npt.NDArray[np.float32]
 Codes = npt.NDArray[np.uint8]
@@ -240,6 +240,9 @@ class FitParams:
     """Recall@k against exact search in the space that the probe count is calibrated to."""
     ivf_dims: int = 128
     """Leading coordinates the IVF holds (all of them if the space has fewer)."""
+    min_recall: float = 0.0
+    """Recall@k of the space's search against exact full-dimension search below which the
+    fit is refused (``SpaceRefused``); 0 accepts any space."""
     k: int = 100
     seed: int = 0
 
@@ -248,6 +251,8 @@ class FitParams:
             raise SpaceError("dims, ivf_dims and k must be >= 1")
         if not 0.0 < self.target_recall <= 1.0:
             raise SpaceError("target_recall must be in (0, 1]")
+        if not 0.0 <= self.min_recall <= 1.0:
+            raise SpaceError("min_recall must be in [0, 1]")
 
 
 def fit_space(
@@ -277,9 +282,13 @@ def fit_space(
     step = ((hi_s + margin - lo) / 256.0).astype(np.float32)
     meta: dict[str, Any] = {"energy_kept": round(energy, 6), "sample": len(x)}
     base = Space(model_id, "", dim_in, projection, lo, step, catalogue_size, None, meta)
+    decoded = base.decode(base.encode(y))
+    space_recall = projection_recall(x, decoded, projection, catalogue_size, params)
+    meta["space_recall"] = round(space_recall, 4)
+    if space_recall < params.min_recall:
+        raise SpaceRefused(model_id, space_recall, params.min_recall)
     ivf = None
     if catalogue_size >= params.ivf_min_items:
-        decoded = base.decode(base.encode(y))
         ivf, recall = _fit_ivf(decoded, catalogue_size, params)
         meta["calibrated_recall"] = round(recall, 4)
     digest = hashlib.sha256()
@@ -290,6 +299,36 @@ def fit_space(
         digest.update(struct.pack("<III", ivf.nprobe, ivf.fetch, ivf.dims))
     version = digest.hexdigest()[:12]
     return Space(model_id, version, dim_in, projection, lo, step, catalogue_size, ivf, meta)
+
+
+def _depth(n_sample: int, catalogue_size: int, k: int) -> int:
+    """The depth in a sample that matches the top ``k`` of the catalogue (``calibrate_nprobe``)."""
+    scale = n_sample / max(catalogue_size, n_sample)
+    return max(1, min(n_sample, round(k * scale)))
+
+
+def projection_recall(
+    x: Floats,
+    decoded: Floats,
+    projection: Floats,
+    catalogue_size: int,
+    params: FitParams,
+    queries: int = 200,
+) -> float:
+    """Recall@k of exact search in the space against exact search at full dimension.
+
+    Exact search over the space's decoded 8-bit rows, for user-like queries built from the
+    sample ``x``: what the projection and the codes lose, before any IVF. On embedding-like
+    catalogues it is close to 1 (``bench/index.py``); on vectors without structure (isotropic
+    noise) the leading directions keep a fraction of the energy and it collapses.
+    """
+    rng = np.random.default_rng(params.seed + 1)
+    k = _depth(len(x), catalogue_size, params.k)
+    q = user_like_queries(x, queries, rng)
+    truth = np.argpartition(-(q @ x.T), k - 1, axis=1)[:, :k]
+    found = np.argpartition(-((q @ projection.T) @ decoded.T), k - 1, axis=1)[:, :k]
+    hits = [len(np.intersect1d(a, b)) for a, b in zip(found, truth, strict=True)]
+    return float(np.mean(hits) / k)
 
 
 def ivf_lists(n: int) -> int:
@@ -350,8 +389,7 @@ def calibrate_nprobe(
     catalogue: the nearest ``k * len(items) / catalogue`` of a sample lie as far out as the
     nearest ``k`` of the whole, so that is the depth calibrated.
     """
-    scale = len(items) / max(catalogue_size, len(items))
-    k = max(1, min(len(items), round(params.k * scale)))
+    k = _depth(len(items), catalogue_size, params.k)
     index = structure.new_index()
     lead = structure.dims
     index.add_with_ids(np.ascontiguousarray(items[:, :lead]), np.arange(len(items), dtype=np.int64))

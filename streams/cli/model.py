@@ -134,6 +134,10 @@ def fit_space_command(model_id: str | None) -> None:
     if target is None:
         raise click.ClickException("no active model: nothing has been embedded yet")
     report = fit_and_publish(items, SpaceStore(client, keys), target, settings.interest)
+    if report.refused is not None:
+        raise click.ClickException(
+            f"{report.refused} (VISREC_INTEREST__SPACE_MIN_RECALL=0 serves it regardless)"
+        )
     if report.space is None:
         raise click.ClickException(
             f"no space fitted for {target}: {report.catalogue} items, or another process is "

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from models.exceptions import SpaceError
+from models.exceptions import SpaceError, SpaceRefused
 from models.index import FitParams, ItemIndex, Space, fit_space, raw_space
 from schemas import RedisKeys
 from streams.settings import InterestSettings
@@ -61,6 +61,15 @@ class SpaceStore:
             raise SpaceError(f"space stored as {model_id}@{version} is {space.id}")
         return space
 
+    def refused_at(self, model_id: str) -> int | None:
+        """Catalogue size at which a space for ``model_id`` was last refused (None: never)."""
+        value = self._r.get(self._keys.space_refused(model_id))
+        return int(value) if value is not None else None
+
+    def refuse(self, model_id: str, catalogue: int) -> None:
+        """Note that a space fitted on a catalogue of ``catalogue`` items was refused."""
+        self._r.set(self._keys.space_refused(model_id), str(catalogue))
+
     def publish(self, space: Space) -> None:
         """Store ``space`` and make it the one ``space.model_id`` is searched in."""
         if space.is_raw:
@@ -69,6 +78,7 @@ class SpaceStore:
         pipe = self._r.pipeline(transaction=True)
         pipe.set(self._keys.space(space.model_id, space.version), space.to_bytes())
         pipe.set(self._keys.space_version(space.model_id), space.version)
+        pipe.delete(self._keys.space_refused(space.model_id))
         if previous is not None and previous != space.version:
             pipe.expire(self._keys.space(space.model_id, previous), OLD_SPACE_TTL_S)
         pipe.execute()
@@ -88,6 +98,7 @@ def fit_params(settings: InterestSettings) -> FitParams:
         dims=settings.space_dims,
         ivf_min_items=settings.ann_threshold,
         target_recall=settings.ann_target_recall,
+        min_recall=settings.space_min_recall,
         k=max(settings.candidates, settings.top_k),
     )
 
@@ -104,6 +115,8 @@ class FitReport:
     space: Space | None
     catalogue: int
     seconds: float
+    refused: SpaceRefused | None = None
+    """Set when a space was fitted but would lose too much recall (``space_min_recall``)."""
 
 
 def fit_and_publish(
@@ -116,8 +129,10 @@ def fit_and_publish(
 ) -> FitReport:
     """Fit a space for ``model_id`` on a sample of its vectors in Redis and publish it.
 
-    Returns a report with ``space=None`` if another process holds the lock or the model has
-    too few items to fit on. Workers that serve the model rebuild their index in it.
+    Returns a report with ``space=None`` if another process holds the lock, the model has
+    too few items to fit on, or the fitted space was refused (``refused`` says why; the
+    refusal is noted in Redis so that no process fits again before the catalogue grows).
+    Workers that serve the model rebuild their index in a published space.
     """
     start = time.monotonic()
     who = owner or lock_owner()
@@ -128,7 +143,12 @@ def fit_and_publish(
         _, sample = items.sample(model_id, settings.space_fit_sample)
         if len(sample) < 2:
             return FitReport(None, catalogue, time.monotonic() - start)
-        space = fit_space(model_id, sample, catalogue, fit_params(settings))
+        try:
+            space = fit_space(model_id, sample, catalogue, fit_params(settings))
+        except SpaceRefused as refused:
+            spaces.refuse(model_id, catalogue)
+            log.warning("%s", refused)
+            return FitReport(None, catalogue, time.monotonic() - start, refused)
         spaces.publish(space)
         log.warning(
             "fitted space %s on %d of %d items in %.1fs (%s)",
@@ -151,22 +171,30 @@ def prepare_space(
     Every worker then builds the compact index at once instead of a full-dimension one.
     """
     items, spaces = ItemStore(client, keys), SpaceStore(client, keys)
-    if spaces.version(model_id) is not None or not refit_due(None, items.count(model_id), settings):
+    if spaces.version(model_id) is not None:
+        return None
+    if not refit_due(None, items.count(model_id), settings, spaces.refused_at(model_id)):
         return None
     return fit_and_publish(items, spaces, model_id, settings)
 
 
-def refit_due(space: Space | None, catalogue: int, settings: InterestSettings) -> bool:
+def refit_due(
+    space: Space | None,
+    catalogue: int,
+    settings: InterestSettings,
+    refused_at: int | None = None,
+) -> bool:
     """Whether a catalogue of ``catalogue`` items calls for a (new) space.
 
     It does when it is large enough and has none yet, or has grown by ``space_refit_growth``
-    since the last fit.
+    since the last fit, or since a fit was refused at ``refused_at`` items.
     """
     if settings.space_min_items is None or catalogue < settings.space_min_items:
         return False
+    growth = settings.space_refit_growth
     if space is None or space.is_raw:
-        return True
-    return catalogue >= settings.space_refit_growth * max(space.fitted_on, 1)
+        return refused_at is None or catalogue >= growth * max(refused_at, 1)
+    return catalogue >= growth * max(space.fitted_on, 1)
 
 
 def build_index(items: ItemStore, space: Space) -> ItemIndex:

@@ -97,6 +97,9 @@ def test_space_fitted_refitted_and_followed_as_the_catalogue_grows(
                     "ann_threshold": 700,
                     "space_dims": 16,
                     "space_fit_sample": 5000,
+                    # 16 of these 48 dims keep recall ~0.90-0.97 of full-dimension search
+                    # (measured at fit): under the default floor of 0.9 at times.
+                    "space_min_recall": 0.8,
                     "top_k": 10,
                     "candidates": 30,
                 }
@@ -157,4 +160,45 @@ def test_space_fitted_refitted_and_followed_as_the_catalogue_grows(
         ids = [i.item_id for i in last.items]
         assert len(ids) == 10 and not {"i0", "i12", "i24"} & set(ids)  # seen: never again
         assert all(i.reason for i in last.items)
+        assert worker.alive()
+
+
+def test_a_catalogue_without_structure_stays_at_full_dimension(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "interest": settings.interest.model_copy(
+                update={"space_min_items": 300, "space_dims": 8, "top_k": 10, "candidates": 30}
+            )
+        }
+    )
+    create_topics(settings)
+    client = redis.Redis.from_url(settings.redis.url)
+    spaces = SpaceStore(client, RedisKeys(settings.redis.namespace))
+    rng = np.random.default_rng(4)
+    noise = {f"n{k}": v / np.linalg.norm(v) for k, v in enumerate(rng.standard_normal((400, DIM)))}
+    publish_item_vectors(settings, MODEL, noise)
+    log = tmp_path / "interests.log"
+    with running_worker(settings, "interests", log) as worker:
+        # The worker fits a space on start (400 >= 300 items), measures that 8 of 48 isotropic
+        # dims lose most neighbours, refuses it, notes that in Redis and serves full dimension.
+        _serving(log, "raw")
+        assert "keeps recall" in log.read_text(errors="replace")
+        assert spaces.version(MODEL) is None
+        assert spaces.refused_at(MODEL) == 400
+        lst = _click(settings, 1, "n0")
+        assert len(lst.items) == 10 and lst.model_id == MODEL
+
+        # The operator's command says why, and fails.
+        env = {**os.environ, **settings_env(settings)}
+        out = subprocess.run(
+            [sys.executable, "-c", "from streams.cli import main; main()", "model", "fit-space"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 1 and "keeps recall" in out.stderr, out
+        assert spaces.version(MODEL) is None
         assert worker.alive()
