@@ -178,15 +178,18 @@ def test_a_catalogue_without_structure_stays_at_full_dimension(
     spaces = SpaceStore(client, RedisKeys(settings.redis.namespace))
     rng = np.random.default_rng(4)
     noise = {f"n{k}": v / np.linalg.norm(v) for k, v in enumerate(rng.standard_normal((400, DIM)))}
+    # Publishing fits a space before activating the model (400 >= 300 items), measures that
+    # 8 of 48 isotropic dims lose most neighbours, refuses it and notes that in Redis.
     publish_item_vectors(settings, MODEL, noise)
+    assert spaces.version(MODEL) is None
+    assert spaces.refused_at(MODEL) == 400
     log = tmp_path / "interests.log"
     with running_worker(settings, "interests", log) as worker:
-        # The worker fits a space on start (400 >= 300 items), measures that 8 of 48 isotropic
-        # dims lose most neighbours, refuses it, notes that in Redis and serves full dimension.
+        # The worker serves full dimension and does not fit again (the catalogue has not grown).
         _serving(log, "raw")
-        assert "keeps recall" in log.read_text(errors="replace")
-        assert spaces.version(MODEL) is None
-        assert spaces.refused_at(MODEL) == 400
+        time.sleep(2 * 2.0)  # two polls of the active model
+        assert "fitted space" not in log.read_text(errors="replace")
+        assert "keeps recall" not in log.read_text(errors="replace")
         lst = _click(settings, 1, "n0")
         assert len(lst.items) == 10 and lst.model_id == MODEL
 
