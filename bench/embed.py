@@ -1,24 +1,35 @@
 """Embedding throughput: our full path against its two lower bounds, measured in one run.
 
-On N distinct 400-800 px JPEGs derived from the bundled real photos (tests/photos.py):
+On N distinct 400-800 px JPEGs derived from the bundled real photos (tests/photos.py; a
+fifth of them progressive, which the device input path leaves to the host):
 
   (a) bare ONNX Runtime: a plain ``session.run`` (same graph, session options, provider and
       thread count as the Encoder) on tensors decoded beforehand -- inference alone;
   (b) decode + preprocess alone on a thread pool of the same size -- no inference;
   (c) the full ``Embedder`` path: bytes in, unit vectors out, decode overlapping inference.
 
-The three are interleaved batch by batch (the machine may be shared); each reports images/s
+With the device input path (``--input device|both``; the default with ``--device cuda``):
+
+  (a') bare ONNX Runtime with the input already on the device, bound by IO binding (CUDA);
+  (b') ``DeviceInput.prepare`` alone: header checks, nvJPEG batch decode, resize, normalise
+       on the device (host fallbacks included), synchronised;
+  (c') the full ``Embedder`` on the device path: nvJPEG for chunk k+1 while ORT runs chunk k.
+
+All stages are interleaved batch by batch (the machine may be shared); each reports images/s
 (median over rounds) and per-batch latency p50/p99 (all batches), and the script prints
-(c) / min(a, b) per round and its median: how much of the slower stage's throughput the
-full path keeps.
+(c) / min(a, b) and (c') / (a') per round and their medians. The worker's own path (Kafka
+in, Redis out) is not in here: ``bench/pipeline.py`` measures it where the services run.
+Raw results go to ``bench/results/embed_<device>_<time>.json`` unless ``--json`` names a file.
 
     python bench/embed.py --device cpu --batch 32 --n 320
+    python bench/embed.py --device cuda --batch 32,256 --n 1024   # host and device input
     python bench/embed.py --decoders          # Pillow vs simplejpeg vs PyTurboJPEG
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import json
 import os
@@ -39,7 +50,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.vision.embedder import Embedder  # noqa: E402
-from models.vision.encoder import CUDA, Encoder, cuda_provider_options, session_options  # noqa: E402
+from models.vision.encoder import (  # noqa: E402
+    CUDA,
+    CudaOptions,
+    Encoder,
+    cuda_provider_options,
+    session_options,
+)
 from models.vision.images import ImageLimits, load_image  # noqa: E402
 from models.vision.modelcard import ModelCard  # noqa: E402
 from tests.photos import derived_catalogue  # noqa: E402
@@ -62,7 +79,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {
+    info: dict[str, Any] = {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "loadavg_1m": os.getloadavg()[0],
@@ -71,6 +88,17 @@ def machine() -> dict[str, Any]:
         "ort_providers": ort.get_available_providers(),
         "numpy": np.__version__,
     }
+    try:
+        import torch
+        import torchvision
+
+        info["torch"] = torch.__version__
+        info["torchvision"] = torchvision.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
 
 
 def default_model_dir() -> Path:
@@ -124,14 +152,18 @@ def measure(stages: list[Stage], n_batches: int, rounds: int) -> None:
             stage.round_seconds.append(seconds)
 
 
-def bare_session(card: ModelCard, model_dir: Path, device: str, threads: int) -> Any:
+def bare_session(
+    card: ModelCard, model_dir: Path, device: str, threads: int, cuda: CudaOptions
+) -> Any:
     """A plain session on the same graph, options and provider settings as the Encoder."""
     import onnxruntime as ort
 
     options = session_options(threads)
     if device == "cuda":
-        graph = model_dir / (card.onnx_fp16 or card.onnx_fp32)
-        providers: list[Any] = [(CUDA, cuda_provider_options()), "CPUExecutionProvider"]
+        graph = model_dir / (card.onnx_fp16 if cuda.fp16 and card.onnx_fp16 else card.onnx_fp32)
+        # No CUDA graph here: the bare stages run every batch size, a graph fixes one.
+        plain = CudaOptions(prefer_nhwc=cuda.prefer_nhwc, fp16=cuda.fp16)
+        providers: list[Any] = [(CUDA, cuda_provider_options(plain)), "CPUExecutionProvider"]
     else:
         graph = model_dir / card.onnx_fp32
         providers = ["CPUExecutionProvider"]
@@ -160,25 +192,44 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         ]
         for job in jobs:
             job.result()
-    session = bare_session(card, model_dir, args.device, threads)
-    encoder = Encoder.load(model_dir, device=args.device, intra_op_threads=threads)
+    cuda = CudaOptions(
+        prefer_nhwc=bool(args.nhwc), fp16=bool(args.fp16), graph_batch=args.cuda_graph or None
+    )
+    session = bare_session(card, model_dir, args.device, threads, cuda)
+    encoder = Encoder.load(model_dir, device=args.device, intra_op_threads=threads, cuda=cuda)
     if args.device == "cuda" and encoder.provider != CUDA:
         raise SystemExit("asked for cuda but the encoder runs on " + encoder.provider)
+    inputs = args.input or ("both" if args.device == "cuda" else "host")
+    device_input = None
+    if inputs != "host":
+        from models.vision.device_input import DeviceInput, torch_dtype
+
+        device_input = DeviceInput(
+            card, LIMITS, device=args.device, dtype=torch_dtype(encoder.input_type)
+        )
+        routed = device_input.prepare(catalogue[:256])
+        share = len(routed.on_device) / len(routed.positions)
+        print(f"device input: {share:.0%} of the first 256 JPEGs decode on {args.device}")
     runs = []
     for batch in batch_sizes:
         runs.append(
-            run_batch_size(args, card, catalogue, tensors, session, encoder, batch, threads)
+            run_batch_size(
+                args, card, catalogue, tensors, session, encoder, batch, threads, device_input
+            )
         )
     return {
         "runs": runs,
         "config": {
             "device": args.device,
             "provider": encoder.provider,
+            "input": inputs,
+            "cuda_options": vars(cuda) if args.device == "cuda" else None,
             "n": len(catalogue),
             "threads": threads,
             "rounds": args.rounds,
             "model_id": card.model_id,
             "mean_jpeg_kb": round(statistics.mean(sizes_kb), 1),
+            "on_device_share": round(share, 3) if device_input is not None else None,
         },
         "machine": machine(),
     }
@@ -193,12 +244,14 @@ def run_batch_size(
     encoder: Encoder,
     batch: int,
     threads: int,
+    device_input: Any = None,
 ) -> dict[str, Any]:
     batches = [
         list(range(i, min(i + batch, len(catalogue)))) for i in range(0, len(catalogue), batch)
     ]
     size = card.input_size
     feed = card.input_name
+    host = (args.input or ("both" if args.device == "cuda" else "host")) != "device"
 
     def bare(b: int) -> None:
         rows = batches[b]
@@ -216,42 +269,131 @@ def run_batch_size(
         for job in jobs:
             job.result()
 
-    embedder = Embedder(encoder, LIMITS, decode_threads=threads, chunk_size=args.chunk)
+    embedders: list[Embedder] = []
 
-    def full(b: int) -> None:
-        out = embedder.embed_images([catalogue[i] for i in batches[b]])
-        if any(not isinstance(v, np.ndarray) for v in out):
-            raise SystemExit(f"embedder rejected an image: {out}")
+    def full_path(embedder: Embedder) -> Callable[[int], None]:
+        embedders.append(embedder)
 
-    stages = [
-        Stage("a_bare_ort", bare),
-        Stage("b_decode_preprocess", decode),
-        Stage("c_embedder", full),
-    ]
+        def full(b: int) -> None:
+            out = embedder.embed_images([catalogue[i] for i in batches[b]])
+            if any(not isinstance(v, np.ndarray) for v in out):
+                raise SystemExit(f"embedder rejected an image: {out}")
+
+        return full
+
+    stages = [Stage("a_bare_ort", bare)]
+    if device_input is not None and args.device == "cuda":
+        stages.append(
+            Stage("a_bare_ort_device_input", bare_on_device(card, session, tensors, batches))
+        )
+    if host:
+        stages.append(Stage("b_decode_preprocess", decode))
+    if device_input is not None:
+
+        def prepare(b: int) -> None:
+            device_input.prepare([catalogue[i] for i in batches[b]], decode_pool)
+
+        stages.append(Stage("b_device_decode_resize", prepare))
+    if host:
+        host_embedder = Embedder(encoder, LIMITS, threads, chunk_size=args.chunk, gpu_decode="off")
+        stages.append(Stage("c_embedder", full_path(host_embedder)))
+    if device_input is not None:
+        device_embedder = Embedder(
+            encoder, LIMITS, threads, chunk_size=args.chunk, device_input=device_input
+        )
+        stages.append(Stage("c_embedder_device_input", full_path(device_embedder)))
     measure(stages, len(batches), args.rounds)
-    embedder.close()
+    for embedder in embedders:
+        embedder.close()
     decode_pool.shutdown()
 
     result: dict[str, Any] = {"batch": batch, "chunk": args.chunk}
     result.update({s.name: s.summary(len(catalogue)) for s in stages})
-    a_s, b_s, c_s = (s.round_seconds for s in stages)
-    # Per round, the slower of (a) and (b) is the one that took more seconds.
-    per_round = [max(a, b) / c for a, b, c in zip(a_s, b_s, c_s, strict=True)]
-    result["ratio_c_over_min_ab"] = round(statistics.median(per_round), 3)
-    result["ratio_rounds"] = [round(x, 3) for x in per_round]
+    seconds = {s.name: s.round_seconds for s in stages}
     print(f"batch {batch}:")
-    for name in ("a_bare_ort", "b_decode_preprocess", "c_embedder"):
-        s = result[name]
+    for stage in stages:
+        r = result[stage.name]
         print(
-            f"  {name:22s} {s['img_s']:9.1f} img/s   p50 {s['p50_ms']:8.2f} ms"
-            f"   p99 {s['p99_ms']:8.2f} ms   rounds {s['img_s_rounds']}"
+            f"  {stage.name:26s} {r['img_s']:9.1f} img/s   p50 {r['p50_ms']:8.2f} ms"
+            f"   p99 {r['p99_ms']:8.2f} ms   rounds {r['img_s_rounds']}"
         )
-    print(
-        f"  ratio (c)/min(a,b) = {result['ratio_c_over_min_ab']:.3f} (median over rounds;"
-        f" rounds {result['ratio_rounds']})",
-        flush=True,
-    )
+    # Per round, the slower of (a) and (b) is the one that took more seconds.
+    if host:
+        ratio(
+            result,
+            "ratio_c_over_min_ab",
+            "(c)/min(a,b)",
+            seconds,
+            "c_embedder",
+            ["a_bare_ort", "b_decode_preprocess"],
+        )
+    if device_input is not None:
+        bare_name = "a_bare_ort_device_input" if args.device == "cuda" else "a_bare_ort"
+        ratio(
+            result,
+            "ratio_c_device_over_a",
+            "(c')/(a')",
+            seconds,
+            "c_embedder_device_input",
+            [bare_name],
+        )
+        ratio(
+            result,
+            "ratio_c_device_over_min_ab_device",
+            "(c')/min(a',b')",
+            seconds,
+            "c_embedder_device_input",
+            [bare_name, "b_device_decode_resize"],
+        )
     return result
+
+
+def ratio(
+    result: dict[str, Any],
+    key: str,
+    label: str,
+    seconds: dict[str, list[float]],
+    full: str,
+    bounds: list[str],
+) -> None:
+    """Median over rounds of the full path's rate over the slowest bound's rate."""
+    per_round = [
+        max(seconds[b][r] for b in bounds) / seconds[full][r] for r in range(len(seconds[full]))
+    ]
+    result[key] = round(statistics.median(per_round), 3)
+    result[key + "_rounds"] = [round(x, 3) for x in per_round]
+    print(f"  ratio {label} = {result[key]:.3f} (median; rounds {result[key + '_rounds']})")
+
+
+def bare_on_device(
+    card: ModelCard, session: Any, tensors: npt.NDArray[np.float32], batches: list[list[int]]
+) -> Callable[[int], None]:
+    """(a'): the bare session fed by IO binding from tensors already on the GPU."""
+    import torch
+
+    element = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
+    on_device = torch.from_numpy(tensors).to(
+        "cuda", torch.float16 if element is np.float16 else torch.float32
+    )
+    out_element = np.float16 if "float16" in session.get_outputs()[0].type else np.float32
+    torch.cuda.synchronize()
+
+    def run(b: int) -> None:
+        rows = batches[b]
+        x = on_device[rows[0] : rows[-1] + 1]
+        out = torch.empty(
+            (len(rows), card.dim),
+            dtype=torch.float16 if out_element is np.float16 else torch.float32,
+            device="cuda",
+        )
+        binding = session.io_binding()
+        binding.bind_input(card.input_name, "cuda", 0, element, list(x.shape), x.data_ptr())
+        binding.bind_output(
+            card.output_name, "cuda", 0, out_element, list(out.shape), out.data_ptr()
+        )
+        session.run_with_iobinding(binding)
+
+    return run
 
 
 def run_decoders(args: argparse.Namespace) -> dict[str, Any]:
@@ -353,12 +495,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--model-dir", default=None, help="Exported model folder (default: export/cached)."
     )
-    parser.add_argument("--json", default=None, help="Write the results here as JSON.")
+    parser.add_argument(
+        "--input",
+        choices=["host", "device", "both"],
+        default=None,
+        help="Input path(s) to measure (default: both with --device cuda, host on cpu).",
+    )
+    parser.add_argument("--nhwc", type=int, choices=[0, 1], default=1, help="CUDA prefer_nhwc.")
+    parser.add_argument("--fp16", type=int, choices=[0, 1], default=1, help="CUDA fp16 graph.")
+    parser.add_argument(
+        "--cuda-graph", type=int, default=0, help="Encoder CUDA graph batch size (0 = none)."
+    )
+    parser.add_argument(
+        "--json", default=None, help="Results file (default: bench/results/embed_*.json)."
+    )
     parser.add_argument("--decoders", action="store_true", help="Compare JPEG decoders instead.")
     args = parser.parse_args(argv)
     result = run_decoders(args) if args.decoders else run_pipeline(args)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        out = Path(args.json)
+    else:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        kind = "decoders" if args.decoders else args.device
+        out = ROOT / "bench" / "results" / f"embed_{kind}_{stamp}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"raw results: {out}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from schemas import EventType, Limits
 if TYPE_CHECKING:  # the models import numpy, faiss: not every command needs them
     from models.interest import InterestParams
     from models.ranking import RankParams
+    from models.vision.encoder import CudaOptions
 
 
 class KafkaSettings(BaseModel):
@@ -176,6 +177,38 @@ class EmbedSettings(BaseModel):
         default="float32",
         description="Element type of stored and published vectors (float16 halves the size).",
     )
+    gpu_decode: Literal["auto", "off"] = Field(
+        default="auto",
+        description=(
+            "auto: when the encoder runs on CUDA and torchvision can decode there (the `gpu` "
+            "extra), JPEGs are decoded by nvJPEG and resized on the GPU; other formats and "
+            "JPEGs nvJPEG cannot take still decode on the host. off: always on the host."
+        ),
+    )
+    cuda_prefer_nhwc: bool = Field(
+        default=True, description="CUDA provider option prefer_nhwc: NHWC convolution kernels."
+    )
+    cuda_fp16: bool = Field(
+        default=True, description="Run the model card's fp16 graph on CUDA (fp32 when false)."
+    )
+    cuda_graph_batch: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Capture the encoder as a CUDA graph for batches of exactly this size (smaller "
+            "ones are padded, larger ones split; needs torch). Unset: no CUDA graph."
+        ),
+    )
+
+    def cuda_options(self) -> CudaOptions:
+        """How the CUDA execution provider runs the encoder."""
+        from models.vision.encoder import CudaOptions
+
+        return CudaOptions(
+            prefer_nhwc=self.cuda_prefer_nhwc,
+            fp16=self.cuda_fp16,
+            graph_batch=self.cuda_graph_batch,
+        )
 
 
 class InterestSettings(BaseModel):

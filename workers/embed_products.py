@@ -138,17 +138,24 @@ def register(app: faust.App, settings: Settings) -> Callable[[], bool]:
     @app.agent(topics["products"], name="embed_products")
     async def embed_products(stream: faust.StreamT[bytes]) -> None:
         model_dir = resolve_model_dir(settings)
-        encoder = Encoder.load(model_dir, device=e.device, intra_op_threads=e.intra_op_threads)
+        encoder = Encoder.load(
+            model_dir,
+            device=e.device,
+            intra_op_threads=e.intra_op_threads,
+            cuda=e.cuda_options(),
+        )
         embedder = Embedder(
             encoder,
             ImageLimits(max_bytes=e.max_image_bytes, max_pixels=e.max_pixels, min_side=e.min_side),
             decode_threads=e.decode_threads,
+            gpu_decode=e.gpu_decode,
         )
         log.warning(
-            "embed worker ready: model %s (%s) on %s",
+            "embed worker ready: model %s (%s) on %s, images decoded on %s",
             encoder.card.name,
             encoder.model_id,
             encoder.provider,
+            embedder.input_path,
         )
         worker = ProductEmbedder(settings, embedder, dead_letters, topics["item_vectors"])
         loaded.append(True)

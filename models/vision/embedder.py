@@ -4,25 +4,38 @@
 buffer (each image straight into its row, no extra copy) while the calling thread runs the
 encoder on chunk k, so decoding and inference overlap instead of taking turns. Every input
 gets exactly one result, in order: a vector, or the ``ImageError`` that says why not.
+
+When the encoder runs on CUDA and torchvision can decode there (``gpu_decode="auto"``), the
+chunks are prepared by ``models.vision.device_input.DeviceInput`` instead: JPEGs decoded by nvJPEG
+and resized on the GPU, on a stream of their own, chunk k+1 while the encoder runs chunk k,
+and bound to ONNX Runtime where they lie. The images it cannot take decode on the decode
+threads, as above, inside the same chunk. Without CUDA nothing changes: torch is not needed.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from models.exceptions import ImageError
 from models.vision.encoder import CUDA, Encoder
-from models.vision.images import ImageLimits, load_image
-from schemas import ErrorCode
+from models.vision.images import ImageLimits, load_into
+
+if TYPE_CHECKING:  # torch and torchvision are optional (the `gpu` extra)
+    from models.vision.device_input import DeviceInput, PreparedBatch
+
+log = logging.getLogger(__name__)
 
 Vector = npt.NDArray[np.float32]
 Result = Vector | ImageError
+GpuDecode = Literal["auto", "off"]
 
 # On a CPU the encoder's cost per image hardly depends on the batch size, so a call is cut
 # into at least four chunks of at most CPU_CHUNK images: more overlap for free. On the 2-core
@@ -49,7 +62,10 @@ class Embedder:
         decode_threads: int,
         *,
         chunk_size: int | None = None,
+        gpu_decode: GpuDecode = "auto",
+        device_input: DeviceInput | None = None,
     ) -> None:
+        """Embed with ``encoder``; ``device_input`` overrides the choice ``gpu_decode`` makes."""
         if decode_threads < 1:
             raise ValueError("decode_threads must be at least 1")
         self._encoder = encoder
@@ -57,6 +73,13 @@ class Embedder:
         self._card = encoder.card
         self._chunk_size = chunk_size
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="visrec-decode")
+        self._device_input = device_input or _cuda_input(encoder, limits, gpu_decode)
+        # One thread prepares the next chunk on the device while this one runs the encoder.
+        self._prepare_pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="visrec-prepare")
+            if self._device_input is not None
+            else None
+        )
         self._closed = False
         self._lock = threading.Lock()
 
@@ -64,6 +87,13 @@ class Embedder:
     def encoder(self) -> Encoder:
         """The encoder this embedder runs."""
         return self._encoder
+
+    @property
+    def input_path(self) -> str:
+        """Where images are decoded: ``host``, or ``device:<torch device>`` (e.g. cuda)."""
+        if self._device_input is None:
+            return "host"
+        return f"device:{self._device_input.device}"
 
     def embed_images(self, images: Sequence[bytes]) -> list[Result]:
         """One result per input, in order: an L2-normalised vector or an ``ImageError``."""
@@ -73,6 +103,9 @@ class Embedder:
         chunk = self._chunk_for(len(images))
         # One call at a time: the chunk buffers and the pool's queue are per call.
         with self._lock:
+            if self._device_input is not None:
+                self._embed_on_device(images, chunk, results)
+                return _complete(results)
             starts = range(0, len(images), chunk)
             pending = self._submit(images, starts[0], chunk) if starts else None
             for index in range(len(starts)):
@@ -90,6 +123,8 @@ class Embedder:
     def _chunk_for(self, n: int) -> int:
         if self._chunk_size is not None:
             return max(1, self._chunk_size)
+        if self._encoder.graph_batch is not None:
+            return self._encoder.graph_batch
         if self._encoder.provider == CUDA:
             return GPU_CHUNK
         return max(1, min(CPU_CHUNK, -(-n // 4)))
@@ -105,17 +140,33 @@ class Embedder:
         return _Chunk(start, buffer, decoded)
 
     def _decode_into(self, data: bytes, row: npt.NDArray[np.float32]) -> ImageError | None:
-        try:
-            load_image(data, self._limits, self._card, out=row)
-        except ImageError as exc:
-            return exc
-        except Exception as exc:
-            # Pillow raises assorted exception types on crafted files; all mean "undecodable",
-            # and one hostile file must not take the rest of the batch down.
-            return ImageError(
-                ErrorCode.IMAGE_UNDECODABLE, f"decoder failed: {type(exc).__name__}: {exc}"
-            )
-        return None
+        return load_into(data, self._limits, self._card, row)
+
+    def _embed_on_device(
+        self, images: Sequence[bytes], chunk: int, results: list[Result | None]
+    ) -> None:
+        assert self._device_input is not None and self._prepare_pool is not None
+        prepare, pool = self._device_input.prepare, self._pool
+
+        def submit(start: int) -> Future[PreparedBatch]:
+            assert self._prepare_pool is not None
+            return self._prepare_pool.submit(prepare, images[start : start + chunk], pool)
+
+        starts = range(0, len(images), chunk)
+        pending = submit(starts[0]) if starts else None
+        for index, start in enumerate(starts):
+            current = pending
+            assert current is not None
+            # The next chunk decodes on the device while this one runs in ONNX Runtime.
+            pending = submit(starts[index + 1]) if index + 1 < len(starts) else None
+            prepared = current.result()
+            for offset, error in prepared.errors.items():
+                results[start + offset] = error
+            if not prepared.positions:
+                continue
+            vectors = self._encoder.embed_tensor(prepared.tensor)
+            for offset, vector in zip(prepared.positions, vectors, strict=True):
+                results[start + offset] = vector
 
     def _finish(self, chunk: _Chunk, results: list[Result | None]) -> None:
         good: list[int] = []
@@ -135,6 +186,8 @@ class Embedder:
     def close(self) -> None:
         """Stop the decode threads (waits for running decodes)."""
         self._closed = True
+        if self._prepare_pool is not None:
+            self._prepare_pool.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Embedder:
@@ -151,3 +204,19 @@ def _complete(results: list[Result | None]) -> list[Result]:
             raise RuntimeError(f"no result was produced for image {index}")
         done.append(result)
     return done
+
+
+def _cuda_input(encoder: Encoder, limits: ImageLimits, gpu_decode: GpuDecode) -> DeviceInput | None:
+    """The CUDA input path when the encoder runs on CUDA and torchvision decodes there."""
+    if gpu_decode == "off" or encoder.provider != CUDA:
+        return None
+    try:
+        from models.vision.device_input import DeviceInput, cuda_decode_problem, torch_dtype
+    except ImportError as exc:
+        log.warning("JPEGs decode on the host: torch/torchvision are not installed (%s)", exc)
+        return None
+    problem = cuda_decode_problem()
+    if problem is not None:
+        log.warning("JPEGs decode on the host: %s", problem)
+        return None
+    return DeviceInput(encoder.card, limits, device="cuda", dtype=torch_dtype(encoder.input_type))

@@ -11,6 +11,9 @@ parsers ever sees untrusted bytes. Baseline/progressive YCbCr and greyscale JPEG
 all product photos) go through libjpeg-turbo via ``simplejpeg`` with DCT-domain downscaling
 when the photo is much larger than the model input; ``bench/embed.py --decoders`` measures
 it against Pillow. Everything else goes through Pillow.
+
+``read_header`` runs the same pixel-free checks alone and says whether a JPEG is plain
+enough for any decoder (nvJPEG included): ``models.vision.device_input`` routes images with it.
 """
 
 from __future__ import annotations
@@ -109,11 +112,11 @@ def check_size(width: int, height: int, limits: ImageLimits) -> None:
         )
 
 
-def decode_rgb(data: bytes, limits: ImageLimits, *, min_output_side: int | None = None) -> RGBArray:
-    """Decode image bytes to an (H, W, 3) uint8 RGB array, upright per EXIF orientation.
+def open_header(data: bytes, limits: ImageLimits) -> tuple[str, ImageFile.ImageFile]:
+    """Apply every guard rail that needs no pixel; return the format and the opened header.
 
-    ``min_output_side``: the decoder may downscale (in the DCT domain for JPEG) as long as
-    the shorter side stays at least this long; ``None`` decodes at full size.
+    Checks the encoded size, sniffs the format, parses the header with that format's plugin
+    only, then checks the pixel count and the shorter side. The caller closes the image.
     """
     if len(data) > limits.max_bytes:
         raise ImageError(ErrorCode.IMAGE_TOO_LARGE, f"{len(data)} bytes exceeds {limits.max_bytes}")
@@ -129,9 +132,22 @@ def decode_rgb(data: bytes, limits: ImageLimits, *, min_output_side: int | None 
         raise ImageError(ErrorCode.IMAGE_TOO_MANY_PIXELS, f"{fmt} header: {exc}") from exc
     except _PARSE_ERRORS as exc:
         raise ImageError(ErrorCode.IMAGE_UNDECODABLE, f"bad {fmt} header: {exc}") from exc
+    try:
+        check_size(*im.size, limits)
+    except ImageError:
+        im.close()
+        raise
+    return fmt, im
+
+
+def decode_rgb(data: bytes, limits: ImageLimits, *, min_output_side: int | None = None) -> RGBArray:
+    """Decode image bytes to an (H, W, 3) uint8 RGB array, upright per EXIF orientation.
+
+    ``min_output_side``: the decoder may downscale (in the DCT domain for JPEG) as long as
+    the shorter side stays at least this long; ``None`` decodes at full size.
+    """
+    fmt, im = open_header(data, limits)
     with im:
-        width, height = im.size
-        check_size(width, height, limits)
         try:
             if fmt == "JPEG" and im.mode in ("RGB", "L") and simplejpeg is not None:
                 rgb = _decode_jpeg_turbo(data, min_output_side)
@@ -145,12 +161,77 @@ def decode_rgb(data: bytes, limits: ImageLimits, *, min_output_side: int | None 
     return apply_orientation(rgb, orientation)
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, once the pixel-free guard rails have passed."""
+
+    format: str
+    width: int
+    height: int
+    # EXIF orientation 1..8; read for JPEG only, whose EXIF block precedes the pixels.
+    orientation: int
+    # An 8-bit Huffman sequential JPEG in YCbCr or greyscale that ends in EOI: the kind every
+    # JPEG decoder (libjpeg-turbo, nvJPEG) decodes alike. Progressive, arithmetic-coded,
+    # CMYK, Adobe-RGB and truncated files are False.
+    plain_jpeg: bool
+
+
+def read_header(data: bytes, limits: ImageLimits) -> ImageHeader:
+    """Run ``decode_rgb``'s pixel-free guard rails and describe the image; decodes no pixel.
+
+    Raises the same ``ImageError`` as ``decode_rgb`` would for every check before decoding.
+    """
+    fmt, im = open_header(data, limits)
+    with im:
+        width, height = im.size
+        if fmt != "JPEG":
+            return ImageHeader(fmt, width, height, 1, plain_jpeg=False)
+        return ImageHeader(fmt, width, height, _orientation(im), _plain_jpeg(im, data))
+
+
+_SOF_MARKERS: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_SEQUENTIAL_HUFFMAN: Final = (0xC0, 0xC1)
+_RGB_COMPONENT_IDS: Final = [ord("R"), ord("G"), ord("B")]
+
+
+def _plain_jpeg(im: ImageFile.ImageFile, data: bytes) -> bool:
+    if im.mode not in ("RGB", "L") or im.info.get("progressive"):
+        return False
+    if im.mode == "RGB":
+        # Components stored as RGB rather than YCbCr: an Adobe transform of 0, or ids R, G, B.
+        layers = getattr(im, "layer", [])
+        if im.info.get("adobe_transform") == 0 or [c[0] for c in layers] == _RGB_COMPONENT_IDS:
+            return False
+    return _frame_marker(data) in _SEQUENTIAL_HUFFMAN and data.endswith(b"\xff\xd9")
+
+
+def _frame_marker(data: bytes) -> int | None:
+    """The JPEG's SOFn marker (0xC0 baseline, 0xC2 progressive, ...); None if there is none."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker in _SOF_MARKERS:
+            return marker
+        elif marker in (0xDA, 0xD9):  # start of scan or end of image before any frame
+            return None
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return None
+
+
 def _decode_jpeg_turbo(data: bytes, min_output_side: int | None) -> RGBArray:
     side = min_output_side or 0
     # strict=True turns libjpeg's "premature end of data" warnings into errors: a truncated
     # upload is rejected rather than embedded with a grey lower half. min_factor=2: the
     # fractional DCT scales (7/8 .. 5/8) decode slower than full size (bench/embed.py
-    # --decoders), so only 1/2, 1/4 and 1/8 are used.
+    # --decoders), so only 1/2, 3/8, 1/4 and 1/8 are used (models/vision/device_resize.py, which
+    # reproduces this path on a GPU, depends on that choice).
     out: RGBArray = simplejpeg.decode_jpeg(
         data, colorspace="RGB", min_height=side, min_width=side, min_factor=2, strict=True
     )
@@ -261,3 +342,22 @@ def load_image(
     """Bytes to the card's model input: ``decode_rgb`` with draft decoding, then ``preprocess``."""
     rgb = decode_rgb(data, limits, min_output_side=card.resize_size)
     return preprocess(rgb, card, out)
+
+
+def load_into(
+    data: bytes, limits: ImageLimits, card: ModelCard, out: FloatArray
+) -> ImageError | None:
+    """``load_image`` into ``out``; returns the ``ImageError`` instead of raising it.
+
+    Any other exception becomes ``image_undecodable``: Pillow raises assorted types on crafted
+    files, and one hostile file must not take the rest of its batch down.
+    """
+    try:
+        load_image(data, limits, card, out=out)
+    except ImageError as exc:
+        return exc
+    except Exception as exc:
+        return ImageError(
+            ErrorCode.IMAGE_UNDECODABLE, f"decoder failed: {type(exc).__name__}: {exc}"
+        )
+    return None

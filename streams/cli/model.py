@@ -93,7 +93,9 @@ def reembed_command(name: str | None, model_dir: Path | None, batch: int, no_swi
     settings = Settings()
     folder = model_dir or ensure_encoder(name or settings.embed.model, settings.model_cache_dir)
     e = settings.embed
-    encoder = Encoder.load(folder, device=e.device, intra_op_threads=e.intra_op_threads)
+    encoder = Encoder.load(
+        folder, device=e.device, intra_op_threads=e.intra_op_threads, cuda=e.cuda_options()
+    )
     limits = ImageLimits(max_bytes=e.max_image_bytes, max_pixels=e.max_pixels, min_side=e.min_side)
     with tqdm(unit="product", desc=f"re-embedding with {encoder.model_id}") as bar:
 
@@ -102,7 +104,7 @@ def reembed_command(name: str | None, model_dir: Path | None, batch: int, no_swi
             bar.n = done
             bar.refresh()
 
-        with Embedder(encoder, limits, e.decode_threads) as embedder:
+        with Embedder(encoder, limits, e.decode_threads, gpu_decode=e.gpu_decode) as embedder:
             report = reembed(
                 settings, embedder, batch_size=batch, switch=not no_switch, progress=progress
             )
