@@ -17,7 +17,7 @@ import simplejpeg
 import torch
 from PIL import Image
 
-from models import device_resize
+from models.vision import device_resize
 from models.vision.device_resize import dct_scale, orient, resize_crop
 from models.vision.images import ImageLimits, apply_orientation, crop_box, load_image
 from models.vision.modelcard import ModelCard
