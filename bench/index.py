@@ -51,6 +51,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs
+from vectors import catalogue_vectors
 
 from models.index import FitParams, ItemIndex, Space, fit_space, raw_space, user_like_queries
 
@@ -63,26 +64,6 @@ MODEL = "efficientnet-lite0"
 
 
 # --- data ---------------------------------------------------------------------------------
-
-
-def catalogue_vectors(rng: np.random.Generator, m: int, dim: int, kind: str) -> np.ndarray:
-    """``m`` unit vectors: isotropic random, or clustered like image embeddings.
-
-    Copied exactly from ``bench/pipeline.py`` (which imports Kafka and Redis clients):
-    ``clustered`` is a 64-d latent mixture of 1,000 clusters embedded in ``dim`` with noise.
-    """
-    if kind == "random":
-        vecs = rng.normal(size=(m, dim)).astype(np.float32)
-    else:
-        # The generator's own seed, so that chunks share centres and basis.
-        state = np.random.default_rng(12345)
-        centres = state.standard_normal((1000, 64), dtype=np.float32)
-        basis = np.linalg.qr(state.standard_normal((dim, 64)))[0].astype(np.float32)
-        latent = centres[rng.integers(0, 1000, m)] + 0.3 * rng.standard_normal((m, 64))
-        vecs = latent.astype(np.float32) @ basis.T
-        vecs += 0.02 * rng.standard_normal((m, dim), dtype=np.float32)
-    unit: np.ndarray = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
-    return unit
 
 
 def synthetic(n: int, dim: int, kind: str, seed: int) -> Floats:
