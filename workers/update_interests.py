@@ -239,7 +239,9 @@ class InterestUpdater:
         # the increments landed).
         self.cache.drop(await signals_written)
         # The cache is written from the state thread while the producer sends.
-        sends.append(self._in_background(self.state.write_lists, payloads))
+        sends.append(
+            self._until_redis_answers(self.state.write_lists, payloads, first_on_loop=False)
+        )
         REFRESHES.inc(len(payloads))
         return sends
 
@@ -277,32 +279,23 @@ class InterestUpdater:
         assert self.cache.popular is not None
         return self.cache.lists(contributors), self.cache.popular
 
-    async def _in_background(self, step: Callable[[Any], T], arg: Any) -> T:
-        """``_until_redis_answers`` with every try on the state thread."""
-        loop = asyncio.get_running_loop()
-        delay = RETRY_FIRST_S
-        while True:
-            try:
-                return await loop.run_in_executor(self.feed.pool, step, arg)
-            except TRANSIENT_REDIS_ERRORS as exc:
-                REDIS_RETRIES.inc()
-                log.warning("redis unavailable (%s); retrying the step in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-
-    async def _until_redis_answers(self, step: Callable[[Any], T], arg: Any) -> T:
+    async def _until_redis_answers(
+        self, step: Callable[[Any], T], arg: Any, *, first_on_loop: bool = True
+    ) -> T:
         """Run ``step(arg)``, retrying with backoff while Redis is away.
 
-        The first try runs on the event loop's thread: the batch is the only work this agent
+        The first try runs on the event loop's thread (unless ``first_on_loop`` is False: a
+        step that overlaps with the loop's own work): the batch is the only work this agent
         has, and a second thread would only trade the GIL back and forth with the consumer.
         Retries run on the state thread, so that an unreachable Redis's socket timeouts
         never stall the loop (heartbeats, the item-vector consumer, /metrics).
         """
         loop = asyncio.get_running_loop()
         delay = RETRY_FIRST_S
+        on_loop = first_on_loop
         while True:
             try:
-                if delay == RETRY_FIRST_S:
+                if on_loop:
                     return step(arg)
                 return await loop.run_in_executor(self.feed.pool, step, arg)
             except TRANSIENT_REDIS_ERRORS as exc:
@@ -310,6 +303,7 @@ class InterestUpdater:
                 log.warning("redis unavailable (%s); retrying the step in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+                on_loop = False
 
 
 class _Clock:
