@@ -20,13 +20,12 @@ from prometheus_client import Counter, Histogram
 
 from models.vision.embedder import Embedder
 from models.vision.encoder import Encoder
-from models.vision.images import ImageLimits
 from schemas import RedisKeys, VectorDType
 from streams.edge.batch import decode_batch
 from streams.edge.codec import Rejected, Source
 from streams.edge.deadletter import DeadLetterSink
 from streams.edge.image_fetch import ImageFetcher
-from streams.edge.products import embed_batch
+from streams.edge.products import embed_batch, image_limits
 from streams.kafka.app import app_topics
 from streams.kafka.topics import Topics
 from streams.model_cache import resolve_model_dir
@@ -67,12 +66,7 @@ class ProductEmbedder:
             settings.embed.vector_dtype,
         )
         e = settings.embed
-        self.fetcher = ImageFetcher(
-            file_roots=list(e.file_roots),
-            allow_private_networks=e.allow_private_networks,
-            timeout_s=e.fetch_timeout_s,
-            max_bytes=e.max_image_bytes,
-        )
+        self.fetcher = ImageFetcher.from_settings(e)
         self.io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="visrec-fetch")
         self.dtype = VectorDType(e.vector_dtype)
         self.spec = Topics.from_settings(settings).products
@@ -146,7 +140,7 @@ def register(app: faust.App, settings: Settings) -> Callable[[], bool]:
         )
         embedder = Embedder(
             encoder,
-            ImageLimits(max_bytes=e.max_image_bytes, max_pixels=e.max_pixels, min_side=e.min_side),
+            image_limits(e),
             decode_threads=e.decode_threads,
             gpu_decode=e.gpu_decode,
         )

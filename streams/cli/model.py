@@ -87,7 +87,7 @@ def reembed_command(name: str | None, model_dir: Path | None, batch: int, no_swi
 
     from models.vision.embedder import Embedder
     from models.vision.encoder import Encoder
-    from models.vision.images import ImageLimits
+    from streams.edge.products import image_limits
     from streams.ops.reembed import reembed
 
     settings = Settings()
@@ -96,7 +96,7 @@ def reembed_command(name: str | None, model_dir: Path | None, batch: int, no_swi
     encoder = Encoder.load(
         folder, device=e.device, intra_op_threads=e.intra_op_threads, cuda=e.cuda_options()
     )
-    limits = ImageLimits(max_bytes=e.max_image_bytes, max_pixels=e.max_pixels, min_side=e.min_side)
+    limits = image_limits(e)
     with tqdm(unit="product", desc=f"re-embedding with {encoder.model_id}") as bar:
 
         def progress(done: int, total: int) -> None:

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from schemas import ErrorCode
 from streams.exceptions import FetchError
+from streams.settings import EmbedSettings
 
 _CHUNK = 64 * 1024
 _MAX_REDIRECTS = 3
@@ -88,6 +89,16 @@ class ImageFetcher:
         self._allow_private = allow_private_networks
         self._timeout = timeout_s
         self._max_bytes = max_bytes
+
+    @classmethod
+    def from_settings(cls, settings: EmbedSettings) -> ImageFetcher:
+        """The policy of the embed settings (the embed worker and re-embedding alike)."""
+        return cls(
+            file_roots=list(settings.file_roots),
+            allow_private_networks=settings.allow_private_networks,
+            timeout_s=settings.fetch_timeout_s,
+            max_bytes=settings.max_image_bytes,
+        )
 
     def fetch(self, uri: str) -> bytes:
         """Fetch the bytes ``uri`` names; raises ``FetchError`` with a dead-letter code."""

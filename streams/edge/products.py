@@ -16,11 +16,22 @@ from concurrent.futures import Executor
 
 from models.exceptions import ImageError
 from models.vision.embedder import Embedder
+from models.vision.images import ImageLimits
 from schemas import ErrorCode, ProductImage
 from streams.edge.codec import Rejected
 from streams.edge.image_fetch import ImageFetcher
 from streams.exceptions import FetchError
+from streams.settings import EmbedSettings
 from streams.state.item_store import StoredItem
+
+
+def image_limits(settings: EmbedSettings) -> ImageLimits:
+    """The guard rails every image passes before it is decoded (worker and re-embed alike)."""
+    return ImageLimits(
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_pixels,
+        min_side=settings.min_side,
+    )
 
 
 def image_bytes(product: ProductImage, fetcher: ImageFetcher) -> bytes | Rejected:

@@ -58,14 +58,8 @@ class _Reembedding:
         self.store = ItemStore(self.client, self.keys, settings.embed.vector_dtype)
         self.model_id = embedder.encoder.model_id
         self.topics = Topics.from_settings(settings)
-        e = settings.embed
-        self.fetcher = ImageFetcher(
-            file_roots=list(e.file_roots),
-            allow_private_networks=e.allow_private_networks,
-            timeout_s=e.fetch_timeout_s,
-            max_bytes=e.max_image_bytes,
-        )
-        self.dtype = VectorDType(e.vector_dtype)
+        self.fetcher = ImageFetcher.from_settings(settings.embed)
+        self.dtype = VectorDType(settings.embed.vector_dtype)
         self.producer: KafkaProducer = make_producer(settings)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="visrec-fetch")
         self.report = ReembedReport()
