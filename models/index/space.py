@@ -104,11 +104,6 @@ class Space:
         """Whether this is the identity space (float32, full dimension, exact search)."""
         return self.version == RAW_VERSION
 
-    @property
-    def quantised(self) -> bool:
-        """Whether rows are stored as 8-bit codes."""
-        return self.lo is not None
-
     def project(self, vectors: npt.ArrayLike) -> Floats:
         """Full-dimension vectors (n, dim_in) into this space (n, dim), float32."""
         x = np.ascontiguousarray(vectors, dtype=np.float32)

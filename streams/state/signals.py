@@ -119,8 +119,9 @@ class SignalStore:
         """What a refresh reads, in one round trip, with stored (undecayed) scores.
 
         The ``co_n`` strongest neighbours of each of ``co_items`` and, when ``popular_n`` is
-        given, the ``popular_n`` most popular items. Undecayed scores suffice wherever the
-        largest normalises (see ``co_neighbours_raw``).
+        given, the ``popular_n`` most popular items. Decaying to now multiplies every stored
+        score by the same factor ``2 ** -((now - T0) / h)``, so whoever normalises by the
+        largest score (the ranking does) can skip it.
         """
         empty: dict[str, list[tuple[str, float]]] = {}
         if co_n < 1:  # ZREVRANGE 0 -1 would read whole lists
@@ -148,16 +149,6 @@ class SignalStore:
         rows = self._r.zrevrange(self._keys.popularity(), 0, n - 1, withscores=True)
         return [(_text(item), decay_score(float(s), now, self._params)) for item, s in rows]
 
-    def popular_raw(self, n: int) -> list[tuple[str, float]]:
-        """The ``n`` most popular items with their stored (undecayed) scores.
-
-        Decay scales every score alike, so whoever normalises by the largest may skip it.
-        """
-        if n < 1:
-            return []
-        rows = self._r.execute_command("ZREVRANGE", self._keys.popularity(), 0, n - 1, "WITHSCORES")
-        return _pairs(rows)
-
     def co_neighbours(
         self, item_ids: Sequence[str], n: int, now_ms: int | None = None
     ) -> dict[str, list[tuple[str, float]]]:
@@ -172,22 +163,6 @@ class SignalStore:
             item: [(_text(o), decay_score(float(s), now, self._params)) for o, s in rows]
             for item, rows in zip(item_ids, pipe.execute(), strict=True)
         }
-
-    def co_neighbours_raw(
-        self, item_ids: Sequence[str], n: int
-    ) -> dict[str, list[tuple[str, float]]]:
-        """``co_neighbours`` without the decay to now: stored scores, one round trip.
-
-        Decaying multiplies every stored score by the same factor ``2 ** -((now - T0) / h)``,
-        so whoever normalises by the largest score (the ranking does) can skip it.
-        """
-        if n < 1 or not item_ids:
-            return {i: [] for i in item_ids}
-        pipe: Any = self._r.pipeline(transaction=False)
-        for item in item_ids:
-            # A raw command: redis-py's reply callback would build float pairs one by one.
-            pipe.execute_command("ZREVRANGE", self._keys.cooccurrence(item), 0, n - 1, "WITHSCORES")
-        return {item: _pairs(reply) for item, reply in zip(item_ids, pipe.execute(), strict=True)}
 
 
 def _text(value: bytes | str) -> str:
