@@ -24,7 +24,6 @@ import json
 import logging
 import random
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -242,7 +241,7 @@ def _run_interest_fault(
     replay = Replay(settings, Topics.from_settings(settings).events.name, messages, RATE)
     try:
         for w in workers:
-            _wait_ready(w)
+            w.wait_ready(120)
         replay.start()
         replay.wait_sent(len(messages) // 3, 120)
         times = fault(workers)
@@ -257,21 +256,6 @@ def _run_interest_fault(
         replay.stop()
         for w in workers:
             w.stop()
-
-
-def _wait_ready(worker: WorkerProcess, timeout_s: float = 120.0) -> float:
-    started = time.monotonic()
-    url = f"http://127.0.0.1:{worker.settings.web_port}/readyz"
-    while time.monotonic() - started < timeout_s:
-        assert worker.alive(), worker.output()[-3000:]
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return time.monotonic() - started
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"worker not ready in {timeout_s}s: {worker.output()[-3000:]}")
 
 
 def _metric(worker: WorkerProcess, name: str) -> float:

@@ -58,6 +58,17 @@ def _version_after(spaces: SpaceStore, old: str | None, timeout_s: float = 60.0)
     raise AssertionError(f"no new space for {MODEL} (still {old})")
 
 
+def _fit_space_command(settings: Settings) -> subprocess.CompletedProcess[str]:
+    """``visrec model fit-space`` in a process of its own, configured like ``settings``."""
+    return subprocess.run(
+        [sys.executable, "-c", "from streams.cli import main; main()", "model", "fit-space"],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def _click(settings: Settings, n: int, item: str) -> Recommendations:
     topics = Topics.from_settings(settings)
     event = UserEvent(
@@ -143,15 +154,8 @@ def test_space_fitted_refitted_and_followed_as_the_catalogue_grows(
         # The operator's command: a fit now (on 50 more items: the same items give the same
         # space, version included), followed like the others.
         publish_item_vectors(settings, MODEL, _vectors(900, 950), activate=False)
-        env = {**os.environ, **settings_env(settings)}
-        out = subprocess.run(
-            [sys.executable, "-c", "from streams.cli import main; main()", "model", "fit-space"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        )
+        out = _fit_space_command(settings)
+        assert out.returncode == 0, out
         assert f"fitted {MODEL}@" in out.stdout
         v3 = _version_after(spaces, v2)
         _serving(log, v3)
@@ -194,14 +198,7 @@ def test_a_catalogue_without_structure_stays_at_full_dimension(
         assert len(lst.items) == 10 and lst.model_id == MODEL
 
         # The operator's command says why, and fails.
-        env = {**os.environ, **settings_env(settings)}
-        out = subprocess.run(
-            [sys.executable, "-c", "from streams.cli import main; main()", "model", "fit-space"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        out = _fit_space_command(settings)
         assert out.returncode == 1 and "keeps recall" in out.stderr, out
         assert spaces.version(MODEL) is None
         assert worker.alive()

@@ -118,6 +118,13 @@ def _near(state: UserInterest, ev: UserEvent, window_ms: int, co_max: int) -> li
     return [i for _, i in seen[: co_max + 1] if i != ev.item_id][:co_max]
 
 
+def _delivered() -> asyncio.Future[object]:
+    """A delivery future that has already completed, as a broker's acknowledgement would."""
+    done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
 @dataclass
 class Produced:
     """Everything a stand-in producer was given, in order."""
@@ -126,9 +133,7 @@ class Produced:
 
     async def send(self, user_id: str, payload: bytes) -> Awaitable[object]:
         self.sent.append((user_id, payload))
-        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+        return _delivered()
 
 
 @dataclass
@@ -139,9 +144,7 @@ class DeadLetterTopic:
 
     async def send(self, *, key: bytes | None, value: bytes) -> Awaitable[object]:
         self.sent.append((key, value))
-        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+        return _delivered()
 
 
 @dataclass

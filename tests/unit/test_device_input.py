@@ -10,6 +10,7 @@ no CUDA device; ``bench/gpu_check.sh`` runs them on a GPU host.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import struct
@@ -28,12 +29,13 @@ from models.exceptions import ImageError
 from models.vision.device_input import DeviceInput
 from models.vision.embedder import Embedder
 from models.vision.encoder import CUDA, CudaOptions, Encoder
-from models.vision.images import ImageLimits, load_image, read_header
+from models.vision.images import load_image, read_header
 from models.vision.modelcard import ModelCard
 from tests.photos import derived_catalogue, encode, sample_arrays, sample_photos
 from tests.unit.test_encoder import reference, write_pool_linear
+from tests.unit.test_images import LIMITS
+from tests.unit.test_images import make_card as images_card
 
-LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, max_pixels=40_000_000, min_side=16)
 HAS_CUDA = torch.cuda.is_available()
 HAS_CUDA_EP = CUDA in ort.get_available_providers()
 NEEDS_CUDA = pytest.mark.skipif(
@@ -48,20 +50,8 @@ DEVICES = ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)]
 MIN_COSINE = 0.995
 
 
-def make_card(size: int = 32, order: str = "RGB") -> ModelCard:
-    return ModelCard(
-        model_id="test-model",
-        name="test",
-        input_size=size,
-        color_order=order,  # type: ignore[arg-type]  # parametrised in tests
-        mean=(120.0, 115.0, 100.0),
-        std=(60.0, 55.0, 50.0),
-        layout="NCHW",
-        input_name="image",
-        output_name="embedding",
-        dim=8,
-        onnx_fp32="model.onnx",
-    )
+# Per-channel statistics unlike each other: a channel mixed up shows.
+make_card = functools.partial(images_card, mean=(120.0, 115.0, 100.0), std=(60.0, 55.0, 50.0))
 
 
 def jpeg(rgb: npt.NDArray[np.uint8], mode: str = "RGB", **params: object) -> bytes:

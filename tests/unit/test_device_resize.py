@@ -19,28 +19,13 @@ from PIL import Image
 
 from models.vision import device_resize
 from models.vision.device_resize import dct_scale, orient, resize_crop
-from models.vision.images import ImageLimits, apply_orientation, crop_box, load_image
+from models.vision.images import apply_orientation, crop_box, load_image
 from models.vision.modelcard import ModelCard
 from tests.photos import sample_arrays
+from tests.unit.test_device_input import make_card
+from tests.unit.test_images import LIMITS
 
-LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, max_pixels=40_000_000, min_side=16)
 RGB = npt.NDArray[np.uint8]
-
-
-def make_card(size: int = 224) -> ModelCard:
-    return ModelCard(
-        model_id="test-model",
-        name="test",
-        input_size=size,
-        color_order="RGB",
-        mean=(120.0, 115.0, 100.0),
-        std=(60.0, 55.0, 50.0),
-        layout="NCHW",
-        input_name="image",
-        output_name="embedding",
-        dim=8,
-        onnx_fp32="model.onnx",
-    )
 
 
 def chw(rgb: RGB) -> torch.Tensor:

@@ -27,14 +27,20 @@ LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, max_pixels=40_000_000, min_side
 RGB = npt.NDArray[np.uint8]
 
 
-def make_card(size: int = 32, order: str = "RGB") -> ModelCard:
+def make_card(
+    size: int = 32,
+    order: str = "RGB",
+    *,
+    mean: tuple[float, float, float] = (127.0, 127.0, 127.0),
+    std: tuple[float, float, float] = (128.0, 128.0, 128.0),
+) -> ModelCard:
     return ModelCard(
         model_id="test-model",
         name="test",
         input_size=size,
         color_order=order,  # type: ignore[arg-type]  # parametrised in tests
-        mean=(127.0, 127.0, 127.0),
-        std=(128.0, 128.0, 128.0),
+        mean=mean,
+        std=std,
         layout="NCHW",
         input_name="image",
         output_name="embedding",
