@@ -41,6 +41,14 @@ class RedisKeys:
         """Sorted set event_id -> apply order ``n`` (the idempotency record, newest kept)."""
         return self._user(user_id, "applied")
 
+    def user_outbox(self, user_id: str) -> str:
+        """List: applied events' signal increments not yet added to popularity/co-occurrence.
+
+        Entries ``n<TAB>increment<TAB>item_id<TAB>co-occurring items...`` are pushed by the
+        apply script and drained by the signal write of the same batch: empty between batches.
+        """
+        return self._user(user_id, "outbox")
+
     def user_recs(self, user_id: str) -> str:
         """String: the latest Recommendations, zlib-compressed JSON (pull reads)."""
         return self._user(user_id, "recs")

@@ -2,6 +2,7 @@
 
     StreamsError
      ├── UserStateError      some events of a batch failed in Redis (the others applied)
+     ├── DrainConflict       signal outboxes kept changing under a drain (a rival worker)
      ├── FetchError          an image URI could not be fetched (carries a dead-letter code)
      ├── DlqError            the dead-letter topic or the replay position is unusable
      │    └── InvalidItems   replaying would dead-letter some items again (nothing sent)
@@ -34,6 +35,13 @@ class UserStateError(StreamsError, RuntimeError):
         )
         self.failures = failures
         self.applied = applied
+
+
+class DrainConflict(StreamsError, RuntimeError):
+    """Users' signal outboxes kept changing under the drain: retry later.
+
+    Another worker drains them too (a rebalance in flight). The failed attempts wrote nothing.
+    """
 
 
 class FetchError(StreamsError):

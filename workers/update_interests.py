@@ -9,17 +9,18 @@ pure array functions:
 2. ``models.profile.profile_batch``: user vectors and top contributing items;
 3. reads: the co-occurrence lists of the contributors (those not read in the last
    ``co_cache_ms``; lists changed by this worker's increments are re-read after the write)
-   and the popularity list (once a second); then the batch's popularity and co-occurrence
-   increments are written from the state thread, in parallel with steps 4-5;
+   and the popularity list (once a second); then the users' outboxes (the popularity and
+   co-occurrence increments the apply script queued) are drained from the state thread, in
+   parallel with steps 4-5;
 4. ``models.ranking.rank_batch``: one search for every user, pools, scores, reasons;
 5. lists are produced (keyed by ``user_id``) and cached in Redis (from the state thread);
    only when both are done are the batch's offsets acknowledged: at-least-once delivery,
    exactly-once effect on user state.
 
 Redis being unreachable (restarting, loading its AOF, a network blip) is waited out: each
-step is retried with capped exponential backoff until it succeeds; applying is idempotent.
-Popularity and co-occurrence increments are not (see ``streams.state.user_state``): a write that
-may have failed half-way is counted as dropped and never repeated.
+step is retried with capped exponential backoff until it succeeds. Every step is idempotent:
+applying skips recorded event ids, and the signal drain removes the outbox entries it adds
+(``streams.state.signals``), so a retried or redelivered batch counts nothing twice.
 """
 
 from __future__ import annotations
@@ -43,14 +44,13 @@ from models.refresh import co_per_contributor
 from schemas import RedisKeys, UserEvent, encode_recommendations
 from streams.edge.batch import decode_batch
 from streams.edge.deadletter import DeadLetterSink
-from streams.exceptions import UserStateError
+from streams.exceptions import DrainConflict, UserStateError
 from streams.kafka.app import app_topics
 from streams.kafka.batching import take_buffered
 from streams.kafka.topics import Topics
 from streams.settings import Settings
 from streams.state.backend import InterestBackend, RedisBackend
 from streams.state.redis import connect_redis
-from streams.state.signals import Signals
 from workers.item_index import IndexFeed
 from workers.item_index import register as register_index
 from workers.list_cache import ListCache
@@ -60,11 +60,13 @@ T = TypeVar("T")
 
 # Errors that say "Redis is not there right now", not "this event is bad": the first two
 # cover refused/closed connections and LOADING (BusyLoadingError is a ConnectionError);
-# UserStateError carries per-command errors of a pipeline that ran while Redis went away.
+# UserStateError carries per-command errors of a pipeline that ran while Redis went away;
+# DrainConflict, outboxes another worker drains too (a rebalance in flight).
 TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     UserStateError,
+    DrainConflict,
 )
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 2.0
@@ -90,9 +92,10 @@ BATCH_EVENTS = Histogram(
     "Events per consumed batch",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
 )
-SIGNALS_DROPPED = Counter(
-    "visrec_signal_updates_dropped_total",
-    "Applied events whose popularity/co-occurrence increments were lost to a Redis outage",
+SIGNALS_RECOVERED = Counter(
+    "visrec_signal_entries_recovered_total",
+    "Signal increments an earlier batch left in the outboxes (a crash or a failed drain), "
+    "drained by a later one",
 )
 REDIS_RETRIES = Counter(
     "visrec_redis_retries_total", "Batch steps retried because Redis was unavailable"
@@ -200,6 +203,7 @@ class InterestUpdater:
             self.state.apply_and_read, triples
         )
         APPLIED.inc(sum(applied))
+        SIGNALS_RECOVERED.inc(max(0, len(signals) - sum(applied)))
         clock.lap("apply")
         # The last event per user in offset order: the trigger the refreshed list answers,
         # and the time it is computed at.
@@ -220,8 +224,7 @@ class InterestUpdater:
         # Popularity and co-occurrence increments go to Redis from the state thread while this
         # one ranks: Redis works on them in parallel with the batch's Python (after the reads,
         # which would otherwise wait behind them in Redis).
-        loop = asyncio.get_running_loop()
-        signals_written = loop.run_in_executor(self.feed.pool, self._write_signals, signals)
+        signals_written = self._in_background(self.state.write_signals, signals)
         lists = rank_batch(profiles, index, co, popular, self.ranking)
         clock.lap("rank")
         generated = int(time.time() * 1000)
@@ -245,22 +248,6 @@ class InterestUpdater:
         REFRESHES.inc(len(payloads))
         return sends
 
-    def _write_signals(self, signals: Signals) -> set[str]:
-        """Write the batch's increments; return the items whose co-occurrence lists changed.
-
-        Not idempotent: a write that may have partly run is counted as dropped, never retried.
-        """
-        changed: set[str] = set()
-        for ev, near in signals:
-            changed.add(ev.item_id)
-            changed.update(near)
-        try:
-            self.state.write_signals(signals)
-        except TRANSIENT_REDIS_ERRORS as exc:
-            SIGNALS_DROPPED.inc(len(signals))
-            log.warning("redis unavailable (%s): %d signal updates dropped", exc, len(signals))
-        return changed
-
     def _read(self, contributors: list[str], index: ItemIndex) -> tuple[CoLists, PopularBlock]:
         """Read the co-occurrence lists and popularity the ranking needs, in one round trip."""
         now = time.monotonic()
@@ -279,13 +266,24 @@ class InterestUpdater:
         assert self.cache.popular is not None
         return self.cache.lists(contributors), self.cache.popular
 
+    def _in_background(self, step: Callable[[Any], T], arg: Any) -> asyncio.Future[T]:
+        """``_until_redis_answers`` with its first try handed to the state thread right now."""
+        first = asyncio.get_running_loop().run_in_executor(self.feed.pool, step, arg)
+        return asyncio.ensure_future(self._until_redis_answers(step, arg, first=first))
+
     async def _until_redis_answers(
-        self, step: Callable[[Any], T], arg: Any, *, first_on_loop: bool = True
+        self,
+        step: Callable[[Any], T],
+        arg: Any,
+        *,
+        first_on_loop: bool = True,
+        first: Awaitable[T] | None = None,
     ) -> T:
         """Run ``step(arg)``, retrying with backoff while Redis is away.
 
         The first try runs on the event loop's thread (unless ``first_on_loop`` is False: a
-        step that overlaps with the loop's own work): the batch is the only work this agent
+        step that overlaps with the loop's own work; or it is ``first``, already started): the
+        batch is the only work this agent
         has, and a second thread would only trade the GIL back and forth with the consumer.
         Retries run on the state thread, so that an unreachable Redis's socket timeouts
         never stall the loop (heartbeats, the item-vector consumer, /metrics).
@@ -295,6 +293,9 @@ class InterestUpdater:
         on_loop = first_on_loop
         while True:
             try:
+                if first is not None:
+                    started, first = first, None
+                    return await started
                 if on_loop:
                     return step(arg)
                 return await loop.run_in_executor(self.feed.pool, step, arg)

@@ -32,13 +32,17 @@ class InterestBackend(Protocol):
     ) -> tuple[list[bool], Signals, dict[str, InterestColumns]]:
         """Apply (event, partition, offset) triples idempotently; read touched users back.
 
-        Returns which events were new, their popularity/co-occurrence increments, and every
-        touched user's state. Raises ``UserStateError`` when some events were rejected.
+        Returns which events were new, the touched users' pending popularity/co-occurrence
+        increments (their outboxes: this batch's and any a crash left), and every touched
+        user's state. Raises ``UserStateError`` when some events were rejected.
         """
         ...
 
-    def write_signals(self, signals: Signals) -> None:
-        """Add the increments to the global popularity and co-occurrence lists."""
+    def write_signals(self, signals: Signals) -> set[str]:
+        """Drain the increments into popularity and co-occurrence, exactly once (retry freely).
+
+        Returns the items whose co-occurrence lists changed.
+        """
         ...
 
     def read_signals(
@@ -73,9 +77,9 @@ class RedisBackend:
         """See ``UserStateStore.apply_and_read``."""
         return self.store.apply_and_read(events)
 
-    def write_signals(self, signals: Signals) -> None:
+    def write_signals(self, signals: Signals) -> set[str]:
         """See ``SignalStore.write``."""
-        self.store.signals.write(signals)
+        return self.store.signals.write(signals)
 
     def read_signals(
         self, co_items: Sequence[str], co_n: int, popular_n: int | None

@@ -4,17 +4,25 @@ Popularity is a ZSET item -> sum of ``w * 2 ** ((t - T0) / h_pop)`` (``score_inc
 log-weight trick in the linear domain, so old counts fade relative to new ones without ever
 rewriting them. The exponent is capped at ``MAX_SCORE_EXPONENT``; with the 7-day half-life that
 horizon is 2041, after which scores must be rebased (see ``models.interest``). Co-occurrence:
-the apply script (``streams.state.user_state``) returns up to ``co_max_per_event`` items the
+the apply script (``streams.state.user_state``) finds up to ``co_max_per_event`` items the
 user touched within ``co_window_s`` of each applied event, and ``co:{i:<item>}`` gains the
 same increment in both directions, trimmed to ``co_max_neighbours``.
 
-They live in other Redis Cluster slots than the user's keys, and one script may only touch
-keys of one slot, so they are written in a second step, only for events the script applied.
-A crash between the two steps therefore loses (never doubles) those increments: on
-redelivery the script reports the event as already applied and the second step skips it.
-Both signals are approximate decayed counts, for which an occasional lost increment is the
-right trade. Reads return stored (undecayed) scores where the reader normalises by the
-largest (decay scales every score alike), decayed counts otherwise.
+Exactly once per event: the apply script records an event's id and pushes its increments to
+the user's outbox in one atomic step, and ``SignalStore.write`` drains outboxes into the
+global sets in one script (``lua/drain_signals.lua``) that adds the increments and removes the
+entries together, after checking that the outboxes still hold what the client read. A worker
+that dies between the two steps leaves the entries in the outbox; the redelivered events are
+reported as applied already, but the apply reply returns the outbox, and they are drained
+then. A drain that may have run (a reply lost with the connection) is simply retried: the
+entries are gone, so nothing is added twice.
+
+In a Redis Cluster the global sets live in other slots than the user's keys, and no script can
+span slots: increments are added per key first and the outbox entries removed after, so a
+crash between the two counts that batch's increments again (at least once, never lost).
+
+Reads return stored (undecayed) scores where the reader normalises by the largest (decay
+scales every score alike), decayed counts otherwise.
 """
 
 from __future__ import annotations
@@ -22,17 +30,43 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 
-from models.interest import InterestParams, decay_score, score_increment
-from schemas import RedisKeys, UserEvent
+from models.interest import InterestParams, decay_score
+from schemas import RedisKeys
+from streams.exceptions import DrainConflict
 from streams.state.lua import lua, run_script
 
-Signals = list[tuple[UserEvent, list[str]]]
-"""Applied events with the items each co-occurred with: what ``SignalStore.write`` adds up."""
+DRAIN_ATTEMPTS = 5
+"""Drains retried with re-read outboxes before giving up (only a rival worker forces one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One applied event's increments, waiting in its user's outbox."""
+
+    user_id: str
+    seq: int
+    """The user's apply count after the event: unique per user, increasing along the outbox."""
+    item_id: str
+    increment: float
+    """What the event adds to popularity and to each of its co-occurrence pairs."""
+    near: tuple[str, ...]
+    """Items the user touched within the co-occurrence window of the event."""
+
+    @classmethod
+    def parse(cls, user_id: str, entry: bytes | str) -> Pending:
+        """An outbox entry: ``seq<TAB>increment<TAB>item<TAB>near...``."""
+        seq, inc, item, *near = _text(entry).split("\t")
+        return cls(user_id, int(seq), item, float(inc), tuple(near))
+
+
+Signals = list[Pending]
+"""Outbox entries of a batch's users, each user's in order: what ``SignalStore.write`` drains."""
 
 
 class SignalStore:
@@ -56,62 +90,90 @@ class SignalStore:
         self._popular_max = popular_max
         self._cluster = isinstance(client, RedisCluster)
         self._bump = client.register_script(lua("bump"))
-        self._bump_many = client.register_script(lua("bump_many"))
+        self._drain = client.register_script(lua("drain_signals"))
 
-    def write(self, applied: Signals) -> None:
-        """Add the popularity and co-occurrence increments of applied events.
+    def write(self, pending: Signals) -> set[str]:
+        """Drain ``pending`` (outbox entries from apply replies) into the global sets.
 
-        Not idempotent (increments): never retry a call that may have partly run; a lost call
-        loses increments, which the approximate decayed counts tolerate.
+        Exactly once per entry (see the module docstring): safe to retry after any error,
+        including one that left unknown whether the drain ran. Returns the items whose
+        co-occurrence lists changed. Raises ``DrainConflict`` if the outboxes still differed
+        from what was read after ``DRAIN_ATTEMPTS`` re-reads.
         """
-        # Summed per (key, member) over the batch, sent in one script call: client-side command
-        # packing, not Redis, bounds throughput here.
-        bumps = self.bumps(applied)
-        if not bumps:
-            return
+        changed = _changed(pending)  # whichever attempt drains them, these lists change
+        for _ in range(DRAIN_ATTEMPTS):
+            if not pending:
+                return changed
+            if self._cluster:
+                self._write_per_slot(pending)
+                return changed
+            if self._drain_atomically(pending):
+                return changed
+            pending = self.read_outboxes(sorted({p.user_id for p in pending}))
+            changed |= _changed(pending)
+        raise DrainConflict(f"outboxes of {len({p.user_id for p in pending})} users kept changing")
+
+    def read_outboxes(self, user_ids: Sequence[str]) -> Signals:
+        """Every entry now in the users' outboxes, each user's in order."""
+        pipe: Any = self._r.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.execute_command("LRANGE", self._keys.user_outbox(user_id), 0, -1)
+        replies = pipe.execute()
+        return [
+            Pending.parse(user_id, entry)
+            for user_id, entries in zip(user_ids, replies, strict=True)
+            for entry in entries
+        ]
+
+    def _drain_atomically(self, pending: Signals) -> bool:
+        """One script: check the outboxes, add the increments, remove the entries."""
+        runs = _runs(pending)
+        bumps = self.bumps(pending)
+        popular = self._keys.popularity()
+        keys = [self._keys.user_outbox(user_id) for user_id, _ in runs] + list(bumps)
+        pop_at = keys.index(popular) + 1 if popular in bumps else 0
+        args: list[str | int] = [len(runs), self._popular_max, self._co_max_neighbours, pop_at]
+        for _, entries in runs:
+            args += (len(entries), entries[0].seq, entries[-1].seq)
+        for members in bumps.values():
+            args.append(len(members))
+            for member, inc in members.items():
+                args += (member, repr(inc))
+        return bool(self._drain(keys=keys, args=args))
+
+    def _write_per_slot(self, pending: Signals) -> None:
+        """Cluster: one script per signal key, then the outbox entries removed (per user)."""
+        bumps = self.bumps(pending)
+        popular = self._keys.popularity()
         pipe = self._r.pipeline(transaction=False)
-        self.queue(pipe, bumps)
+        for key, members in bumps.items():
+            keep = self._popular_max if key == popular else self._co_max_neighbours
+            args: list[str | int] = [keep]
+            for member, inc in members.items():
+                args += (member, repr(inc))
+            run_script(pipe, self._bump, [key], args, True)
+        pipe.execute()
+        pipe = self._r.pipeline(transaction=False)
+        for user_id, entries in _runs(pending):
+            check: list[str | int] = [1, self._popular_max, self._co_max_neighbours, 0]
+            check += (len(entries), entries[0].seq, entries[-1].seq)
+            run_script(pipe, self._drain, [self._keys.user_outbox(user_id)], check, True)
         pipe.execute()
 
-    def bumps(self, applied: Signals) -> dict[str, dict[str, float]]:
-        """The batch's increments summed per (key, member)."""
+    def bumps(self, pending: Signals) -> dict[str, dict[str, float]]:
+        """The entries' increments summed per (key, member)."""
         bumps: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         popular = self._keys.popularity()
-        for ev, near in applied:
-            inc = score_increment(ev.type, ev.ts_ms, self._params)
+        for p in pending:
+            inc = p.increment
             if not inc > 0:
                 continue  # underflowed (an event from long before T0): counts for nothing
-            bumps[popular][ev.item_id] += inc
-            mine = self._keys.cooccurrence(ev.item_id)
-            for other in near:
+            bumps[popular][p.item_id] += inc
+            mine = self._keys.cooccurrence(p.item_id)
+            for other in p.near:
                 bumps[mine][other] += inc
-                bumps[self._keys.cooccurrence(other)][ev.item_id] += inc
+                bumps[self._keys.cooccurrence(other)][p.item_id] += inc
         return bumps
-
-    def queue(self, pipe: Any, bumps: dict[str, dict[str, float]]) -> int:
-        """Add the increments to ``pipe``; return how many commands that queued.
-
-        One script call for all keys; in a cluster one per key (keys of one call must share a
-        slot).
-        """
-        popular = self._keys.popularity()
-        if self._cluster:
-            for key, members in bumps.items():
-                keep = self._popular_max if key == popular else self._co_max_neighbours
-                args: list[str | int] = [keep]
-                for member, inc in members.items():
-                    args += (member, repr(inc))
-                run_script(pipe, self._bump, [key], args, self._cluster)
-            return len(bumps)
-        keys = list(bumps)
-        many: list[str | int] = [self._popular_max, self._co_max_neighbours]
-        for key in keys:
-            members = bumps[key]
-            many += ("1" if key == popular else "0", len(members))
-            for member, inc in members.items():
-                many += (member, repr(inc))
-        run_script(pipe, self._bump_many, keys, many, self._cluster)
-        return 1
 
     def read_raw(
         self, co_items: Sequence[str], co_n: int, popular_n: int | None
@@ -163,6 +225,24 @@ class SignalStore:
             item: [(_text(o), decay_score(float(s), now, self._params)) for o, s in rows]
             for item, rows in zip(item_ids, pipe.execute(), strict=True)
         }
+
+
+def _runs(pending: Signals) -> list[tuple[str, list[Pending]]]:
+    """The entries grouped by user, in order (one outbox each)."""
+    by_user: dict[str, list[Pending]] = defaultdict(list)
+    for p in pending:
+        by_user[p.user_id].append(p)
+    return list(by_user.items())
+
+
+def _changed(pending: Signals) -> set[str]:
+    """Items whose co-occurrence lists the entries change."""
+    changed: set[str] = set()
+    for p in pending:
+        if p.near:
+            changed.add(p.item_id)
+            changed.update(p.near)
+    return changed
 
 
 def _text(value: bytes | str) -> str:

@@ -2,13 +2,14 @@
 
 Per event, a Lua function (``lua/apply_events.lua`` calls it for each event of one user's part
 of a batch: one script call per user) touches only that user's hash-tagged keys
-(``user_state``, ``user_seen``, ``user_applied``) and atomically: skips an ``event_id``
-already applied; else merges the event into the item's two log weights (``models.interest``),
-updates the seen set and trims it (with the trimmed items' weights), and records the
-``event_id``. So a redelivered event changes nothing: at-least-once delivery, exactly-once
-effect. It also returns the items the user touched within ``co_window_s`` of the event (on
-either side: a symmetric window counts a pair once whichever event is applied second): the
-co-occurrence increments ``streams.state.signals`` writes in a second step.
+(``user_state``, ``user_seen``, ``user_applied``, ``user_outbox``) and atomically: skips an
+``event_id`` already applied; else merges the event into the item's two log weights
+(``models.interest``), updates the seen set and trims it (with the trimmed items' weights),
+records the ``event_id``, and pushes the event's popularity and co-occurrence increments (with
+the items the user touched within ``co_window_s`` of it, on either side: a symmetric window
+counts a pair once whichever event is applied second) to the user's outbox. So a redelivered
+event changes nothing: at-least-once delivery, exactly-once effect. The reply carries the
+outbox, which ``streams.state.signals`` drains into the global sets, also exactly once.
 
 Layout of ``user_state`` (a hash): ``i:<item_id>`` -> 17 bytes, a tag byte 1 and the item's
 long- and short-term log weights as little-endian doubles (exact, and no text to format in
@@ -41,12 +42,13 @@ from models.interest import (
     ItemWeight,
     UserInterest,
     log_increment,
+    score_increment,
 )
 from schemas import RedisKeys, UserEvent
 from streams.exceptions import UserStateError
 from streams.settings import InterestSettings
 from streams.state.lua import lua, run_script
-from streams.state.signals import Signals, SignalStore
+from streams.state.signals import Pending, Signals, SignalStore
 
 # Most events of one user applied by one script call.
 MAX_EVENTS_PER_CALL = 256
@@ -142,22 +144,12 @@ class UserStateStore:
     def apply(self, events: Sequence[tuple[UserEvent, int, int]]) -> list[bool]:
         """Apply (event, partition, offset) triples in order; True where an event was new.
 
-        Raises ``UserStateError`` after writing everything else if Redis rejected some events.
-        """
-        applied, signals = self.apply_state(events)
-        self.signals.write(signals)
-        return applied
-
-    def apply_state(
-        self, events: Sequence[tuple[UserEvent, int, int]]
-    ) -> tuple[list[bool], Signals]:
-        """``apply`` without the global signals: they are returned, for ``signals.write``.
-
-        If Redis rejected some events this writes the signals of the others and raises
-        ``UserStateError``.
+        The global signals are drained too. Raises ``UserStateError`` after applying everything
+        else (signals included) if Redis rejected some events.
         """
         applied, signals, _ = self.apply_and_read(events)
-        return applied, signals
+        self.signals.write(signals)
+        return applied
 
     def apply_and_read(
         self, events: Sequence[tuple[UserEvent, int, int]]
@@ -167,8 +159,8 @@ class UserStateStore:
         One script call per user (per ``MAX_EVENTS_PER_CALL`` of their events): a user's keys
         share a slot, and per-call overhead, not the work, dominates. The call's reply ends
         with the user's state after the events, as columns (in the hash's order, not sorted:
-        the refresh takes any order): what it reads, without a second round trip. Signals as
-        in ``apply_state``.
+        the refresh takes any order): what it reads, without a second round trip. The signals
+        are the touched users' outbox entries, for ``signals.write`` to drain.
         """
         if not events:
             return [], [], {}
@@ -179,30 +171,32 @@ class UserStateStore:
         replies = pipe.execute(raise_on_error=False)
         results: list[Any] = [None] * len(events)
         states: dict[str, InterestColumns] = {}
+        outboxes: dict[str, Signals] = {}
         for (user_id, positions), reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):
                 for pos in positions:
                     results[pos] = reply
                 continue
-            for k, pos in enumerate(positions):
-                results[pos] = reply[k]
-            states[user_id] = _packed_columns(reply[len(positions) :])
+            k = len(positions)
+            for j, pos in enumerate(positions):
+                results[pos] = reply[j]
+            states[user_id] = _packed_columns(reply[k : k + 4])
+            # The user's whole outbox: a later call of the same user (a long run of events is
+            # split) returns everything an earlier one did, and more.
+            outboxes[user_id] = [Pending.parse(user_id, entry) for entry in reply[k + 4 :]]
         applied: list[bool] = []
         failures: list[tuple[int, int, str]] = []
-        neighbours: list[tuple[UserEvent, list[str]]] = []
-        for (ev, partition, offset), res in zip(events, results, strict=True):
+        for (_, partition, offset), res in zip(events, results, strict=True):
             if isinstance(res, Exception):
                 failures.append((partition, offset, str(res)))
                 applied.append(False)
-            elif isinstance(res, list):
-                applied.append(True)
-                neighbours.append((ev, [_text(x) for x in res[1:]]))
             else:
-                applied.append(False)  # 0: already applied
+                applied.append(res == 1)  # 0: already applied
+        pending = [p for entries in outboxes.values() for p in entries]
         if failures:
-            self.signals.write(neighbours)
+            self.signals.write(pending)  # the others' increments count now (exactly once)
             raise UserStateError(failures, applied)
-        return applied, neighbours, states
+        return applied, pending, states
 
     def _queue_apply(self, pipe: Any, user_id: str, events: list[UserEvent]) -> None:
         args: list[Any] = [
@@ -213,11 +207,20 @@ class UserStateStore:
         ]
         for ev in events:
             inc_long, inc_short = log_increment(ev.type, ev.ts_ms, self._params)
-            args += (ev.event_id, ev.item_id, str(ev.ts_ms), repr(inc_long), repr(inc_short))
+            inc_pop = score_increment(ev.type, ev.ts_ms, self._params)
+            args += (
+                ev.event_id,
+                ev.item_id,
+                str(ev.ts_ms),
+                repr(inc_long),
+                repr(inc_short),
+                repr(inc_pop),
+            )
         keys = [
             self._keys.user_state(user_id),
             self._keys.user_seen(user_id),
             self._keys.user_applied(user_id),
+            self._keys.user_outbox(user_id),
         ]
         run_script(pipe, self._script, keys, args, self._cluster)
 

@@ -49,6 +49,7 @@ from streams.state.item_store import ItemStore, StoredItem
 from streams.tools.processes import WorkerProcess
 from streams.tools.services import KafkaServer, RedisServer, free_port
 from tests.photos import derived_catalogue, sample_photos
+from tests.reference.signals import replay_signals
 from tests.support import (
     Replay,
     TopicReader,
@@ -190,6 +191,27 @@ class Outcome:
         """Redis holds exactly the offline replay of the log for every user."""
         assert_state_is_offline_replay(settings, self.per_user)
 
+    def check_signals(self, settings: Settings) -> None:
+        """Popularity and co-occurrence are exactly the offline recomputation of the log: no
+        increment lost to the fault, none counted twice by the redelivery."""
+        want_pop, want_co = replay_signals(self.per_user, settings.interest)
+        client = redis.Redis.from_url(settings.redis.url)
+        try:
+            keys = RedisKeys()
+            rows = client.zrange(keys.popularity(), 0, -1, withscores=True)
+            got_pop = {k.decode(): v for k, v in rows}
+            assert got_pop.keys() == want_pop.keys()
+            for item, score in want_pop.items():
+                assert got_pop[item] == pytest.approx(score, rel=1e-9), item
+            for item in [f"item-{i}" for i in range(N_ITEMS)]:
+                rows = client.zrange(keys.cooccurrence(item), 0, -1, withscores=True)
+                got = {k.decode(): v for k, v in rows}
+                assert got == pytest.approx(want_co.get(item, {}), rel=1e-9), item
+            outboxes = [client.llen(keys.user_outbox(u)) for u in self.per_user]
+            assert sum(outboxes) == 0
+        finally:
+            client.close()
+
     def check_dead_letters(self, settings: Settings) -> None:
         """Each malformed message is dead-lettered (once per log position), nothing else."""
         topics = Topics.from_settings(settings)
@@ -227,6 +249,10 @@ def _run_interest_fault(
     n_workers: int = 1,
 ) -> None:
     """Replay the log through ``n_workers`` interest workers; ``fault`` strikes a third in."""
+    # Neighbour lists long enough never to be trimmed: trimming depends on arrival order, and
+    # the signals are compared with an order-free recomputation.
+    interest = settings.interest.model_copy(update={"co_max_neighbours": N_ITEMS})
+    settings = settings.model_copy(update={"interest": interest})
     create_topics(settings)
     _catalogue(settings)
     messages = _event_log(seed)
@@ -250,6 +276,7 @@ def _run_interest_fault(
         times["final_lists_after_replay_s"] = outcome.wait_final_lists(settings, WAIT_S)
         _healthy(*(w for w in workers if w not in KILLED))
         outcome.check_state(settings)
+        outcome.check_signals(settings)
         outcome.check_dead_letters(settings)
         _report(record, **times)
     finally:

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from streams.state.backend import RedisBackend
 from streams.state.recs import RecsCache, decode_recs, read_cached_recs
 from streams.state.user_state import UserStateStore
 from tests.reference.interest import apply_events, user_vector
+from tests.reference.signals import replay_signals
+from tests.support.checks import per_user
 from tests.support.standins import MemoryBackend
 
 P = InterestSettings().interest_params()
@@ -432,9 +435,12 @@ def test_the_worker_tests_stand_in_answers_as_redis_does(client: redis.Redis) ->
         batch = triples(events[start : start + 37])
         got, want = real.apply_and_read(batch), stand_in.apply_and_read(batch)
         assert got[0] == want[0]
-        assert [(e.event_id, near) for e, near in got[1]] == [
-            (e.event_id, near) for e, near in want[1]
+        assert [(p.user_id, p.seq, p.item_id, p.near) for p in got[1]] == [
+            (p.user_id, p.seq, p.item_id, p.near) for p in want[1]
         ]
+        np.testing.assert_allclose(
+            [p.increment for p in got[1]], [p.increment for p in want[1]], rtol=1e-15
+        )
         assert got[2].keys() == want[2].keys()
         for user, cols in got[2].items():
             other = want[2][user]  # the reply keeps the hash's order: compare by item
@@ -455,3 +461,80 @@ def test_the_worker_tests_stand_in_answers_as_redis_does(client: redis.Redis) ->
         np.testing.assert_allclose(
             [s for _, s in co_got[item]], [s for _, s in co_want[item]], rtol=1e-9
         )
+
+
+def _stored_signals(client: redis.Redis, items: list[str]) -> tuple[dict[str, float], Any]:
+    popular = {k.decode(): v for k, v in client.zrange(KEYS.popularity(), 0, -1, withscores=True)}
+    co = {}
+    for item in items:
+        near = client.zrange(KEYS.cooccurrence(item), 0, -1, withscores=True)
+        if near:
+            co[item] = {k.decode(): v for k, v in near}
+    return popular, co
+
+
+def _assert_signals_are_offline_replay(
+    client: redis.Redis, events: list[UserEvent], settings: InterestSettings
+) -> None:
+    want_pop, want_co = replay_signals(per_user(events), settings)
+    got_pop, got_co = _stored_signals(client, sorted({e.item_id for e in events}))
+    assert got_pop.keys() == want_pop.keys()
+    for item, score in want_pop.items():
+        assert got_pop[item] == pytest.approx(score, rel=1e-12), item
+    assert got_co.keys() == want_co.keys()
+    for item, near in want_co.items():
+        assert got_co[item] == pytest.approx(near, rel=1e-12), item
+
+
+def _signal_log(n: int, seed: int) -> list[UserEvent]:
+    rng = random.Random(seed)
+    return [
+        ev(f"s{k}", f"u{rng.randrange(6)}", f"i{rng.randrange(25)}", NOW + k * 20_000)
+        for k in range(n)
+    ]
+
+
+SIGNAL_SETTINGS = InterestSettings(co_window_s=1800.0, co_max_neighbours=100)
+
+
+def test_signals_of_a_worker_that_died_after_apply_are_drained_once_on_redelivery(
+    client: redis.Redis,
+) -> None:
+    """The crash the outbox exists for: state applied, the drain never ran, the batch is
+    redelivered (its events now 'already applied'): every increment still counts, once."""
+    events = _signal_log(120, seed=1)
+    dead = RedisBackend.from_settings(client, KEYS, SIGNAL_SETTINGS)
+    applied, pending, _ = dead.apply_and_read(triples(events[:80]))
+    assert all(applied) and len(pending) == 80
+    assert not client.exists(KEYS.popularity())  # nothing reached the global sets yet
+
+    survivor = RedisBackend.from_settings(client, KEYS, SIGNAL_SETTINGS)
+    for start in range(0, 120, 40):  # the redelivery, then the rest
+        flags, pending, _ = survivor.apply_and_read(triples(events[start : start + 40]))
+        assert flags == [start >= 80] * 40
+        survivor.write_signals(pending)
+    _assert_signals_are_offline_replay(client, events, SIGNAL_SETTINGS)
+    assert not any(client.exists(KEYS.user_outbox(f"u{k}")) for k in range(6))
+
+
+def test_a_drain_repeated_after_it_ran_adds_nothing(client: redis.Redis) -> None:
+    """A drain whose reply was lost is retried with the same entries; a rival worker drained
+    some outboxes in between: each entry still counts once, and later ones are not skipped."""
+    events = _signal_log(60, seed=2)
+    store = RedisBackend.from_settings(client, KEYS, SIGNAL_SETTINGS)
+    _, pending, _ = store.apply_and_read(triples(events[:30]))
+    store.write_signals(pending)
+    store.write_signals(pending)  # the retry: the outboxes no longer hold those entries
+    _, newer, _ = store.apply_and_read(triples(events[30:]))
+    rival = RedisBackend.from_settings(client, KEYS, SIGNAL_SETTINGS)
+    rival.write_signals([p for p in newer if p.user_id == newer[0].user_id])
+    store.write_signals(newer)  # stale for one user: re-read, the rest drained once
+    store.write_signals(pending + newer)
+    _assert_signals_are_offline_replay(client, events, SIGNAL_SETTINGS)
+
+
+def test_outboxes_are_empty_between_batches(client: redis.Redis) -> None:
+    store = make_store(client)
+    events = _signal_log(50, seed=3)
+    store.apply(triples(events))
+    assert [client.llen(KEYS.user_outbox(f"u{k}")) for k in range(6)] == [0] * 6

@@ -1,8 +1,9 @@
 """In-memory stand-ins for the worker's unit tests: Redis state, the list producer, the feed.
 
 ``MemoryBackend`` implements ``streams.state.backend.InterestBackend`` with the reference rule
-(``tests.reference.interest.apply_events``) and the apply script's co-occurrence window, keeps
-every call it received, and can be told to fail the next calls of one kind the way an
+(``tests.reference.interest.apply_events``), the apply script's co-occurrence window
+(``tests.reference.signals.near_items``) and its outbox (drained once per entry), keeps every
+call it received, and can be told to fail the next calls of one kind the way an
 unreachable Redis does. Only the worker's unit tests use it; everything that claims Redis
 behaviour runs on a real Redis server.
 """
@@ -22,8 +23,9 @@ from models.index import ItemIndex
 from models.interest import InterestColumns, UserInterest, score_increment
 from schemas import UserEvent
 from streams.settings import InterestSettings
-from streams.state.signals import Signals
+from streams.state.signals import Pending, Signals
 from tests.reference.interest import apply_events
+from tests.reference.signals import near_items
 
 Pairs = list[tuple[str, float]]
 
@@ -38,15 +40,24 @@ class MemoryBackend:
     co: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
     popular: dict[str, float] = field(default_factory=dict)
     lists: dict[str, bytes] = field(default_factory=dict)
+    outboxes: dict[str, list[Pending]] = field(default_factory=lambda: defaultdict(list))
     calls: list[tuple[str, Any]] = field(default_factory=list)
     failing: dict[str, int] = field(default_factory=dict)
     """Call name -> how many of its next calls raise ``redis.ConnectionError``."""
+    lose_replies: dict[str, int] = field(default_factory=dict)
+    """Call name -> how many of its next calls take effect and then raise, as when the
+    connection drops after Redis ran the command but before its reply arrived."""
 
     def _call(self, name: str, arg: Any) -> None:
         self.calls.append((name, arg))
         if self.failing.get(name, 0) > 0:
             self.failing[name] -= 1
             raise redis.ConnectionError(f"stand-in: {name} while Redis is away")
+
+    def _reply(self, name: str) -> None:
+        if self.lose_replies.get(name, 0) > 0:
+            self.lose_replies[name] -= 1
+            raise redis.ConnectionError(f"stand-in: {name} ran, its reply was lost")
 
     def called(self, name: str) -> list[Any]:
         """The arguments of every call of ``name`` (failed ones included), in order."""
@@ -60,7 +71,6 @@ class MemoryBackend:
         params = s.interest_params()
         window_ms = round(s.co_window_s * 1000)
         applied: list[bool] = []
-        signals: Signals = []
         for ev, _, _ in events:
             ids = self.applied_ids[ev.user_id]
             if ev.event_id in ids:
@@ -72,20 +82,34 @@ class MemoryBackend:
             ids.append(ev.event_id)
             del ids[: max(0, len(ids) - s.applied_max)]
             applied.append(True)
-            signals.append((ev, _near(state, ev, window_ms, s.co_max_per_event)))
-        touched = {ev.user_id for ev, _, _ in events}
-        states = {u: InterestColumns.of(self.users.get(u, UserInterest.empty())) for u in touched}
-        return applied, signals, states
-
-    def write_signals(self, signals: Signals) -> None:
-        self._call("write_signals", [(ev.event_id, list(near)) for ev, near in signals])
-        params = self.settings.interest_params()
-        for ev, near in signals:
+            near = near_items(state, ev, window_ms, s.co_max_per_event)
             inc = score_increment(ev.type, ev.ts_ms, params)
-            self.popular[ev.item_id] = self.popular.get(ev.item_id, 0.0) + inc
-            for other in near:
-                self.co[ev.item_id][other] = self.co[ev.item_id].get(other, 0.0) + inc
-                self.co[other][ev.item_id] = self.co[other].get(ev.item_id, 0.0) + inc
+            entry = Pending(ev.user_id, state.n_events, ev.item_id, inc, tuple(near))
+            self.outboxes[ev.user_id].append(entry)
+        touched = list(dict.fromkeys(ev.user_id for ev, _, _ in events))
+        states = {u: InterestColumns.of(self.users.get(u, UserInterest.empty())) for u in touched}
+        pending = [p for u in touched for p in self.outboxes.get(u, [])]
+        return applied, pending, states
+
+    def write_signals(self, signals: Signals) -> set[str]:
+        self._call("write_signals", [(p.user_id, p.seq, p.item_id, p.near) for p in signals])
+        changed: set[str] = set()
+        for p in signals:
+            box = self.outboxes.get(p.user_id, [])
+            if p not in box:
+                continue  # drained before: each entry counts once
+            box.remove(p)
+            if not p.increment > 0:
+                continue
+            self.popular[p.item_id] = self.popular.get(p.item_id, 0.0) + p.increment
+            for other in p.near:
+                self.co[p.item_id][other] = self.co[p.item_id].get(other, 0.0) + p.increment
+                self.co[other][p.item_id] = self.co[other].get(p.item_id, 0.0) + p.increment
+            if p.near:
+                changed.add(p.item_id)
+                changed.update(p.near)
+        self._reply("write_signals")
+        return changed
 
     def read_signals(
         self, co_items: Sequence[str], co_n: int, popular_n: int | None
@@ -103,19 +127,6 @@ def _strongest(scores: dict[str, float], n: int) -> Pairs:
     """ZREVRANGE 0 n-1 WITHSCORES: score descending, then member bytes descending."""
     ranked = sorted(scores.items(), key=lambda p: (p[1], p[0].encode()), reverse=True)
     return ranked[: max(0, n)]
-
-
-def _near(state: UserInterest, ev: UserEvent, window_ms: int, co_max: int) -> list[str]:
-    """The apply script's co-occurring items: seen within the window of ``ev``, latest first."""
-    if co_max <= 0:
-        return []
-    seen = [
-        (w.last_ts_ms, w.item_id)
-        for w in state.weights
-        if ev.ts_ms - window_ms <= w.last_ts_ms <= ev.ts_ms + window_ms
-    ]
-    seen.sort(key=lambda p: (p[0], p[1].encode()), reverse=True)
-    return [i for _, i in seen[: co_max + 1] if i != ev.item_id][:co_max]
 
 
 def _delivered() -> asyncio.Future[object]:

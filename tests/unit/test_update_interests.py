@@ -26,6 +26,7 @@ from streams.edge.deadletter import DeadLetterSink
 from streams.settings import InterestSettings, Settings
 from tests.reference.interest import apply_events
 from tests.reference.ranking import DictIndex, reference_lists
+from tests.reference.signals import replay_signals
 from tests.support.standins import DeadLetterTopic, MemoryBackend, Produced, StaticFeed
 from workers.list_cache import ListCache
 from workers.update_interests import InterestUpdater, agent_body
@@ -173,9 +174,17 @@ def test_a_batch_is_applied_once_and_every_user_gets_the_reference_list() -> Non
         mine = [ev for ev in log if ev.user_id == user]
         want = apply_events(UserInterest.empty(), mine, params, settings.interest.seen_max)
         assert backend.users[user] == want
-    # 3. signals: exactly the applied events (the redelivered copy is not counted twice).
+    # 3. signals: exactly the applied events (the redelivered copy is not counted twice),
+    # drained from the outboxes, each user's in apply order.
     [written] = backend.called("write_signals")
-    assert [eid for eid, _ in written] == [ev.event_id for i, ev in enumerate(log) if i != 7]
+    applied = [ev for i, ev in enumerate(log) if i != 7]
+    assert sorted((u, item) for u, _, item, _ in written) == sorted(
+        (ev.user_id, ev.item_id) for ev in applied
+    )
+    for user in users:
+        seqs = [seq for u, seq, _, _ in written if u == user]
+        assert seqs == list(range(1, len(seqs) + 1))
+    assert not any(backend.outboxes.values())
     # 5. one list per user, answering the user's last event, equal to the per-user reference
     # on the state after the batch, at the event's time, with the signals read before writing.
     lists = run.lists()
@@ -273,24 +282,64 @@ def test_redis_away_at_apply_is_waited_out_and_the_batch_applied_once() -> None:
     assert sorted(r.user_id for r in run.lists()) == sorted({ev.user_id for ev in log})
 
 
-def test_a_failed_signal_write_is_dropped_and_counted_never_retried() -> None:
+def _signals_of(settings: Settings, *logs: list[UserEvent]) -> tuple[dict[str, float], Any]:
+    by_user: dict[str, list[UserEvent]] = {}
+    for log in logs:
+        for ev in log:
+            by_user.setdefault(ev.user_id, []).append(ev)
+    return replay_signals(by_user, settings.interest)
+
+
+def _assert_signals(backend: MemoryBackend, want: tuple[dict[str, float], Any]) -> None:
+    popular, co = want
+    assert backend.popular.keys() == popular.keys()
+    for item, score in popular.items():
+        assert backend.popular[item] == pytest.approx(score, rel=1e-12)
+    assert {i: n for i, n in backend.co.items() if n}.keys() == co.keys()
+    for item, near in co.items():
+        assert backend.co[item] == pytest.approx(near, rel=1e-12)
+
+
+@pytest.mark.parametrize("how", ["refused", "reply_lost"])
+def test_a_failed_signal_write_is_retried_and_counts_once(how: str) -> None:
     settings = _settings()
-    backend = MemoryBackend(settings.interest, failing={"write_signals": 1})
+    fails = {"write_signals": 1}
+    backend = (
+        MemoryBackend(settings.interest, failing=fails)
+        if how == "refused"
+        else MemoryBackend(settings.interest, lose_replies=fails)
+    )
     first, second = _log(n=8), _log(seed=9, n=5)
     second = [ev.model_copy(update={"event_id": f"b{ev.event_id}"}) for ev in second]
-    dropped = _metric("visrec_signal_updates_dropped_total")
+    retries = _metric("visrec_redis_retries_total")
     run = Run(settings, backend, _index(_catalogue()))
     run.feed_batches([[_message(ev) for ev in first], [_message(ev) for ev in second]])
 
-    assert len(backend.called("write_signals")) == 2  # one per batch: the failed one not again
-    assert _metric("visrec_signal_updates_dropped_total") - dropped == len(first)
-    assert sum(backend.popular.values()) > 0  # the second batch's increments landed
-    assert set(backend.popular) == {ev.item_id for ev in second}
+    # The first batch's drain failed (before or after it took effect) and was retried.
+    assert len(backend.called("write_signals")) == 3
+    assert _metric("visrec_redis_retries_total") - retries == 1
+    _assert_signals(backend, _signals_of(settings, first, second))
+    assert not any(backend.outboxes.values())
     # Both batches were answered and cached all the same.
     assert len(run.produced.sent) == len({e.user_id for e in first}) + len(
         {e.user_id for e in second}
     )
     assert backend.lists == dict(run.produced.sent)
+
+
+def test_a_worker_that_died_between_apply_and_drain_loses_no_signal() -> None:
+    settings = _settings()
+    backend = MemoryBackend(settings.interest)
+    log = _log(n=10)
+    batch = [(ev, 0, k) for k, ev in enumerate(log)]
+    backend.apply_and_read(batch)  # the dead worker's apply; its drain never ran
+    assert backend.popular == {} and sum(map(len, backend.outboxes.values())) == len(log)
+
+    run = Run(settings, backend, _index(_catalogue()))  # the redelivery, to a new worker
+    run.feed_batches([[_message(ev) for ev in log]])
+    assert sum(u.n_events for u in backend.users.values()) == len(log)  # applied once
+    _assert_signals(backend, _signals_of(settings, log))  # and counted once
+    assert not any(backend.outboxes.values())
 
 
 def test_redis_away_at_the_reads_or_the_cache_write_is_retried() -> None:
@@ -338,6 +387,11 @@ def test_co_occurrence_increments_follow_the_apply_window(
     run.feed_batches([[_message(ev) for ev in log]])
     [written] = backend.called("write_signals")
     # Latest first, at most co_max_per_event, never the event's own item.
-    assert written == [("a", []), ("b", ["it01"]), ("c", near_c), ("d", [])]
+    assert written == [
+        ("u0", 1, "it01", ()),
+        ("u0", 2, "it02", ("it01",)),
+        ("u0", 3, "it03", tuple(near_c)),
+        ("u0", 4, "it04", ()),
+    ]
     # Each pair counts in both directions, once.
     assert backend.co["it02"]["it01"] == backend.co["it01"]["it02"] > 0
