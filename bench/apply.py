@@ -1,0 +1,192 @@
+"""Redis cost of applying events: user state plus popularity and co-occurrence, per event.
+
+Applies a Zipf-like log (users and items drawn with 1/rank weights) through
+``UserStateStore.apply`` in worker-sized batches (the apply script per user, then the signal
+write) into a fresh Redis database, and reports events/s, the client's CPU per event and the
+Redis server's command time per event (INFO commandstats: the scripts' time, which includes
+every command they call) and its CPU per event (``/proc/<pid>/stat`` of the server: commands
+plus protocol parsing, replies, memory). Run against a Redis on this machine.
+
+``--compare REF`` measures the same log on the code of git ``REF`` (checked out into a temporary
+worktree) and on this tree, alternating rounds in one run, and prints this tree's figures as a
+ratio of REF's: how a change to the scripts moved Redis time per event.
+
+    python bench/apply.py                      # this tree, one Redis started for the run
+    python bench/apply.py --compare 5843d85    # ratio against that commit
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = 1_767_225_600_000
+
+
+def _log(n_events: int, n_users: int, n_items: int, seed: int) -> list[Any]:
+    from schemas import EventType, UserEvent
+
+    rng = random.Random(seed)
+    types = list(EventType)
+    weights = [1.0 / (k + 1) for k in range(n_items)]
+    users = rng.choices(range(n_users), weights=[1.0 / (k + 1) for k in range(n_users)], k=n_events)
+    items = rng.choices(range(n_items), weights=weights, k=n_events)
+    return [
+        UserEvent(
+            event_id=str(uuid.UUID(int=rng.getrandbits(128))),
+            user_id=f"u-{u:05d}",
+            item_id=f"item-{i:06d}",
+            type=rng.choice(types),
+            ts_ms=NOW + k * 50 + rng.randrange(-60_000, 60_000),
+        )
+        for k, (u, i) in enumerate(zip(users, items, strict=True))
+    ]
+
+
+def _server_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, n_events: int, batch: int, seed: int) -> dict[str, float]:
+    """Apply the log once into a flushed database; figures per event."""
+    import redis
+
+    from schemas import RedisKeys
+    from streams.settings import InterestSettings
+    from streams.state.user_state import UserStateStore
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    pid = int(client.info("server")["process_id"])
+    store = UserStateStore.from_settings(client, RedisKeys(), InterestSettings())
+    log = _log(n_events, 2_000, 20_000, seed)
+    triples = [(ev, 0, k) for k, ev in enumerate(log)]
+    client.config_resetstat()
+    server0, client0, wall0 = _server_cpu_s(pid), time.process_time(), time.perf_counter()
+    applied = 0
+    for start in range(0, len(triples), batch):
+        applied += sum(store.apply(triples[start : start + batch]))
+    wall = time.perf_counter() - wall0
+    server = _server_cpu_s(pid) - server0
+    cpu = time.process_time() - client0
+    stats = client.info("commandstats")
+    # Top-level commands only: a script's time includes the commands it called.
+    scripts_us = sum(stats.get(f"cmdstat_{c}", {}).get("usec", 0) for c in ("evalsha", "eval"))
+    if applied != len(log):
+        raise SystemExit(f"applied {applied} of {len(log)} events")
+    client.close()
+    return {
+        "events": len(log),
+        "events_per_s": len(log) / wall,
+        "redis_cpu_us_per_event": server / len(log) * 1e6,
+        "redis_command_us_per_event": scripts_us / len(log),
+        "client_cpu_us_per_event": cpu / len(log) * 1e6,
+    }
+
+
+def _run_tree(tree: Path, url: str, args: argparse.Namespace) -> dict[str, float]:
+    """One measurement on the code in ``tree`` (a subprocess: its own imports)."""
+    script = tree / "bench" / "_apply_bench.py"
+    shutil.copyfile(__file__, script)
+    sizes = ["--events", str(args.events), "--batch", str(args.batch), "--seed", str(args.seed)]
+    out = subprocess.run(
+        [sys.executable, str(script), "--redis-url", url, "--json", *sizes],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    script.unlink()
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def compare(ref: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Alternate rounds on ``ref`` and on this tree; medians and ratios."""
+    tmp = Path(tempfile.mkdtemp(prefix="visrec-apply-"))
+    base = tmp / "base"
+    subprocess.run(["git", "worktree", "add", "--detach", str(base), ref], cwd=ROOT, check=True)
+    try:
+        rounds: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
+        for _ in range(args.rounds):
+            rounds["base"].append(_run_tree(base, url, args))
+            rounds["this"].append(_run_tree(ROOT, url, args))
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {
+        side: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for side, runs in rounds.items()
+    }
+    ratio = {k: med["this"][k] / med["base"][k] for k in med["this"] if k != "events"}
+    return {"ref": ref, "rounds": rounds, "median": med, "ratio_this_to_ref": ratio}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--redis-url", help="a Redis on this machine (default: start one)")
+    parser.add_argument("--events", type=int, default=40_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare", metavar="REF", help="git ref to measure against")
+    parser.add_argument("--json", action="store_true", help="one JSON line only")
+    parser.add_argument("--out", type=Path, help="also write the result JSON here")
+    args = parser.parse_args()
+    server = None
+    url = args.redis_url
+    if url is None:
+        from streams.tools.services import RedisServer, free_port
+
+        server = RedisServer(Path(tempfile.mkdtemp(prefix="visrec-bench-redis-")), free_port())
+        server.start()
+        url = f"redis://127.0.0.1:{server.port}/0"
+    try:
+        if args.compare:
+            result: dict[str, Any] = compare(args.compare, url, args)
+        else:
+            result = measure(url, args.events, args.batch, args.seed)
+    finally:
+        if server is not None:
+            server.stop()
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result))
+        return
+    if args.compare:
+        for side in ("base", "this"):
+            m = result["median"][side]
+            print(
+                f"{side:>4}: {m['events_per_s']:,.0f} events/s, Redis command time "
+                f"{m['redis_command_us_per_event']:.1f} us/event, Redis CPU "
+                f"{m['redis_cpu_us_per_event']:.1f} us/event, client CPU "
+                f"{m['client_cpu_us_per_event']:.1f} us/event (median of {args.rounds})"
+            )
+        r = result["ratio_this_to_ref"]
+        print(
+            f"this / {args.compare}: events/s {r['events_per_s']:.2f}x, Redis command time per "
+            f"event {r['redis_command_us_per_event']:.2f}x, Redis CPU per event "
+            f"{r['redis_cpu_us_per_event']:.2f}x, client CPU per event "
+            f"{r['client_cpu_us_per_event']:.2f}x"
+        )
+    else:
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
