@@ -1,9 +1,12 @@
 """``embed_products``: product images in, item vectors out (Redis + the item-vectors topic).
 
-Micro-batches ``visrec.products.v1`` (``max_batch`` within ``max_wait_ms``), fetches and decodes
-images in a thread pool while ONNX Runtime embeds, writes every vector of the batch to Redis in
-one pipeline, then announces one ``ItemVector`` per item. Each bad product is dead-lettered with
-its reason; the rest of the batch proceeds. Offsets are committed after all of that.
+Micro-batches ``visrec.products.v1`` (what is buffered, waiting up to ``max_wait_ms`` for a
+batch to reach ``max_batch``), fetches and decodes images in a thread pool while ONNX Runtime
+embeds, writes every vector of the batch to Redis in one pipeline, then announces one
+``ItemVector`` per item. Each bad product is dead-lettered with its reason; the rest of the
+batch proceeds. A batch is acknowledged only once its vectors are in Redis and on the
+item-vectors topic (``streams.kafka.batching``): while Redis is away the write is retried
+with backoff (``streams.state.retry``; writing a vector again is an overwrite), never skipped.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from streams.edge.deadletter import DeadLetterSink
 from streams.edge.image_fetch import ImageFetcher
 from streams.edge.products import embed_batch, image_limits
 from streams.kafka.app import app_topics
+from streams.kafka.batching import take_buffered
 from streams.kafka.topics import Topics
 from streams.model_cache import resolve_model_dir
 from streams.settings import Settings
 from streams.state.item_store import ItemStore, StoredItem
 from streams.state.redis import connect_redis
+from streams.state.retry import until_redis_answers
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +99,7 @@ class ProductEmbedder:
                 stored.append(result)
         EMBED_SECONDS.observe(time.perf_counter() - started)
         # Redis first, then the announcement: a reader that sees the ItemVector finds the item.
-        await loop.run_in_executor(None, self.store.write, stored)
+        await until_redis_answers(self.store.write, stored, pool=None, on_loop=False)
         for item in stored:
             sends.append(
                 await self.item_vectors.send(
@@ -154,11 +159,8 @@ def register(app: faust.App, settings: Settings) -> Callable[[], bool]:
         worker = ProductEmbedder(settings, embedder, dead_letters, topics["item_vectors"])
         loaded.append(True)
         try:
-            batches = stream.take_events(  # type: ignore[attr-defined]  # missing in faust stubs
-                e.max_batch, within=e.max_wait_ms / 1000
-            )
-            async for events in batches:
-                await worker.process(list(events))
+            async for events in take_buffered(stream, e.max_batch, e.max_wait_ms / 1000):
+                await worker.process(events)
         finally:
             embedder.close()
 

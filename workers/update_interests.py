@@ -33,7 +33,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 import faust
-import redis
 from prometheus_client import Counter, Histogram
 
 from models.candidates import CoLists, PopularBlock
@@ -44,13 +43,13 @@ from models.refresh import co_per_contributor
 from schemas import RedisKeys, UserEvent, encode_recommendations
 from streams.edge.batch import decode_batch
 from streams.edge.deadletter import DeadLetterSink
-from streams.exceptions import DrainConflict, UserStateError
 from streams.kafka.app import app_topics
 from streams.kafka.batching import take_buffered
 from streams.kafka.topics import Topics
 from streams.settings import Settings
 from streams.state.backend import InterestBackend, RedisBackend
 from streams.state.redis import connect_redis
+from streams.state.retry import in_background, until_redis_answers
 from workers.item_index import IndexFeed
 from workers.item_index import register as register_index
 from workers.list_cache import ListCache
@@ -58,18 +57,6 @@ from workers.list_cache import ListCache
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Errors that say "Redis is not there right now", not "this event is bad": the first two
-# cover refused/closed connections and LOADING (BusyLoadingError is a ConnectionError);
-# UserStateError carries per-command errors of a pipeline that ran while Redis went away;
-# DrainConflict, outboxes another worker drains too (a rebalance in flight).
-TRANSIENT_REDIS_ERRORS: tuple[type[Exception], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    UserStateError,
-    DrainConflict,
-)
-RETRY_FIRST_S = 0.1
-RETRY_MAX_S = 2.0
 POPULAR_TTL_S = 1.0
 
 EVENTS = Counter("visrec_events_consumed_total", "User events consumed")
@@ -96,9 +83,6 @@ SIGNALS_RECOVERED = Counter(
     "visrec_signal_entries_recovered_total",
     "Signal increments an earlier batch left in the outboxes (a crash or a failed drain), "
     "drained by a later one",
-)
-REDIS_RETRIES = Counter(
-    "visrec_redis_retries_total", "Batch steps retried because Redis was unavailable"
 )
 CO_READS = Counter(
     "visrec_cooccurrence_lists_total",
@@ -224,7 +208,7 @@ class InterestUpdater:
         # Popularity and co-occurrence increments go to Redis from the state thread while this
         # one ranks: Redis works on them in parallel with the batch's Python (after the reads,
         # which would otherwise wait behind them in Redis).
-        signals_written = self._in_background(self.state.write_signals, signals)
+        signals_written = in_background(self.state.write_signals, signals, self.feed.pool)
         lists = rank_batch(profiles, index, co, popular, self.ranking)
         clock.lap("rank")
         generated = int(time.time() * 1000)
@@ -266,45 +250,11 @@ class InterestUpdater:
         assert self.cache.popular is not None
         return self.cache.lists(contributors), self.cache.popular
 
-    def _in_background(self, step: Callable[[Any], T], arg: Any) -> asyncio.Future[T]:
-        """``_until_redis_answers`` with its first try handed to the state thread right now."""
-        first = asyncio.get_running_loop().run_in_executor(self.feed.pool, step, arg)
-        return asyncio.ensure_future(self._until_redis_answers(step, arg, first=first))
-
     async def _until_redis_answers(
-        self,
-        step: Callable[[Any], T],
-        arg: Any,
-        *,
-        first_on_loop: bool = True,
-        first: Awaitable[T] | None = None,
+        self, step: Callable[[Any], T], arg: Any, *, first_on_loop: bool = True
     ) -> T:
-        """Run ``step(arg)``, retrying with backoff while Redis is away.
-
-        The first try runs on the event loop's thread (unless ``first_on_loop`` is False: a
-        step that overlaps with the loop's own work; or it is ``first``, already started): the
-        batch is the only work this agent
-        has, and a second thread would only trade the GIL back and forth with the consumer.
-        Retries run on the state thread, so that an unreachable Redis's socket timeouts
-        never stall the loop (heartbeats, the item-vector consumer, /metrics).
-        """
-        loop = asyncio.get_running_loop()
-        delay = RETRY_FIRST_S
-        on_loop = first_on_loop
-        while True:
-            try:
-                if first is not None:
-                    started, first = first, None
-                    return await started
-                if on_loop:
-                    return step(arg)
-                return await loop.run_in_executor(self.feed.pool, step, arg)
-            except TRANSIENT_REDIS_ERRORS as exc:
-                REDIS_RETRIES.inc()
-                log.warning("redis unavailable (%s); retrying the step in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-                on_loop = False
+        """``streams.state.retry.until_redis_answers`` with retries on the state thread."""
+        return await until_redis_answers(step, arg, pool=self.feed.pool, on_loop=first_on_loop)
 
 
 class _Clock:

@@ -456,3 +456,46 @@ def test_embed_worker_sigkilled_mid_batch_embeds_every_product_once(
         f"embed: killed with {before_kill} vectors out; {len(redelivered)} items embedded "
         f"twice (batches done but not yet committed), max |diff| {worst:.2e}"
     )
+
+
+def test_redis_restart_mid_embed_batch_stores_every_product_once(
+    settings: Settings, tmp_path: Path, fault_redis: RedisServer, record_property: Any
+) -> None:
+    """Redis dies while the embed worker has batches in hand: the worker waits, retries the
+    write, and only then acknowledges, so every product ends up stored once per model."""
+    settings = settings.model_copy(update={"web_port": free_port()})
+    create_topics(settings)
+    topics = Topics.from_settings(settings)
+    catalogue = derived_catalogue(N_PRODUCTS, seed=6)
+    valid = {item_id for item_id, _ in catalogue}
+    vectors = TopicReader(settings, topics.item_vectors.name)
+    worker = WorkerProcess(settings, "embed", tmp_path / "embed.log").start()
+    try:
+        worker.wait_ready(180)
+        Replay(settings, topics.products.name, [_product(i, d) for i, d in catalogue], 1e9).start()
+        assert vectors.until(lambda _: len(vectors.messages) >= 40, 180), worker.output()[-3000:]
+        down = time.monotonic()
+        fault_redis.kill()
+        time.sleep(3.0)
+        fault_redis.start()
+        up = time.monotonic()
+
+        def all_embedded(_: list[Any]) -> bool:
+            return {(m.key or b"").decode() for m in vectors.messages} >= valid
+
+        assert vectors.until(all_embedded, WAIT_S), worker.output()[-3000:]
+        resumed = time.monotonic() - up
+        _healthy(worker)
+        retries = _metric(worker, "visrec_redis_retries_total")
+    finally:
+        worker.stop()
+        vectors.close()
+    assert retries > 0, "the outage never met a write: the test did not test anything"
+    model_id = ItemVector.from_json_bytes(vectors.messages[0].value).model_id
+    store = ItemStore(redis.Redis.from_url(settings.redis.url), RedisKeys())
+    assert store.count(model_id) == len(valid)
+    assert {item.item_id for item in store.scan(model_id)} == valid
+    _report(
+        record_property, embed_redis_down_s=up - down, embed_all_stored_after_redis_up_s=resumed
+    )
+    record_property("embed_redis_retries", retries)

@@ -112,3 +112,30 @@ def test_max_batch_must_be_positive() -> None:
 
     with pytest.raises(ValueError):
         asyncio.run(run())
+
+
+def test_with_fill_s_a_batch_waits_for_more_events_up_to_max_batch() -> None:
+    batches: list[list[bytes]] = []
+
+    async def body(stream: Any) -> AsyncIterator[int]:
+        async for events in take_buffered(stream, 4, fill_s=0.3):
+            batches.append([e.value for e in events])
+            yield len(events)
+
+    async def feed(ag: Any) -> None:
+        for i in range(6):  # 20 ms apart: the first four fill a batch within the window
+            await ag.put(f"v{i}".encode(), wait=False)
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # the last two wait out the window, then go as they are
+
+    run_agent(body, feed)
+    assert batches == [[b"v0", b"v1", b"v2", b"v3"], [b"v4", b"v5"]]
+
+
+def test_fill_s_must_not_be_negative() -> None:
+    async def run() -> None:
+        async for _ in take_buffered(object(), 1, fill_s=-1.0):
+            pass  # pragma: no cover
+
+    with pytest.raises(ValueError):
+        asyncio.run(run())
