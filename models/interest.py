@@ -53,6 +53,12 @@ the scores are rebased (scale every score by ``2 ** -k`` and move ``T0`` with a 
 """
 
 
+MAX_EVENT_WEIGHT = 1e6
+"""Largest event-type weight. Weights are relative (only their ratios matter), and a capped
+popularity increment is ``w * 2 ** 900``: with ``w`` up to 1e6, 2e31 events still sum below
+the double limit, where a weight of ~1e37 overflowed a score to inf with the first events."""
+
+
 @dataclass(frozen=True)
 class InterestParams:
     """Half-lives (seconds), the short-term blend weight and per-event-type weights (> 0)."""
@@ -78,8 +84,11 @@ class InterestParams:
         for name, w in weights.items():
             # log(0) would be -inf in stored state; a type that should not count is a
             # filtering decision for the caller, not a weight.
-            if not (math.isfinite(w) and w > 0):
-                raise ValueError(f"event weight for {name!r} must be finite and > 0, got {w}")
+            if not (math.isfinite(w) and 0 < w <= MAX_EVENT_WEIGHT):
+                raise ValueError(
+                    f"event weight for {name!r} must be > 0 and <= {MAX_EVENT_WEIGHT:g} "
+                    f"(weights are relative: scale them down), got {w}"
+                )
         object.__setattr__(self, "event_weights", MappingProxyType(weights))
 
     def weight(self, event_type: str) -> float:

@@ -6,11 +6,10 @@ Nested groups use ``__``: ``VISREC_KAFKA__BOOTSTRAP_SERVERS``, ``VISREC_REDIS__U
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import EventType, Limits
@@ -211,6 +210,14 @@ class EmbedSettings(BaseModel):
         )
 
 
+DEFAULT_EVENT_WEIGHTS = {
+    EventType.VIEW: 0.25,
+    EventType.CLICK: 1.0,
+    EventType.ADD_TO_CART: 2.0,
+    EventType.PURCHASE: 3.0,
+}
+
+
 class InterestSettings(BaseModel):
     """The interest worker: update rule, state bounds, retrieval and ranking."""
 
@@ -227,13 +234,11 @@ class InterestSettings(BaseModel):
         description="Session interest's weight just after an event; fades with half_life_short_s.",
     )
     event_weights: dict[EventType, float] = Field(
-        default_factory=lambda: {
-            EventType.VIEW: 0.25,
-            EventType.CLICK: 1.0,
-            EventType.ADD_TO_CART: 2.0,
-            EventType.PURCHASE: 3.0,
-        },
-        description="Weight of each event type in the interest sums.",
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
+        description=(
+            "Weight of each event type in the interest sums, 0 < w <= 1e6 (types not given "
+            "keep their default)."
+        ),
     )
     seen_max: int = Field(default=200, ge=1, description="Recent items kept per user.")
     applied_max: int = Field(default=1000, ge=10, description="Recent event ids kept per user.")
@@ -345,6 +350,20 @@ class InterestSettings(BaseModel):
             mmr_lambda=self.mmr_lambda,
         )
 
+    @field_validator("event_weights", mode="after")
+    @classmethod
+    def _weights_are_usable(cls, given: dict[EventType, float]) -> dict[EventType, float]:
+        # The rule's own checks (0 < w <= MAX_EVENT_WEIGHT) at load time, naming the variable.
+        from models.interest import InterestParams
+
+        weights = DEFAULT_EVENT_WEIGHTS | given
+        try:
+            InterestParams(1.0, 1.0, 0.0, {str(k): v for k, v in weights.items()})
+        except ValueError as exc:
+            msg = f"interest.event_weights (VISREC_INTEREST__EVENT_WEIGHTS): {exc}"
+            raise ValueError(msg) from None
+        return weights
+
     @model_validator(mode="after")
     def _applied_covers_a_batch(self) -> InterestSettings:
         # Redelivery is caught only while the event id is still in the applied set.
@@ -391,28 +410,3 @@ class Settings(BaseSettings):
     def model_cache_dir(self) -> Path:
         """Where exported encoders are cached, by weight hash."""
         return self.state_dir / "models"
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``VISREC_*`` variables that reproduce ``settings`` in a child process (secrets included)."""
-    env: dict[str, str] = {}
-
-    def put(prefix: str, value: object) -> None:
-        if value is None:
-            return
-        if isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                put(f"{prefix}__{name.upper()}", getattr(value, name))
-            return
-        if isinstance(value, SecretStr):
-            env[prefix] = value.get_secret_value()
-        elif isinstance(value, dict | list):
-            env[prefix] = json.dumps(value, default=str)
-        elif isinstance(value, bool):
-            env[prefix] = "true" if value else "false"
-        else:
-            env[prefix] = str(value)
-
-    for name in Settings.model_fields:
-        put(f"VISREC_{name.upper()}", getattr(settings, name))
-    return env

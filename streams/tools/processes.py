@@ -8,6 +8,7 @@ local ones otherwise.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from streams.settings import Settings, settings_env
+from pydantic import BaseModel, SecretStr
+
+from streams.settings import Settings
 from streams.tools.services import KafkaServer, RedisServer, TansuServer, local_servers
 
 
@@ -156,3 +159,28 @@ def local_services(
         if not keep:
             for server in reversed(started):
                 server.stop()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``VISREC_*`` variables that reproduce ``settings`` in a child process (secrets included)."""
+    env: dict[str, str] = {}
+
+    def put(prefix: str, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                put(f"{prefix}__{name.upper()}", getattr(value, name))
+            return
+        if isinstance(value, SecretStr):
+            env[prefix] = value.get_secret_value()
+        elif isinstance(value, dict | list):
+            env[prefix] = json.dumps(value, default=str)
+        elif isinstance(value, bool):
+            env[prefix] = "true" if value else "false"
+        else:
+            env[prefix] = str(value)
+
+    for name in Settings.model_fields:
+        put(f"VISREC_{name.upper()}", getattr(settings, name))
+    return env

@@ -16,8 +16,8 @@ from streams.cli import cli
 from streams.kafka.topics import Topics, create_topics, delete_topics
 from streams.ops.dlq import REPLAY_HEADER, read_position
 from streams.ops.status import collect_kafka
-from streams.settings import Settings, settings_env
-from streams.tools.processes import running_worker
+from streams.settings import Settings
+from streams.tools.processes import running_worker, settings_env
 from tests.support import collect, raw_producer
 
 BAD = {

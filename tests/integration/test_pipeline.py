@@ -163,7 +163,10 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
             if i == 1500:
                 producer.flush()
                 # Let the worker get going, then kill it mid-batch.
-                collect(settings, topics.recommendations.name, lambda m: len(m) >= 50, 120)
+                started = collect(
+                    settings, topics.recommendations.name, lambda m: len(m) >= 50, 120
+                )
+                assert len(started) >= 50, worker.output()[-3000:]
                 worker.kill()
         producer.flush()
         producer.close()

@@ -18,9 +18,9 @@ import redis
 from schemas import EventType, Recommendations, RedisKeys, UserEvent
 from streams.kafka.topics import Topics, create_topics
 from streams.ops.item_vectors import publish_item_vectors
-from streams.settings import Settings, settings_env
+from streams.settings import Settings
 from streams.state.spaces import SpaceStore
-from streams.tools.processes import running_worker
+from streams.tools.processes import running_worker, settings_env
 from tests.support import collect, raw_producer
 
 MODEL = "space-test"

@@ -16,8 +16,9 @@ from streams.cli.status import command
 from streams.kafka.config import kafka_python_config
 from streams.kafka.topics import Topics, create_topics, delete_topics
 from streams.ops.status import Status, collect_status
-from streams.settings import Settings, settings_env
+from streams.settings import Settings
 from streams.state.item_store import ItemStore, StoredItem
+from streams.tools.processes import settings_env
 
 # Messages produced per partition of the events topic (3 partitions in the test settings).
 PRODUCED = {0: 5, 1: 3, 2: 0}

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -396,19 +395,6 @@ def test_unicode_ids_and_far_timestamps_round_trip(client: redis.Redis) -> None:
     got = store.load("用户 1")
     assert_same_state(got, apply_events(UserInterest.empty(), events, P, 200), 0.0)
     assert all(math.isfinite(w.log_long) for w in got.weights)
-
-
-def test_apply_throughput(client: redis.Redis) -> None:
-    store = make_store(client)
-    log = zipf_log(random.Random(8), 20_000, 1000, 5000)
-    start = time.perf_counter()
-    flags = apply_in_batches(store, log)
-    elapsed = time.perf_counter() - start
-    assert sum(flags) == len(log)
-    print(
-        f"\napply throughput: {len(log) / elapsed:,.0f} events/s ({len(log)} events, "
-        f"batches of 500, {elapsed:.2f} s, state + co-occurrence + popularity)"
-    )
 
 
 def test_the_worker_tests_stand_in_answers_as_redis_does(client: redis.Redis) -> None:

@@ -10,8 +10,9 @@ import pytest
 from schemas import CONTRACTS
 from schemas.export import OUT as SCHEMA_DIR
 from schemas.keys import RedisKeys
-from streams.settings import Settings, settings_env
+from streams.settings import Settings
 from streams.tools import docs_gen
+from streams.tools.processes import settings_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -73,7 +74,8 @@ def test_documented_json_forms_are_what_the_settings_parse(monkeypatch: pytest.M
     monkeypatch.setenv("VISREC_INTEREST__TOP_K", "7")
     s = Settings()
     assert [str(p) for p in s.embed.file_roots] == ["/srv/images"]
-    assert {str(k): v for k, v in s.interest.event_weights.items()} == {"view": 0.5, "purchase": 4}
+    weights = {str(k): v for k, v in s.interest.event_weights.items()}
+    assert weights == {"view": 0.5, "click": 1.0, "add_to_cart": 2.0, "purchase": 4}
     assert s.interest.top_k == 7
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from models.interest import (
     LN2,
+    MAX_EVENT_WEIGHT,
     MAX_SCORE_EXPONENT,
     T0_MS,
     InterestColumns,
@@ -383,3 +384,22 @@ def test_any_event_log_gives_bounded_finite_state(
     assert abs(float(np.linalg.norm(u)) - 1.0) <= 1e-9
     again = apply_events(state, [], P, max_items=max_items)
     assert again == state
+
+
+@pytest.mark.parametrize(
+    "weight", [0.0, -1.0, float("nan"), float("inf"), 1e37, MAX_EVENT_WEIGHT * 2]
+)
+def test_event_weights_outside_the_usable_range_are_refused_with_the_setting_named(
+    weight: float,
+) -> None:
+    weights = {kind.value: 1.0 for kind in EventType} | {"click": weight}
+    with pytest.raises(ValueError, match="VISREC_INTEREST__EVENT_WEIGHTS"):
+        InterestSettings(event_weights=weights)
+
+
+def test_the_largest_weight_at_the_capped_exponent_sums_finitely() -> None:
+    weights = {kind.value: MAX_EVENT_WEIGHT for kind in EventType}
+    params = InterestSettings(event_weights=weights).interest_params()
+    far = 253_402_300_799_999  # year 9999: the exponent is capped
+    inc = score_increment("purchase", far, params)
+    assert math.isfinite(inc) and math.isfinite(inc * 1e30)  # 1e30 such events still sum

@@ -26,7 +26,13 @@ from hypothesis import strategies as st
 from PIL import GifImagePlugin, Image
 
 from models.exceptions import ImageError
-from models.interest import InterestParams, UserInterest, decay_score, score_increment
+from models.interest import (
+    MAX_EVENT_WEIGHT,
+    InterestParams,
+    UserInterest,
+    decay_score,
+    score_increment,
+)
 from models.vision.images import ImageLimits, decode_rgb
 from schemas import CONTRACTS, ErrorCode, EventType, Limits, Record, UserEvent
 from schemas.base import MAX_TS_MS
@@ -361,7 +367,7 @@ def test_the_60kb_exif_is_really_there() -> None:
 # --- models.interest.apply_events ------------------------------------------------------------
 
 TYPES = list(EventType)
-positive = st.floats(min_value=5e-324, max_value=1e308, allow_nan=False, allow_infinity=False)
+positive = st.floats(min_value=5e-324, max_value=MAX_EVENT_WEIGHT, allow_nan=False)
 params_st = st.builds(
     InterestParams,
     half_life_long_s=st.floats(1e-3, 1e12),
@@ -440,7 +446,7 @@ def test_state_and_vector_are_finite_for_any_times_and_weights(
     st.sampled_from(TYPES),
     st.integers(0, MAX_TS_MS),
     st.integers(0, MAX_TS_MS),
-    st.floats(min_value=1e-30, max_value=1e30),
+    st.floats(min_value=1e-30, max_value=MAX_EVENT_WEIGHT),
     st.floats(1.0, 1e12),
 )
 def test_popularity_increments_and_reads_are_finite(
