@@ -309,8 +309,9 @@ class InterestSettings(BaseModel):
         default=1000,
         ge=0,
         description=(
-            "How long a worker reuses a co-occurrence list it read; lists this worker just "
-            "changed are always re-read. 0 = read every time."
+            "How long a worker reuses a co-occurrence list or the popularity list it read; "
+            "co-occurrence lists this worker just changed are always re-read. 0 = read every "
+            "time (lists then depend on nothing but the log)."
         ),
     )
     co_max_neighbours: int = Field(default=50, ge=1, description="Neighbours kept per item.")

@@ -2,7 +2,7 @@
 
 Every refresh needs the co-occurrence lists of its users' top contributors and the popularity
 list; most of them were read a moment ago by an earlier batch. ``ListCache`` keeps them mapped
-to rows of the serving index for ``co_cache_ms`` (popularity for a second) and forgets the
+to rows of the serving index for ``co_cache_ms`` (the popularity list too) and forgets the
 lists this worker itself just changed.
 """
 

@@ -9,9 +9,9 @@ pure array functions:
 2. ``models.profile.profile_batch``: user vectors and top contributing items;
 3. reads: the co-occurrence lists of the contributors (those not read in the last
    ``co_cache_ms``; lists changed by this worker's increments are re-read after the write)
-   and the popularity list (once a second); then the users' outboxes (the popularity and
-   co-occurrence increments the apply script queued) are drained from the state thread, in
-   parallel with steps 4-5;
+   and the popularity list (also reused for ``co_cache_ms``); then the users' outboxes (the
+   popularity and co-occurrence increments the apply script queued) are drained from the
+   state thread, in parallel with steps 4-5;
 4. ``models.ranking.rank_batch``: one search for every user, pools, scores, reasons;
 5. lists are produced (keyed by ``user_id``) and cached in Redis (from the state thread);
    only when both are done are the batch's offsets acknowledged: at-least-once delivery,
@@ -57,7 +57,6 @@ from workers.list_cache import ListCache
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-POPULAR_TTL_S = 1.0
 
 EVENTS = Counter("visrec_events_consumed_total", "User events consumed")
 APPLIED = Counter("visrec_events_applied_total", "Events applied (not duplicates)")
@@ -236,7 +235,8 @@ class InterestUpdater:
         """Read the co-occurrence lists and popularity the ranking needs, in one round trip."""
         now = time.monotonic()
         missing = self.cache.missing(contributors, now)
-        popular_due = self.cache.popular is None or now - self.cache.popular_at > POPULAR_TTL_S
+        ttl_s = self.settings.interest.co_cache_ms / 1000
+        popular_due = self.cache.popular is None or now - self.cache.popular_at >= ttl_s
         limit = max(self.ranking.candidates, self.ranking.top_k)
         fetched, popular = self.state.read_signals(
             missing, self.co_per_contributor, 2 * limit if popular_due else None
