@@ -1,9 +1,12 @@
 """Soak and backpressure for the interest worker on local Kafka + Redis (script, not a test).
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rate 500] [--users 200] [--items 20000]
+        [--burst-every-min 5] [--plot soak.png] [--json soak.json] [--max-rss-slope 1]
 
 Starts its own broker and Redis, a random catalogue and one `visrec worker interests`, then:
-  (a) replays events at a steady ``--rate`` for ``--minutes``, sampling every ``--sample-s``
+  (a) replays events at a steady ``--rate`` for ``--minutes`` (with a burst of
+      ``--burst-factor`` x the rate for ``--burst-seconds`` every ``--burst-every-min``
+      minutes, 0 = none), sampling every ``--sample-s``
       the worker's RSS, Redis ``used_memory`` and the group's consumer lag; fits a line to
       each (MB/min) over the samples after the warm-up (the first minute, or a fifth of the
       run if shorter) and prints the slopes: flat means bounded state (seen/applied sets,
@@ -13,7 +16,11 @@ Starts its own broker and Redis, a random catalogue and one `visrec worker inter
       after, and reports the peak lag, the seconds from the burst's end until lag is back
       at its steady level (p95 of (a)), and, producer stopped, until it is exactly 0.
 Users are uniform over ``--users`` (so each one's bounded state fills up within the run),
-items Zipf-distributed; event times are wall-clock, as in production.
+items Zipf-distributed; event times are wall-clock, as in production. At the end every user's
+signal outbox must be empty (nothing left undrained).
+
+Exit status 1 if the worker died, the lag never drained, an outbox was left, or the worker's
+RSS slope exceeded ``--max-rss-slope`` MB/min (when given): CI runs a 2-minute version.
 """
 
 from __future__ import annotations
@@ -113,6 +120,44 @@ def applied_at_bound(settings: Settings, users: int) -> tuple[int, int]:
     return sum(1 for s in sizes if s >= cap), sum(1 for s in sizes if s > 0)
 
 
+def outboxes_left(settings: Settings, users: int) -> int:
+    """Signal increments still waiting in users' outboxes (0 once every batch drained)."""
+    client = redis.Redis.from_url(settings.redis.url)
+    keys = RedisKeys()
+    pipe = client.pipeline(transaction=False)
+    for u in range(users):
+        pipe.llen(keys.user_outbox(f"user-{u}"))
+    left = sum(int(x) for x in pipe.execute())
+    client.close()
+    return left
+
+
+def plot(samples: list[dict[str, float]], out: Path, warm_s: float, step_s: float) -> None:
+    """Worker RSS, Redis memory and consumer lag against time; bursts shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s["t"] / 60 for s in samples]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+    for ax, key, label in zip(
+        axes,
+        ("rss_mb", "redis_mb", "lag"),
+        ("worker RSS (MB)", "Redis used_memory (MB)", "consumer lag (events)"),
+        strict=True,
+    ):
+        ax.plot(t, [s[key] for s in samples], lw=1)
+        ax.set_ylabel(label)
+        ax.axvline(warm_s / 60, color="grey", ls=":", lw=1)
+        for s in samples:
+            if s.get("burst"):
+                ax.axvspan(s["t"] / 60, (s["t"] + step_s) / 60, color="orange", alpha=0.15, lw=0)
+    axes[-1].set_xlabel("minutes (dotted: end of warm-up; shaded: bursts)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -124,7 +169,10 @@ def main() -> int:
     ap.add_argument("--burst-factor", type=float, default=5.0)
     ap.add_argument("--burst-seconds", type=float, default=30.0)
     ap.add_argument("--sample-s", type=float, default=5.0)
+    ap.add_argument("--burst-every-min", type=float, default=0.0)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None, help="PNG of RSS, Redis memory, lag")
+    ap.add_argument("--max-rss-slope", type=float, default=None, help="MB/min; fail above")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="visrec-soak-"))
@@ -172,18 +220,23 @@ def main() -> int:
         t0 = time.monotonic()
         steady: list[dict[str, float]] = []
         duration = args.minutes * 60
+        every = args.burst_every_min * 60
         while time.monotonic() - t0 < duration:
             time.sleep(max(0.0, t0 + len(steady) * args.sample_s - time.monotonic()))
-            steady.append(sample(t0))
+            elapsed = time.monotonic() - t0
+            bursting = every > 0 and elapsed >= every and elapsed % every < args.burst_seconds
+            pacer.rate = args.rate * (args.burst_factor if bursting else 1.0)
+            steady.append(sample(t0) | {"burst": float(bursting)})
             s = steady[-1]
             log(
                 f"t={s['t']:.0f}s rss={s['rss_mb']:.1f}MB redis={s['redis_mb']:.1f}MB "
-                f"lag={s['lag']:.0f} sent={pacer.sent}"
+                f"lag={s['lag']:.0f} sent={pacer.sent}{' (burst)' if bursting else ''}"
             )
+        pacer.rate = args.rate
         warm = min(60.0, duration / 5)
         rss_slope = slope_mb_per_min(steady, "rss_mb", warm)
         redis_slope = slope_mb_per_min(steady, "redis_mb", warm)
-        lags = [s["lag"] for s in steady if s["t"] >= warm]
+        lags = [s["lag"] for s in steady if s["t"] >= warm and not s["burst"]]
         steady_lag = float(np.percentile(lags, 95)) if lags else 0.0
         at_cap, with_state = applied_at_bound(settings, args.users)
 
@@ -213,7 +266,11 @@ def main() -> int:
                 to_zero = time.monotonic() - t_stop
                 break
             time.sleep(0.5)
+        alive = worker.alive()
+        left = outboxes_left(settings, args.users)
         results.update(
+            worker_alive=alive,
+            outbox_entries_left=left,
             steady=steady,
             burst=burst,
             rss_slope_mb_per_min=rss_slope,
@@ -245,8 +302,28 @@ def main() -> int:
             f"{results['peak_burst_lag']:.0f}; back to steady lag {back_to_steady:.1f}s after "
             f"the burst; lag 0 {to_zero:.1f}s after the producer stopped"
         )
+        print(f"    worker alive {alive}; signal outbox entries left {left}")
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
+        if args.plot:
+            plot(steady, args.plot, warm, args.sample_s)
+        failed = [
+            why
+            for why, bad in (
+                ("the worker died", not alive),
+                ("the lag never drained", to_zero != to_zero),  # NaN
+                ("signal outboxes were left undrained", left > 0),
+                (
+                    f"worker RSS grew {rss_slope:+.2f} MB/min (max {args.max_rss_slope})",
+                    args.max_rss_slope is not None and not rss_slope <= args.max_rss_slope,
+                ),
+            )
+            if bad
+        ]
+        for why in failed:
+            print(f"FAILED: {why}")
+        if failed:
+            return 1
     finally:
         if pacer is not None:
             pacer.halt.set()
