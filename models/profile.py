@@ -134,6 +134,11 @@ def _directions(
     return out, ok
 
 
+PROFILE_CHUNK_ROWS = 8192
+"""State entries whose vectors are gathered at once: 200 users with 200 items each would
+otherwise gather 40,000 rows (205 MB at 1280-d) in one piece for a moment."""
+
+
 def user_vectors(
     states: BatchStates,
     item_rows: Rows,
@@ -143,20 +148,41 @@ def user_vectors(
     """Every user's vector at their ``now_ms`` from the items that have a vector in ``index``.
 
     ``normalize((1 - b) u_long + b u_short)`` with ``u_x`` the normalised decayed sums; a user
-    whose long and short directions cancel keeps the long one (the history).
+    whose long and short directions cancel keeps the long one (the history). Users are taken
+    in chunks of about ``PROFILE_CHUNK_ROWS`` state entries (each user whole).
     """
     n = len(states)
-    user_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(states.ptr))
-    has = item_rows >= 0
-    vecs = index.vectors(item_rows[has])
+    b = short_term_blend(states, params)
+    vectors: list[npt.NDArray[np.float32]] = []
+    found: list[npt.NDArray[np.bool_]] = []
+    lo = 0
+    while lo < n or not vectors:
+        cap = np.searchsorted(states.ptr, states.ptr[lo] + PROFILE_CHUNK_ROWS, side="right")
+        hi = min(n, max(lo + 1, int(cap) - 1))
+        v, ok = _chunk_vectors(states, item_rows, index, b, lo, hi)
+        vectors.append(v)
+        found.append(ok)
+        lo = hi
+    return np.concatenate(vectors), np.concatenate(found)
+
+
+def _chunk_vectors(
+    states: BatchStates, item_rows: Rows, index: ItemIndex, b: Floats, lo: int, hi: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """``user_vectors`` of users ``lo:hi``."""
+    a, z = int(states.ptr[lo]), int(states.ptr[hi])
+    user_of = np.repeat(np.arange(hi - lo, dtype=np.int64), np.diff(states.ptr[lo : hi + 1]))
+    rows = item_rows[a:z]
+    sel = np.flatnonzero(rows >= 0)
+    vecs = index.vectors(rows[sel])
     finite = np.isfinite(vecs).all(axis=1)
-    sel = np.flatnonzero(has)[finite]
-    vecs = vecs[finite]
+    if not finite.all():
+        sel, vecs = sel[finite], vecs[finite]
     owner = user_of[sel]
-    long_dir, long_ok = _directions(states.log_long[sel], vecs, owner, n)
-    short_dir, short_ok = _directions(states.log_short[sel], vecs, owner, n)
-    b = short_term_blend(states, params)[:, None]
-    mixed = (1.0 - b) * long_dir + b * short_dir
+    long_dir, long_ok = _directions(states.log_long[a:z][sel], vecs, owner, hi - lo)
+    short_dir, short_ok = _directions(states.log_short[a:z][sel], vecs, owner, hi - lo)
+    bb = b[lo:hi, None]
+    mixed = (1.0 - bb) * long_dir + bb * short_dir
     norms = np.linalg.norm(mixed, axis=1)
     both = long_ok & short_ok
     out = np.where(long_ok[:, None], long_dir, short_dir)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models import profile
 from models.candidates import PopularBlock
 from models.index import ItemIndex, raw_space
 from models.interest import InterestColumns
@@ -90,3 +91,32 @@ def test_batch_refresh_equals_the_per_user_reference(seed: int, params: RankPara
         assert [i for i, _, _ in g] == [i for i, _, _ in w]
         assert [r for _, _, r in g] == [r for _, _, r in w]
         np.testing.assert_allclose([s for _, s, _ in g], [s for _, s, _ in w], atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 40])
+def test_user_vectors_in_chunks_equal_the_whole_batch_at_once(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunking bounds the rows gathered at once; each user is still taken whole, so the
+    vectors are the same to the bit (a user larger than a chunk is a chunk of its own)."""
+    (
+        vecs,
+        _,
+        users,
+        _,
+        _,
+    ) = _world(3)
+    index = ItemIndex(raw_space("m", 8))
+    ids = list(vecs)
+    index.upsert_many(ids, np.stack([vecs[i] for i in ids]), [True] * len(ids))
+    states = BatchStates.of([(u, c) for u, c, _ in users], [now for _, _, now in users])
+    rows = index.rows(states.item_ids)
+    params = InterestSettings().interest_params()
+    whole, whole_ok = profile.user_vectors(states, rows, index, params)
+    monkeypatch.setattr(profile, "PROFILE_CHUNK_ROWS", chunk)
+    got, ok = profile.user_vectors(states, rows, index, params)
+    np.testing.assert_array_equal(ok, whole_ok)
+    np.testing.assert_array_equal(got, whole)
+    assert ok[:10].all() and not ok[10:].any()  # the last two users have no vector
+    empty, _ = profile.user_vectors(BatchStates.of([], []), rows[:0], index, params)
+    assert empty.shape == (0, 8)
