@@ -120,6 +120,20 @@ def applied_at_bound(settings: Settings, users: int) -> tuple[int, int]:
     return sum(1 for s in sizes if s >= cap), sum(1 for s in sizes if s > 0)
 
 
+def signal_sizes(settings: Settings) -> dict[str, int]:
+    """How many items have a co-occurrence list, their total neighbours, popularity's size."""
+    client = redis.Redis.from_url(settings.redis.url)
+    keys = RedisKeys()
+    lists = [k for k in client.scan_iter(match=keys.cooccurrence("*"), count=5000)]
+    pipe = client.pipeline(transaction=False)
+    for k in lists:
+        pipe.zcard(k)
+    neighbours = sum(int(x) for x in pipe.execute())
+    popular = int(client.zcard(keys.popularity()))
+    client.close()
+    return {"co_lists": len(lists), "co_neighbours": neighbours, "popular": popular}
+
+
 def outboxes_left(settings: Settings, users: int) -> int:
     """Signal increments still waiting in users' outboxes (0 once every batch drained)."""
     client = redis.Redis.from_url(settings.redis.url)
@@ -239,6 +253,7 @@ def main() -> int:
         lags = [s["lag"] for s in steady if s["t"] >= warm and not s["burst"]]
         steady_lag = float(np.percentile(lags, 95)) if lags else 0.0
         at_cap, with_state = applied_at_bound(settings, args.users)
+        sizes = signal_sizes(settings)
 
         pacer.rate = args.rate * args.burst_factor
         t_burst = time.monotonic()
@@ -280,6 +295,7 @@ def main() -> int:
             back_to_steady_after_burst_s=back_to_steady,
             lag_zero_after_producer_stop_s=to_zero,
             applied_sets_at_cap=[at_cap, with_state],
+            signal_sizes=sizes,
             events_sent=pacer.sent,
         )
         print()
@@ -295,6 +311,10 @@ def main() -> int:
             f"    redis memory {redis_slope:+.3f} MB/min  ({steady[0]['redis_mb']:.1f} -> "
             f"{steady[-1]['redis_mb']:.1f} MB); applied sets at applied_max="
             f"{settings.interest.applied_max}: {at_cap}/{with_state} users"
+        )
+        print(
+            f"    signals: {sizes['co_lists']} co-occurrence lists holding "
+            f"{sizes['co_neighbours']} neighbours, {sizes['popular']} popular items"
         )
         print(f"    consumer lag p95 {steady_lag:.0f} events")
         print(
