@@ -49,10 +49,10 @@ from streams.state.item_store import ItemStore, StoredItem
 from streams.tools.processes import WorkerProcess
 from streams.tools.services import KafkaServer, RedisServer, free_port
 from tests.photos import derived_catalogue, sample_photos
-from tests.reference.signals import replay_signals
 from tests.support import (
     Replay,
     TopicReader,
+    assert_signals_are_offline_replay,
     assert_state_is_offline_replay,
     committed_offsets,
     group_members,
@@ -194,21 +194,12 @@ class Outcome:
     def check_signals(self, settings: Settings) -> None:
         """Popularity and co-occurrence are exactly the offline recomputation of the log: no
         increment lost to the fault, none counted twice by the redelivery."""
-        want_pop, want_co = replay_signals(self.per_user, settings.interest)
         client = redis.Redis.from_url(settings.redis.url)
         try:
-            keys = RedisKeys()
-            rows = client.zrange(keys.popularity(), 0, -1, withscores=True)
-            got_pop = {k.decode(): v for k, v in rows}
-            assert got_pop.keys() == want_pop.keys()
-            for item, score in want_pop.items():
-                assert got_pop[item] == pytest.approx(score, rel=1e-9), item
-            for item in [f"item-{i}" for i in range(N_ITEMS)]:
-                rows = client.zrange(keys.cooccurrence(item), 0, -1, withscores=True)
-                got = {k.decode(): v for k, v in rows}
-                assert got == pytest.approx(want_co.get(item, {}), rel=1e-9), item
-            outboxes = [client.llen(keys.user_outbox(u)) for u in self.per_user]
-            assert sum(outboxes) == 0
+            items = [f"item-{i}" for i in range(N_ITEMS)]
+            assert_signals_are_offline_replay(
+                client, self.per_user, settings.interest, items, rel=1e-9
+            )
         finally:
             client.close()
 

@@ -5,7 +5,6 @@ import random
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
@@ -19,8 +18,7 @@ from streams.state.backend import RedisBackend
 from streams.state.recs import RecsCache, decode_recs, read_cached_recs
 from streams.state.user_state import UserStateStore
 from tests.reference.interest import apply_events, user_vector
-from tests.reference.signals import replay_signals
-from tests.support.checks import per_user
+from tests.support.checks import assert_signals_are_offline_replay, per_user
 from tests.support.standins import MemoryBackend
 
 P = InterestSettings().interest_params()
@@ -449,27 +447,11 @@ def test_the_worker_tests_stand_in_answers_as_redis_does(client: redis.Redis) ->
         )
 
 
-def _stored_signals(client: redis.Redis, items: list[str]) -> tuple[dict[str, float], Any]:
-    popular = {k.decode(): v for k, v in client.zrange(KEYS.popularity(), 0, -1, withscores=True)}
-    co = {}
-    for item in items:
-        near = client.zrange(KEYS.cooccurrence(item), 0, -1, withscores=True)
-        if near:
-            co[item] = {k.decode(): v for k, v in near}
-    return popular, co
-
-
 def _assert_signals_are_offline_replay(
     client: redis.Redis, events: list[UserEvent], settings: InterestSettings
 ) -> None:
-    want_pop, want_co = replay_signals(per_user(events), settings)
-    got_pop, got_co = _stored_signals(client, sorted({e.item_id for e in events}))
-    assert got_pop.keys() == want_pop.keys()
-    for item, score in want_pop.items():
-        assert got_pop[item] == pytest.approx(score, rel=1e-12), item
-    assert got_co.keys() == want_co.keys()
-    for item, near in want_co.items():
-        assert got_co[item] == pytest.approx(near, rel=1e-12), item
+    items = sorted({e.item_id for e in events})
+    assert_signals_are_offline_replay(client, per_user(events), settings, items, rel=1e-12)
 
 
 def _signal_log(n: int, seed: int) -> list[UserEvent]:

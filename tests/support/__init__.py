@@ -4,6 +4,7 @@ from there: only those tests need them)."""
 
 from tests.support.checks import (
     STATE_TOL,
+    assert_signals_are_offline_replay,
     assert_state_is_offline_replay,
     latest_lists,
     latest_triggers,
@@ -25,6 +26,7 @@ __all__ = [
     "STATE_TOL",
     "Replay",
     "TopicReader",
+    "assert_signals_are_offline_replay",
     "assert_state_is_offline_replay",
     "collect",
     "committed_offsets",

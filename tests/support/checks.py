@@ -1,6 +1,6 @@
-"""Checks the integration and fault tests share: Redis state against the offline replay of
-the log, the latest list per user on the recommendations topic, metrics scraped from a worker,
-and product messages."""
+"""Checks the integration and fault tests share: Redis state and signals against the offline
+replay of the log, the latest list per user on the recommendations topic, metrics scraped from
+a worker, and product messages."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import pytest
 import redis
 
 from models.interest import UserInterest
 from schemas import ProductAttributes, ProductImage, Recommendations, RedisKeys, UserEvent
-from streams.settings import Settings
+from streams.settings import InterestSettings, Settings
 from streams.state.user_state import UserStateStore
 from tests.reference.interest import apply_events
+from tests.reference.signals import replay_signals
 
 STATE_TOL = 1e-9
 """Redis applies the same arithmetic as the reference rule: states agree to rounding."""
@@ -51,6 +53,32 @@ def assert_state_is_offline_replay(
                 assert abs(g.log_short - e.log_short) < STATE_TOL, (user, g, e)
     finally:
         client.close()
+
+
+def assert_signals_are_offline_replay(
+    client: redis.Redis[Any],
+    events_by_user: Mapping[str, Sequence[UserEvent]],
+    settings: InterestSettings,
+    items: Iterable[str],
+    rel: float,
+) -> None:
+    """Popularity and the co-occurrence lists of ``items`` are exactly the offline recomputation
+    of the log (``tests.reference.signals``, to ``rel``): no increment lost, none counted twice;
+    and the users' signal outboxes are empty (nothing left undrained)."""
+    want_pop, want_co = replay_signals(events_by_user, settings)
+    keys = RedisKeys()
+
+    def stored(key: str) -> dict[str, float]:
+        return {m.decode(): s for m, s in client.zrange(key, 0, -1, withscores=True)}
+
+    got_pop = stored(keys.popularity())
+    assert got_pop.keys() == want_pop.keys()
+    for item, score in want_pop.items():
+        assert got_pop[item] == pytest.approx(score, rel=rel), item
+    for item in items:
+        want = want_co.get(item, {})
+        assert stored(keys.cooccurrence(item)) == pytest.approx(want, rel=rel), item
+    assert sum(client.llen(keys.user_outbox(u)) for u in events_by_user) == 0
 
 
 def latest_lists(messages: Iterable[Any]) -> dict[str, Recommendations]:
