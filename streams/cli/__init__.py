@@ -17,6 +17,7 @@ _SUBCOMMANDS = {
     "subscribe": "streams.cli.subscribe",
     "worker": "streams.cli.worker",
     "recs": "streams.cli.recs",
+    "serve": "streams.cli.serve",
     "model": "streams.cli.model",
     "demo": "streams.cli.demo",
     "status": "streams.cli.status",

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import click
 import faust
 
+from streams.api import ReadApi
+from streams.api import install as install_read_api
 from streams.kafka.app import create_app
 from streams.observability import configure_logging, install
 from streams.settings import Settings
@@ -27,6 +29,11 @@ def build_app(settings: Settings, role: str) -> faust.App:
         checks.append(feed.ready.is_set)
     if settings.web_port is not None:
         install(app, lambda: all(check() for check in checks))
+        if role in ("interests", "all"):
+            # The workers that write the lists also serve them (streams/api.py).
+            install_read_api(
+                app, ReadApi.from_settings(settings.redis, settings.limits.to_limits())
+            )
     return app
 
 

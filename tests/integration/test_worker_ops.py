@@ -1,4 +1,4 @@
-"""A running worker's /metrics, /healthz and /readyz, and graceful shutdown on SIGTERM."""
+"""A running worker's /metrics, /healthz, /readyz and read API, and graceful shutdown on SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from schemas import EventType, UserEvent
+from schemas import EventType, Recommendations, RedisKeys, UserEvent
 from streams.kafka.topics import Topics, create_topics
 from streams.settings import Settings
+from streams.state.recs import RecsCache
+from streams.state.redis import connect_redis
 from streams.tools.processes import WorkerProcess
 from streams.tools.services import free_port
 from tests.support import metric_value, raw_producer
@@ -81,6 +83,20 @@ def test_metrics_change_under_load_and_sigterm_exits_cleanly(
         assert metric_value(after, 'visrec_dead_letters_total{error_code="invalid_json"') == 1
         assert metric_value(after, "visrec_refresh_latency_seconds_count") >= 300
         assert "visrec_index_items" in after
+
+        # The worker serves the lists it wrote (the read API, streams/api.py).
+        cached = RecsCache(connect_redis(settings.redis), RedisKeys(settings.redis.namespace)).read(
+            "u1"
+        )
+        assert cached is not None
+        status, body = _get(f"{base}/v1/users/u1/recommendations")
+        assert status == 200 and Recommendations.from_json_bytes(body) == cached
+        status, body = _get(f"{base}/v1/users/nobody/recommendations")
+        assert (status, json.loads(body)["error"]) == (404, "not_found")
+        assert (
+            "/v1/users/{user_id}/recommendations"
+            in json.loads(_get(f"{base}/openapi.json")[1])["paths"]
+        )
 
         # SIGTERM while a new burst is in flight: the worker drains, commits and exits in time.
         for event in _events(500, 1000):
