@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps lint typecheck test test-unit test-integration demo services-up services-down bench bench-pipeline clean
+.PHONY: help install system-deps lint typecheck test test-unit test-integration demo services-up services-down bench bench-pipeline bench-http compose-smoke clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -37,8 +37,8 @@ $(STAMP): pyproject.toml
 install: system-deps $(STAMP) ## Install system packages and the project (with dev+export extras) into .venv
 
 lint: $(STAMP) ## ruff check + ruff format --check
-	$(VENV)/bin/ruff check schemas models streams workers tests bench
-	$(VENV)/bin/ruff format --check schemas models streams workers tests bench
+	$(VENV)/bin/ruff check schemas models streams workers tests bench deploy
+	$(VENV)/bin/ruff format --check schemas models streams workers tests bench deploy
 
 typecheck: $(STAMP) ## mypy --strict on the packages
 	$(VENV)/bin/mypy
@@ -66,6 +66,23 @@ bench: $(STAMP) ## Embedder benchmark on CPU (ratio against bare ONNX Runtime an
 
 bench-pipeline: $(STAMP) ## Interest pipeline at full scale vs a pass-through agent (~5 min)
 	OPENBLAS_NUM_THREADS=1 $(PY) bench/pipeline.py
+
+compose-smoke: $(STAMP) ## Build the images offline and run deploy/compose.yaml for real (Docker engine; ~3 min)
+	@missing=""; \
+	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	deploy/ci/dockerd.sh
+	deploy/ci/build-images.sh
+	$(PY) deploy/ci/smoke.py
+
+bench-http: $(STAMP) ## Read API at 1,000 requests/s beside a bare Redis GET (starts its own Redis)
+	$(PY) bench/http.py
 
 clean: ## Remove local state (.state) and caches
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

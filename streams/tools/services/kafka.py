@@ -6,6 +6,7 @@ shared by every checkout; data, logs and the pid live under ``state_dir/kafka``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -48,7 +49,8 @@ def default_jar_cache() -> Path:
 def resolve_jars(cache: Path | None = None) -> Path:
     """Download the broker's jars with Maven once; returns the folder holding them."""
     cache = cache or default_jar_cache()
-    marker = cache / ".complete"
+    # One marker per pom: a changed pom resolves again into the same folder.
+    marker = cache / f".complete-{hashlib.sha256(POM.read_bytes()).hexdigest()[:12]}"
     if marker.exists():
         return cache
     mvn = shutil.which("mvn")
