@@ -7,6 +7,7 @@ a list through a running worker's web port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -18,14 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 import redis
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from openapi_spec_validator import validate
+from pydantic import SecretStr
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas import Limits, Recommendations, RecommendedItem, RedisKeys
 from streams.api import ReadApi, openapi_document, serve_app
 from streams.settings import RedisSettings
+from streams.state.pipelined import PipelinedRedis
 from streams.state.recs import RecsCache
 from streams.tools.services import free_port
 
@@ -175,3 +181,73 @@ def test_visrec_serve_runs_as_a_process(redis_url: str) -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=10)  # waits and closes the pipe
+
+
+# --- the pipelined connection under the API (streams/state/pipelined.py) ------------------
+
+
+def test_pipelined_gets_each_get_their_own_reply_in_the_tests_database(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.mset({f"k{i}": f"v{i}" for i in range(0, 300, 2)})  # odd keys stay absent
+
+    async def main() -> list[bytes | None]:
+        reader = PipelinedRedis(RedisSettings(url=redis_url))
+        try:
+            return list(await asyncio.gather(*(reader.get(f"k{i}") for i in range(300))))
+        finally:
+            await reader.aclose()
+
+    got = asyncio.run(main())
+    assert got == [f"v{i}".encode() if i % 2 == 0 else None for i in range(300)]
+
+
+def test_pipelined_acl_user_and_refused_password(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.set("greeting", "hello")
+    client.execute_command(
+        "ACL", "SETUSER", "visrec-reader", "on", ">s3cret", "~*", "+@read", "+ping", "+select"
+    )
+    try:
+
+        async def main(password: str) -> bytes | None:
+            settings = RedisSettings(
+                url=redis_url, username="visrec-reader", password=SecretStr(password)
+            )
+            reader = PipelinedRedis(settings)
+            try:
+                return await reader.get("greeting")
+            finally:
+                await reader.aclose()
+
+        assert asyncio.run(main("s3cret")) == b"hello"
+        with pytest.raises(RedisConnectionError, match="cannot connect"):
+            asyncio.run(main("wrong"))
+    finally:
+        client.execute_command("ACL", "DELUSER", "visrec-reader")
+
+
+def test_pipelined_survives_a_lost_connection_and_a_late_reply(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.set("a", "1")
+    client.set("b", "2")
+
+    async def main() -> None:
+        reader = PipelinedRedis(RedisSettings(url=redis_url, socket_timeout_s=0.3))
+        try:
+            assert await reader.get("a") == b"1"
+            # Redis drops our connection: the next request connects again.
+            client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            with contextlib.suppress(RedisConnectionError):
+                await reader.get("a")  # may see the close first
+            assert await reader.get("b") == b"2"
+            # A reply that comes after its caller gave up is consumed in order, not handed to
+            # the next caller.
+            client.execute_command("CLIENT", "PAUSE", "600", "ALL")
+            with pytest.raises(RedisTimeoutError):
+                await reader.get("a")
+            await asyncio.sleep(0.5)
+            assert [await reader.get("b"), await reader.get("a")] == [b"2", b"1"]
+        finally:
+            await reader.aclose()
+
+    asyncio.run(main())
