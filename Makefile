@@ -82,7 +82,7 @@ compose-smoke: $(STAMP) ## Build the images offline and run deploy/compose.yaml 
 	$(PY) deploy/ci/smoke.py
 
 bench-http: $(STAMP) ## Read API at 1,000 requests/s beside a bare Redis GET (starts its own Redis)
-	$(PY) bench/http.py
+	$(PY) bench/http_api.py
 
 clean: ## Remove local state (.state) and caches
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache

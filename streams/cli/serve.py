@@ -34,7 +34,7 @@ def command(port: int | None, bind: str | None) -> None:
     app = serve_app(api)
     # What start-up imported lives as long as the process: out of the collector's way, so
     # that a full collection walks only what requests allocate (measured: ~100 ms pauses
-    # without this, bench/http.py).
+    # without this, bench/http_api.py).
     gc.collect()
     gc.freeze()
     web.run_app(

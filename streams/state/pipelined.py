@@ -3,7 +3,7 @@
 Redis answers the commands of a connection in the order it received them, so every request
 can write its GET at once and wait for its own reply, first in first out: no pool to take a
 connection from, no per-command retry wrapper. Measured on the 2-core box, one GET costs the
-client ~41 us of CPU this way against ~100 us through ``redis.asyncio`` (bench/http.py shows
+client ~41 us of CPU this way against ~100 us through ``redis.asyncio`` (bench/http_api.py shows
 what that does to the read API's latency).
 
 A lost connection fails the requests in flight with ``ConnectionError`` (the API answers 503)

@@ -17,6 +17,7 @@ reason.
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +118,12 @@ def test_modules_and_functions_stay_small(module: str) -> None:
             name = f"{module}:{node.name}"
             if name not in LONG_FUNCTIONS:
                 assert length <= MAX_FUNCTION_LINES, f"{name}: {length} lines"
+
+
+def test_no_script_folder_shadows_the_standard_library() -> None:
+    # A script run as `python bench/x.py` has bench/ first on its import path: a bench/http.py
+    # made every other bench script import it instead of the standard library's `http`
+    # (urllib does), which failed CI's soak run.
+    for folder in ("bench", "deploy/ci", "deploy"):
+        for path in (ROOT / folder).glob("*.py"):
+            assert path.stem not in sys.stdlib_module_names, f"{path} shadows the stdlib"

@@ -19,39 +19,34 @@ p99 to the bare GET's, the server's CPU per request (``/proc``) and its own hand
 histogram (``/metrics``), and writes the figures as JSON. ``--server-cpu N`` pins the server
 to core N and everything else off it.
 
-    python bench/http.py                       # 1,000 requests/s, 3 rounds of 15 s each
-    python bench/http.py --rate 2000 --seconds 30 --json bench/results/http.json
+    python bench/http_api.py                       # 1,000 requests/s, 3 rounds of 15 s each
+    python bench/http_api.py --rate 2000 --seconds 30 --json bench/results/http_api.json
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import collections
+import gc
+import json
+import os
+import random
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-# This file is bench/http.py: take its folder off the import path first, or `http` (which
-# urllib and aiohttp import) would be this script instead of the standard library's.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-ROOT = _HERE.parent
+import redis
+import uvloop
+
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import collections  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-from collections.abc import Awaitable, Callable  # noqa: E402
-from typing import Any  # noqa: E402
-
-import redis  # noqa: E402
-import uvloop  # noqa: E402
 
 from schemas import Recommendations, RecommendedItem, RedisKeys  # noqa: E402
 from streams.state.recs import RecsCache  # noqa: E402
