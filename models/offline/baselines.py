@@ -3,7 +3,11 @@
 Each is built from the training interactions and then, event by event, asked for a list
 (``recommend``) before being told what the user did (``observe``): the prequential protocol.
 
-- ``MostPopular``: weighted interaction counts, updated by every observed event (streaming).
+- ``MostPopular``: weighted interaction counts, updated by every observed event (streaming),
+  never forgotten.
+- ``DecayedPopular``: the same counts with exponential decay by event time, the rule visrec's
+  own popularity signal follows (``interest.half_life_popularity_s``): the fair
+  most-popular, with the same information and the same decay as the system.
 - ``RandomItems``: uniformly random unseen items (the floor any method must clear).
 - ``ItemKNN``: cosine similarity between items' columns of the training matrix, fixed after
   training; a user's score for an item sums its similarity to the user's items. With
@@ -37,7 +41,7 @@ class BaselineRecommender(Protocol):
         """Return the user's top ``k`` items, none of them in ``exclude``."""
         ...
 
-    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+    def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
         """Learn from one event (a no-op for offline models)."""
         ...
 
@@ -69,11 +73,49 @@ class MostPopular:
         """Return the ``k`` most popular items the user has not touched."""
         return self._cat.top(self._counts, k, exclude)
 
-    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+    def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
         """Count the event (items outside the training catalogue are ignored)."""
         row = self._cat.index.get(item_id)
         if row is not None:
             self._counts[row] += weight
+
+
+class DecayedPopular:
+    """Popularity as visrec keeps it: each event adds ``w * 2 ** ((t - t0) / h)``.
+
+    Ranking by that sum at any time is ranking by the decayed count ``sum w * 2 ** ((t - now)
+    / h)`` (a common factor), so no rescaling is needed as time passes, and the order of the
+    events does not matter.
+    """
+
+    def __init__(
+        self,
+        train: Interactions,
+        train_events: Collection[tuple[str, float, int]],
+        half_life_s: float,
+        name: str | None = None,
+    ) -> None:
+        """Start from ``train_events`` (item_id, weight, ts_ms), decayed with ``half_life_s``."""
+        self.name = name or f"most-popular, decayed ({half_life_s / 86400:g}-day half-life)"
+        self._cat = _Catalogue(train)
+        self._h_ms = half_life_s * 1000.0
+        self._t0 = min((ts for _, _, ts in train_events), default=0)
+        self._last_ts = self._t0
+        self._scores = np.zeros(len(train.item_ids))
+        for item_id, weight, ts_ms in train_events:
+            self.observe("", item_id, weight, ts_ms)
+
+    def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
+        """Return the ``k`` items with the highest decayed count the user has not touched."""
+        return self._cat.top(self._scores, k, exclude)
+
+    def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
+        """Count the event at its time (without one: the latest time seen)."""
+        ts = self._last_ts if ts_ms is None else ts_ms
+        self._last_ts = max(self._last_ts, ts)
+        row = self._cat.index.get(item_id)
+        if row is not None:
+            self._scores[row] += weight * 2.0 ** ((ts - self._t0) / self._h_ms)
 
 
 class RandomItems:
@@ -89,7 +131,7 @@ class RandomItems:
         """``k`` distinct random items not in ``exclude``."""
         return self._cat.top(self._rng.random(len(self._cat.item_ids)), k, exclude)
 
-    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+    def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
         """Random has nothing to learn."""
 
 
@@ -131,7 +173,7 @@ class ItemKNN:
             return self._cat.top(self._cat.train_counts, k, exclude)
         return self._cat.top(scores, k, exclude)
 
-    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+    def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
         """Add the item to a live profile; offline profiles never change."""
         row = self._cat.index.get(item_id)
         if not self._live or row is None:
@@ -163,7 +205,7 @@ class OfflineMF:
         aligned = np.where(self._rows >= 0, scores[self._rows], -np.inf)
         return self._cat.top(aligned, k, exclude)
 
-    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+    def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
         """Offline: the factors never change after training."""
 
 
@@ -202,7 +244,7 @@ class VectorProfile:
         scores = np.where(self._has, self._unit @ profile, -np.inf)
         return self._cat.top(scores, k, exclude)
 
-    def observe(self, user_id: str, item_id: str, weight: float) -> None:
+    def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
         """Add the item's unit vector, weighted, to the user's profile."""
         row = self._cat.index.get(item_id)
         if row is None:

@@ -37,10 +37,11 @@ def command() -> None:
 )
 @click.option(
     "--lookahead",
-    type=click.IntRange(min=1),
-    default=1000,
+    type=click.IntRange(min=0),
+    default=0,
     show_default=True,
-    help="How far (log positions) sending may run ahead of the oldest unsent event.",
+    help="0: no look-ahead (nothing is sent past an unsent test event). N: other users' "
+    "events may run N log positions ahead (faster; popularity sees the future).",
 )
 @click.option(
     "--algorithm",

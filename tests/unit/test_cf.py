@@ -5,7 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.offline.baselines import ItemKNN, MostPopular, OfflineMF, RandomItems, VectorProfile
+from models.offline.baselines import (
+    DecayedPopular,
+    ItemKNN,
+    MostPopular,
+    OfflineMF,
+    RandomItems,
+    VectorProfile,
+)
 from models.offline.cf import (
     CFParams,
     Interactions,
@@ -182,6 +189,25 @@ def test_most_popular_streams_counts() -> None:
         pop.observe("someone", "w", 1.0)
     assert pop.recommend("anyone", 1, exclude=()) == ["w"]
     assert pop.recommend("anyone", 2, exclude={"w"}) == ["z", "x"]
+
+
+def test_decayed_popularity_follows_visrec_s_rule_and_forgets() -> None:
+    day = 86_400_000
+    # Training: z taken 5 times 20 days ago, x and y twice each 1 day ago.
+    events = [("z", 1.0, 0)] * 5 + [("x", 1.0, 19 * day), ("y", 1.0, 19 * day)] * 2
+    pop = DecayedPopular(small_catalogue(), events, half_life_s=7 * 86_400.0)
+    assert pop.name == "most-popular, decayed (7-day half-life)"
+    # 5 * 2**(-20/7) = 0.68 against 2 * 2**(-1/7) = 1.81: recency wins; all-time counts differ.
+    assert pop.recommend("anyone", 3, exclude=())[:2] in (["x", "y"], ["y", "x"])
+    assert MostPopular(small_catalogue()).recommend("anyone", 1, exclude=()) == ["z"]
+    # Scores are w * 2 ** ((t - t0) / h): the same as visrec's popularity increments up to
+    # a common factor, so the order matches the decayed counts at any time.
+    pop.observe("someone", "w", 3.0, 20 * day)
+    assert pop.recommend("anyone", 1, exclude=()) == ["w"]
+    # Order of observation does not matter.
+    again = DecayedPopular(small_catalogue(), list(reversed(events)), half_life_s=7 * 86_400.0)
+    again.observe("someone", "w", 3.0, 20 * day)
+    assert again.recommend("x", 4, exclude=()) == pop.recommend("x", 4, exclude=())
 
 
 def test_random_items_never_returns_excluded_items() -> None:

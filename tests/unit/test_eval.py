@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -7,14 +9,17 @@ import pytest
 
 from models.offline.baselines import MostPopular
 from models.offline.cf import Interactions
-from models.offline.metrics import nearest_neighbours
-from schemas import EventType
+from models.offline.metrics import PrequentialScores, nearest_neighbours
+from schemas import EventType, Recommendations
 from streams.exceptions import DatasetError
+from streams.settings import Settings
 from streams.tools.eval import movielens
 from streams.tools.eval.embeddings import augment_digit, gray_png, photo_set, raw_pixels
 from streams.tools.eval.hybrid import genre_vectors
+from streams.tools.eval.pipeline import Pacing, _Replayer
 from streams.tools.eval.prequential import (
     LogEvent,
+    MethodResult,
     ReceivedList,
     evaluate_baselines,
     refresh_latencies,
@@ -127,6 +132,21 @@ def test_baselines_see_each_test_event_after_scoring_it() -> None:
     assert pop.fresh == 3
 
 
+def test_summary_averages_per_user_and_per_event_with_intervals() -> None:
+    result = MethodResult("m", PrequentialScores((10, 20), 10))
+    # User a: 3 events, all hits at rank 1; user b: 1 event, a miss.
+    result.users, result.ranks = ["a", "a", "a", "b"], [1, 1, 1, None]
+    su = result.summary(None, k=10, mrr_k=20, boot=200)
+    assert su["users"] == 2 and su["events"] == 4
+    assert su["hr_user"] == 0.5 and su["hr_event"] == 0.75  # the two averages differ
+    assert su["ndcg_event"] == 0.75 and su["mrr_user"] == 0.5
+    for key in ("hr_user", "hr_event", "ndcg_user", "mrr_event"):
+        assert su[f"{key}_lo"] <= su[key] <= su[f"{key}_hi"]
+    assert su["hr_user_lo"] == 0.0 and su["hr_user_hi"] == 1.0  # two users: wide
+    only_a = result.summary({"a"}, k=10)
+    assert only_a["hr_user"] == only_a["hr_event"] == 1.0 and only_a["events"] == 3
+
+
 def test_genre_vectors_are_one_hot_over_all_genres() -> None:
     movies = {
         "1": movielens.Movie("1", "A", "1995", ("Comedy", "Drama")),
@@ -160,3 +180,66 @@ def test_photo_set_labels_each_variant_with_its_source() -> None:
     assert len(photos.queries) == len(photos.originals) == len(photos.labels)
     assert sorted(photos.targets) == list(range(len(photos.originals)))
     assert photos.loo_labels == photos.labels + [photos.labels[t] for t in photos.targets]
+
+
+class _Recorder:
+    """Stands in for the producer: remembers which events went out, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        self.sent.append(json.loads(value)["event_id"])
+
+
+def _replay_order(events: list[LogEvent], lookahead: int) -> list[int]:
+    """Drive the replayer against a slow worker that answers one sent event per step."""
+    replayer = _Replayer(Settings(), events, Pacing(lookahead=lookahead, progress=False), None)  # type: ignore[arg-type]
+    producer = _Recorder()
+    answered: set[int] = set()
+    for _ in range(10 * len(events)):
+        if replayer.finished():
+            break
+        replayer.admit(time.monotonic())
+        replayer.send_ready(producer)  # type: ignore[arg-type]
+        waiting = [seq for seq in sorted(replayer.sent) if seq not in answered]
+        if waiting:
+            ev = events[waiting[0]]
+            answered.add(ev.seq)
+            recs = Recommendations(
+                user_id=ev.user_id,
+                items=[],
+                model_id="m",
+                trigger_event_id=ev.event_id,
+                generated_at_ms=0,
+            )
+            replayer.record(recs, time.monotonic())
+    assert replayer.finished()
+    return [int(e.removeprefix("e")) for e in producer.sent]
+
+
+def _looks_ahead(events: list[LogEvent], order: list[int]) -> bool:
+    """Whether some event went out while an earlier test event had not."""
+    sent: set[int] = set()
+    for seq in order:
+        if any(e.test and e.seq < seq and e.seq not in sent for e in events):
+            return True
+        sent.add(seq)
+    return False
+
+
+def test_the_default_replay_never_sends_past_an_unsent_test_event() -> None:
+    # Training first, then test events; "a" is busy (every other event), "b" and "c" are not.
+    def user(n: int) -> str:
+        return "a" if n % 2 else ("b" if n % 4 == 0 else "c")
+
+    events = [
+        LogEvent(n, f"e{n}", user(n), f"i{n % 5}", "click", 1.0, 1_000 * n, test=n >= 6)
+        for n in range(30)
+    ]
+    strict = _replay_order(events, lookahead=0)
+    assert sorted(strict) == list(range(30))
+    assert not _looks_ahead(events, strict)
+    # The same log with the old look-ahead sends later events while a test event waits for
+    # its user's previous list: those later events could shape the list it is scored on.
+    assert _looks_ahead(events, _replay_order(events, lookahead=1000))

@@ -33,7 +33,11 @@ class Pacing:
 
     speedup: float = 0.0
     closed_loop: bool = True
-    lookahead: int = 1000
+    lookahead: int = 0
+    """0 (the default): no look-ahead. No event goes out while an earlier test event is
+    unsent, so the list a test event is scored against was computed from the log strictly
+    before it. N > 0: other users' events may run up to N log positions ahead of the oldest
+    unsent event (faster; popularity and co-occurrence then see up to N events of the future)."""
     list_timeout_s: float = 120.0
     progress: bool = True
 
@@ -106,12 +110,21 @@ class _Replayer:
         self.answered: dict[str, int] = {}  # user -> highest trigger seq received
         self.admitted = 0
         self.start = time.monotonic()
+        # Strict pacing: the test events in log order, and the first one not yet sent.
+        self.tests = [e.seq for e in events if e.test]
+        self.next_test = 0
 
     def admit(self, now: float) -> None:
         """Queue events (per user, in log order) that are due and inside the lookahead."""
         events, pacing = self.events, self.pacing
         oldest = min((q[0] for q in self.queues.values()), default=self.admitted)
-        while self.admitted < len(events) and self.admitted < oldest + pacing.lookahead:
+        strict = pacing.lookahead == 0
+        while self.admitted < len(events) and (strict or self.admitted < oldest + pacing.lookahead):
+            while self.next_test < len(self.tests) and self.tests[self.next_test] in self.sent:
+                self.next_test += 1
+            pending = self.tests[self.next_test] if self.next_test < len(self.tests) else None
+            if strict and pending is not None and pending < self.admitted:
+                return  # an earlier test event's list is not fixed yet
             ev = events[self.admitted]
             if pacing.speedup > 0:
                 due = (ev.ts_ms - events[0].ts_ms) / 1000.0 / pacing.speedup
@@ -155,22 +168,25 @@ class _Replayer:
         return prev is not None and self.answered.get(ev.user_id, -1) < prev
 
     def receive(self, consumer: KafkaConsumer, timeout_ms: int) -> None:
-        """Record every list that arrived; release users whose answer came."""
+        """Record every list that arrived."""
         for records in consumer.poll(timeout_ms=timeout_ms).values():
             received = time.monotonic()
             for record in records:
-                recs = Recommendations.from_json_bytes(record.value)
-                trigger = self.seq_of.get(recs.trigger_event_id or "")
-                if trigger is None:
-                    continue  # not one of ours
-                user = recs.user_id
-                items = tuple(i.item_id for i in recs.items)
-                self.lists[user].append(ReceivedList(trigger, received, items))
-                self.answered[user] = max(self.answered.get(user, -1), trigger)
-                if self.catching_up.get(user, len(self.events)) <= trigger:
-                    del self.catching_up[user]
-                if user in self.waiting and trigger >= self.waiting[user][0]:
-                    del self.waiting[user]
+                self.record(Recommendations.from_json_bytes(record.value), received)
+
+    def record(self, recs: Recommendations, received: float) -> None:
+        """Keep one list; release its user if it answers what the user waits for."""
+        trigger = self.seq_of.get(recs.trigger_event_id or "")
+        if trigger is None:
+            return  # not one of ours
+        user = recs.user_id
+        items = tuple(i.item_id for i in recs.items)
+        self.lists[user].append(ReceivedList(trigger, received, items))
+        self.answered[user] = max(self.answered.get(user, -1), trigger)
+        if self.catching_up.get(user, len(self.events)) <= trigger:
+            del self.catching_up[user]
+        if user in self.waiting and trigger >= self.waiting[user][0]:
+            del self.waiting[user]
 
     def finished(self) -> bool:
         """Every event sent and every user's last event answered."""

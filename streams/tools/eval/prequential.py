@@ -14,6 +14,8 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from models.offline.baselines import BaselineRecommender
 from models.offline.metrics import PrequentialScores
 
@@ -70,6 +72,49 @@ class MethodResult:
         ndcg = sum(sum(v) / len(v) for v in gains.values()) / len(gains)
         return hr, ndcg, sum(len(v) for v in hits.values())
 
+    def summary(
+        self,
+        users: Collection[str] | None,
+        k: int,
+        mrr_k: int = 20,
+        boot: int = 1000,
+        seed: int = 0,
+    ) -> dict[str, float]:
+        """HitRate@k, NDCG@k and MRR@mrr_k per user and per event, with 95 % intervals.
+
+        Intervals: bootstrap over users (resampled with replacement, ``boot`` times).
+        ``users``: only these users' events (None: all). Keys: ``{metric}_{user|event}`` and
+        ``..._lo`` / ``..._hi``; ``users`` and ``events`` counts.
+        """
+        rows: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+        for user, rank in zip(self.users, self.ranks, strict=True):
+            if users is None or user in users:
+                hit = rank is not None and rank <= k
+                rows[user].append(
+                    (
+                        1.0 if hit else 0.0,
+                        1.0 / math.log2(rank + 1) if hit and rank else 0.0,
+                        1.0 / rank if rank is not None and rank <= mrr_k else 0.0,
+                    )
+                )
+        out: dict[str, float] = {"users": float(len(rows)), "events": 0.0}
+        if not rows:
+            return out
+        sums = np.array([np.sum(v, axis=0) for v in rows.values()])  # (users, 3)
+        counts = np.array([len(v) for v in rows.values()], dtype=np.float64)
+        out["events"] = float(counts.sum())
+        draws = np.random.default_rng(seed).integers(0, len(counts), size=(boot, len(counts)))
+        for col, name in enumerate(("hr", "ndcg", "mrr")):
+            per_user = sums[:, col] / counts
+            boot_user = per_user[draws].mean(axis=1)
+            boot_event = sums[draws, col].sum(axis=1) / counts[draws].sum(axis=1)
+            out[f"{name}_user"] = float(per_user.mean())
+            out[f"{name}_event"] = float(sums[:, col].sum() / counts.sum())
+            for label, values in (("user", boot_user), ("event", boot_event)):
+                lo, hi = np.percentile(values, [2.5, 97.5])
+                out[f"{name}_{label}_lo"], out[f"{name}_{label}_hi"] = float(lo), float(hi)
+        return out
+
     def add(self, event: LogEvent, ranked: Sequence[str]) -> None:
         """Score ``ranked`` as the list shown just before ``event``."""
         self.ts_ms.append(event.ts_ms)
@@ -99,7 +144,7 @@ def evaluate_baselines(
         for rec, result in zip(recommenders, results, strict=True):
             result.add(event, rec.recommend(event.user_id, depth, exclude))
             result.fresh += 1
-            rec.observe(event.user_id, event.item_id, event.weight)
+            rec.observe(event.user_id, event.item_id, event.weight, event.ts_ms)
         exclude.add(event.item_id)
     return results
 

@@ -16,10 +16,13 @@ once the worker has answered every user's last training event (so latencies are 
 a caught-up system), and a test event is sent only once the list answering the user's
 previous event has arrived, so every test event
 is scored against the list that reflects all of the user's history (as for a person who
-looks at the page between clicks). Other users' events keep flowing meanwhile, at most
-``lookahead`` log positions ahead of the oldest unsent event. ``speedup`` > 0 additionally
-holds each event until ``(ts - ts0) / speedup`` seconds into the replay; without
-``closed_loop`` test events go out as paced too, and may be coalesced like training ones.
+looks at the page between clicks). By default nothing is sent past a test event until that
+event is sent itself, so its list was computed from the log strictly before it: no method
+sees the future (``lookahead`` > 0 lets other users' events run that many log positions
+ahead instead, which is faster and lets popularity and co-occurrence see the future).
+``speedup`` > 0 additionally holds each event until ``(ts - ts0) / speedup`` seconds into
+the replay; without ``closed_loop`` test events go out as paced too, and may be coalesced
+like training ones.
 
 Timestamps: events are shifted so the first lands at the replay's wall-clock start. The
 worker ranks at wall-clock ``now``, which is then never after a user's last event, so each
@@ -40,6 +43,7 @@ import numpy as np
 
 from models.offline.baselines import (
     BaselineRecommender,
+    DecayedPopular,
     ItemKNN,
     MostPopular,
     OfflineMF,
@@ -83,7 +87,8 @@ class ReplayConfig:
     speedup: float = 0.0
     """Log seconds per wall second; 0 = as fast as the pacing mode allows."""
     closed_loop: bool = True
-    lookahead: int = 1000
+    lookahead: int = 0
+    """0: no look-ahead (``Pacing.lookahead``)."""
     ks: tuple[int, ...] = (1, 2, 5, 10, 15, 20)
     cf: CFParams = field(default_factory=CFParams)
     list_timeout_s: float = 120.0
@@ -119,6 +124,8 @@ class Plan:
     train_seen: dict[str, set[str]]
     movies: dict[str, movielens.Movie]
     log_start_ms: int
+    train_events: list[tuple[str, float, int]]
+    """Every user's training events as (item_id, weight, ts_ms), for time-aware baselines."""
 
 
 def plan(data: movielens.MovieLens, config: ReplayConfig, weights: dict[str, float]) -> Plan:
@@ -151,7 +158,8 @@ def plan(data: movielens.MovieLens, config: ReplayConfig, weights: dict[str, flo
     seen: dict[str, set[str]] = defaultdict(set)
     for r in train:
         seen[r.user_id].add(r.item_id)
-    return Plan(events, matrix, dict(seen), data.movies, data.ratings[0].ts_s * 1000)
+    train_events = [(r.item_id, weights[r.event_type.value], r.ts_s * 1000) for r in train]
+    return Plan(events, matrix, dict(seen), data.movies, data.ratings[0].ts_s * 1000, train_events)
 
 
 def run_settings(settings: Settings, ks: Sequence[int], run_id: str) -> Settings:
@@ -256,7 +264,9 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
         config.ks,
     )
     baselines: list[BaselineRecommender] = [
-        MostPopular(p.train),
+        # The fair one: visrec's own popularity rule and half-life.
+        DecayedPopular(p.train, p.train_events, settings.interest.half_life_popularity_s),
+        MostPopular(p.train, name="most-popular, all-time (no decay)"),
         RandomItems(p.train, seed=config.seed),
         ItemKNN(p.train, live_profile=False),
         ItemKNN(p.train, live_profile=True),

@@ -35,6 +35,15 @@ def method_metrics(result: MethodResult, catalogue_size: int) -> dict[str, Any]:
     }
 
 
+def method_summaries(result: MethodResult, outcome: ReplayOutcome) -> dict[str, Any]:
+    """Per-user and per-event HR/NDCG/MRR with intervals: all users, known, new."""
+    known = set(result.users) - outcome.new_users
+    return {
+        segment: result.summary(users, HEADLINE_K, RECALL_K)
+        for segment, users in (("all", None), ("known", known), ("new", outcome.new_users))
+    }
+
+
 def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
     """Mean and percentiles of event-to-refreshed-list latency, in milliseconds."""
     if not latencies_s:
@@ -50,22 +59,35 @@ def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _ci(summary: dict[str, float], key: str) -> str:
+    return f"{summary[key]:.4f} [{summary[key + '_lo']:.3f}, {summary[key + '_hi']:.3f}]"
+
+
 def markdown(outcome: ReplayOutcome) -> str:
     """Render the results table plus the run's key facts as markdown."""
-    k, rk = HEADLINE_K, RECALL_K
+    k = HEADLINE_K
     lines = [
-        f"| method | HitRate@{k} | NDCG@{k} | Recall@{rk} | coverage@{k} | lists answering "
+        f"| method | HitRate@{k} per user | NDCG@{k} per user | MRR@{RECALL_K} per user | "
+        f"HitRate@{k} per event | NDCG@{k} per event | coverage@{k} | lists answering "
         "the previous event | no list yet |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in outcome.methods:
         s = result.scores
+        su = result.summary(None, k, RECALL_K)
         lines.append(
-            f"| {result.name} | {s.hit_rate(k):.4f} | {s.ndcg(k):.4f} | {s.recall(rk):.4f} | "
+            f"| {result.name} | {_ci(su, 'hr_user')} | {_ci(su, 'ndcg_user')} | "
+            f"{_ci(su, 'mrr_user')} | {_ci(su, 'hr_event')} | {_ci(su, 'ndcg_event')} | "
             f"{s.coverage(outcome.catalogue_size):.3f} | "
             f"{result.fresh / max(1, s.events):.1%} | {result.no_list} |"
         )
-    lines += ["", *segment_table(outcome)]
+    lines += [
+        "",
+        "Per user: each user's test events averaged, then the users; per event: all test "
+        "events pooled. Brackets: 95 % bootstrap intervals (1,000 resamples of the users).",
+        "",
+        *segment_table(outcome),
+    ]
     info = outcome.info
     lat = latency_summary(outcome.latencies_s)
     lines += [
@@ -73,7 +95,8 @@ def markdown(outcome: ReplayOutcome) -> str:
         f"{info['users_replayed']} users, {info['events_replayed']} events replayed "
         f"({info['test_events']} scored test events) in {info['replay_s']:.1f} s "
         f"({info['events_per_s']:.0f} events/s); served model `{info['served_model_id']}` "
-        f"({info['published_items']} item vectors).",
+        f"({info['published_items']} item vectors); look-ahead "
+        f"{info['config']['lookahead'] or 'none'}.",
     ]
     if lat:
         lines.append(
@@ -85,21 +108,28 @@ def markdown(outcome: ReplayOutcome) -> str:
 
 
 def segment_table(outcome: ReplayOutcome, k: int = HEADLINE_K) -> list[str]:
-    """HitRate@k and NDCG@k separately for users known from training and for new users."""
+    """HitRate@k and NDCG@k for users known from training and for new users, with intervals."""
     known = {u for m in outcome.methods for u in m.users} - outcome.new_users
     rows = [
-        f"| method | HitRate@{k} known users | NDCG@{k} known users | "
-        f"HitRate@{k} new users | NDCG@{k} new users |",
-        "|---|---:|---:|---:|---:|",
+        f"| method | segment | HitRate@{k} per user | NDCG@{k} per user | "
+        f"HitRate@{k} per event | NDCG@{k} per event |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     counts = ""
     for m in outcome.methods:
-        hr_k, nd_k, n_k = m.segment(known, k)
-        hr_n, nd_n, n_n = m.segment(outcome.new_users, k)
-        rows.append(f"| {m.name} | {hr_k:.4f} | {nd_k:.4f} | {hr_n:.4f} | {nd_n:.4f} |")
+        for label, users in (("known users", known), ("new users", outcome.new_users)):
+            su = m.summary(users, k, RECALL_K)
+            if not su["events"]:
+                continue
+            rows.append(
+                f"| {m.name} | {label} | {_ci(su, 'hr_user')} | {_ci(su, 'ndcg_user')} | "
+                f"{_ci(su, 'hr_event')} | {_ci(su, 'ndcg_event')} |"
+            )
+        n_k = m.summary(known, k)["events"]
+        n_n = m.summary(outcome.new_users, k)["events"]
         counts = (
-            f"Known users: {len(known)} users, {n_k} test events; new users (no training "
-            f"events): {len(outcome.new_users)} users, {n_n} test events."
+            f"Known users: {len(known)} users, {n_k:.0f} test events; new users (no training "
+            f"events): {len(outcome.new_users)} users, {n_n:.0f} test events."
         )
     return [*rows, "", counts]
 
@@ -116,7 +146,10 @@ def write_report(outcome: ReplayOutcome, out_dir: Path) -> dict[str, Path]:
     }
     paths["markdown"].write_text(markdown(outcome))
     payload = {
-        "methods": [method_metrics(m, outcome.catalogue_size) for m in outcome.methods],
+        "methods": [
+            {**method_metrics(m, outcome.catalogue_size), "summary": method_summaries(m, outcome)}
+            for m in outcome.methods
+        ],
         "latency": latency_summary(outcome.latencies_s),
         "hit_rate_over_time": over_time(outcome.methods),
         "segments": segment_table(outcome),
