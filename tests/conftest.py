@@ -14,6 +14,7 @@ import itertools
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,7 +151,21 @@ def _garbage_of_this_test(request: pytest.FixtureRequest) -> Iterator[None]:
     socket one test leaks is otherwise finalised by whichever later test triggers the cyclic
     collector, and its ResourceWarning fails that innocent test, under that test's warning
     filters. Collected here, it is reported against, and filtered by, the test that made it.
+
+    One leak is not ours: kafka-python 3.0 can leave a TCP socket to the broker unclosed after
+    its client's ``close()`` (a connection attempt it retried; seen in CI on a busy machine),
+    so unclosed sockets whose peer is the test broker are let through. Every other unclosed
+    socket (Redis, HTTP, anything of ours) still fails the test.
     """
     yield
-    if request.node.get_closest_marker("integration") is not None:
+    if request.node.get_closest_marker("integration") is None:
+        return
+    with warnings.catch_warnings():
+        if "kafka_bootstrap" in request.fixturenames:
+            port = str(request.getfixturevalue("kafka_bootstrap")).rsplit(":", 1)[-1]
+            warnings.filterwarnings(
+                "ignore",
+                message=rf"unclosed <socket\.socket .*raddr=\('127\.0\.0\.1', {port}\)>",
+                category=ResourceWarning,
+            )
         gc.collect()

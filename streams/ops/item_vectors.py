@@ -55,41 +55,44 @@ def publish_item_vectors(
     attributes = attributes or {}
     keys = RedisKeys(settings.redis.namespace)
     client = connect_redis(settings.redis)
-    store = ItemStore(client, keys, dtype=settings.embed.vector_dtype)
-    now = int(time.time() * 1000)
-    ids = list(vectors)
-    exists = _existing(client, keys, ids)
-    items = [
-        StoredItem(
-            item_id,
-            model_id,
-            np.asarray(vectors[item_id], dtype=np.float32).reshape(-1),
-            attributes.get(item_id, ProductAttributes()),
-            now,
-        )
-        for item_id in ids
-    ]
-    if announce:
-        topic = Topics.from_settings(settings).item_vectors.name
-        producer = make_producer(settings)
-        try:
-            dtype = VectorDType(settings.embed.vector_dtype)
-            for item, known in zip(items, exists, strict=True):
-                stored = store_attributes(store, item) if known else item
-                send_record(producer, topic, item.item_id, stored.to_item_vector(dtype))
-            producer.flush()
-        finally:
-            producer.close()
-    fresh = [item for item, known in zip(items, exists, strict=True) if not known]
-    known_items = [item for item, known in zip(items, exists, strict=True) if known]
-    for start in range(0, len(fresh), BATCH):
-        store.write(fresh[start : start + BATCH])
-    for start in range(0, len(known_items), BATCH):
-        store.write_vectors_only(known_items[start : start + BATCH])
-    if activate:
-        prepare_space(client, keys, model_id, settings.interest)
-        store.set_active_model(model_id)
-    return PublishReport(model_id, len(items), len(fresh), announce, activate)
+    try:
+        store = ItemStore(client, keys, dtype=settings.embed.vector_dtype)
+        now = int(time.time() * 1000)
+        ids = list(vectors)
+        exists = _existing(client, keys, ids)
+        items = [
+            StoredItem(
+                item_id,
+                model_id,
+                np.asarray(vectors[item_id], dtype=np.float32).reshape(-1),
+                attributes.get(item_id, ProductAttributes()),
+                now,
+            )
+            for item_id in ids
+        ]
+        if announce:
+            topic = Topics.from_settings(settings).item_vectors.name
+            producer = make_producer(settings)
+            try:
+                dtype = VectorDType(settings.embed.vector_dtype)
+                for item, known in zip(items, exists, strict=True):
+                    stored = store_attributes(store, item) if known else item
+                    send_record(producer, topic, item.item_id, stored.to_item_vector(dtype))
+                producer.flush()
+            finally:
+                producer.close()
+        fresh = [item for item, known in zip(items, exists, strict=True) if not known]
+        known_items = [item for item, known in zip(items, exists, strict=True) if known]
+        for start in range(0, len(fresh), BATCH):
+            store.write(fresh[start : start + BATCH])
+        for start in range(0, len(known_items), BATCH):
+            store.write_vectors_only(known_items[start : start + BATCH])
+        if activate:
+            prepare_space(client, keys, model_id, settings.interest)
+            store.set_active_model(model_id)
+        return PublishReport(model_id, len(items), len(fresh), announce, activate)
+    finally:
+        client.close()
 
 
 def store_attributes(store: ItemStore, item: StoredItem) -> StoredItem:
