@@ -120,6 +120,13 @@ def replay(
     show_default=True,
     help="Augmented copies per photo (near-duplicate retrieval, photo 1-NN).",
 )
+@click.option(
+    "--fashion-limit",
+    type=click.IntRange(min=20, max=10_000),
+    default=2000,
+    show_default=True,
+    help="Fashion-MNIST test photos to use (1-NN by class: the semantic figure).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",
@@ -129,9 +136,14 @@ def replay(
     show_default=True,
 )
 def embeddings(
-    encoders: tuple[str, ...], mnist_limit: int, copies: int, seed: int, out_dir: Path
+    encoders: tuple[str, ...],
+    mnist_limit: int,
+    copies: int,
+    fashion_limit: int,
+    seed: int,
+    out_dir: Path,
 ) -> None:
-    """Leave-one-out 1-NN accuracy and near-duplicate retrieval per encoder (photos, MNIST)."""
+    """1-NN accuracy and near-duplicate retrieval per encoder (photos, Fashion-MNIST, MNIST)."""
     from models.exceptions import ExportError
     from models.vision.export import SPECS
     from streams.tools.eval.embeddings import (
@@ -142,7 +154,13 @@ def embeddings(
 
     settings = Settings()
     names = list(encoders) or sorted(SPECS)
-    config = EmbeddingEvalConfig(mnist_limit=mnist_limit, copies=copies, seed=seed)
+    config = EmbeddingEvalConfig(
+        mnist_limit=mnist_limit,
+        copies=copies,
+        fashion_limit=fashion_limit,
+        fashion_copies=max(1, fashion_limit // 10),
+        seed=seed,
+    )
     try:
         results = evaluate_embeddings(names, settings.model_cache_dir, config)
     except (ExportError, ImportError, FileNotFoundError) as exc:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from pathlib import Path
@@ -14,7 +15,14 @@ from schemas import EventType, Recommendations
 from streams.exceptions import DatasetError
 from streams.settings import Settings
 from streams.tools.eval import movielens
-from streams.tools.eval.embeddings import augment_digit, gray_png, photo_set, raw_pixels
+from streams.tools.eval.embeddings import (
+    augment_digit,
+    fashion_set,
+    gray_png,
+    photo_set,
+    raw_pixels,
+    read_idx,
+)
 from streams.tools.eval.hybrid import genre_vectors
 from streams.tools.eval.pipeline import Pacing, _Replayer
 from streams.tools.eval.prequential import (
@@ -243,3 +251,24 @@ def test_the_default_replay_never_sends_past_an_unsent_test_event() -> None:
     # The same log with the old look-ahead sends later events while a test event waits for
     # its user's previous list: those later events could shape the list it is scored on.
     assert _looks_ahead(events, _replay_order(events, lookahead=1000))
+
+
+def test_fashion_set_reads_idx_files_and_labels_by_class(tmp_path: Path) -> None:
+    # Three 28x28 "photos" of classes 0, 9, 6 in the IDX format Debian's package ships.
+    pixels = np.arange(3 * 28 * 28, dtype=np.uint64).astype(np.uint8).reshape(3, 28, 28)
+    head = b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (3, 28, 28))
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(head + pixels.tobytes())
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + bytes([0, 9, 6]))
+    assert (read_idx(tmp_path / "t10k-images-idx3-ubyte.gz") == pixels).all()
+    images = fashion_set(tmp_path, limit=3, n_queries=1, seed=0)
+    assert images.labels == ["t-shirt/top", "ankle boot", "shirt"]
+    assert len(images.originals) == 3 and len(images.queries) == 1
+    assert images.originals[0][:8] == b"\x89PNG\r\n\x1a\n"
+    with gzip.open(tmp_path / "broken.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"\x01")
+    with pytest.raises(ValueError, match="dimensions"):
+        read_idx(tmp_path / "broken.gz")
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        fashion_set(tmp_path / "missing", limit=3, n_queries=1, seed=0)
