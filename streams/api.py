@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -40,7 +39,7 @@ from schemas import Limits, Recommendations, RedisKeys
 from schemas.base import Identifier
 from streams.settings import RedisSettings
 from streams.state.pipelined import PipelinedRedis
-from streams.state.recs import MAX_RECS_JSON_BYTES
+from streams.state.recs import inflate_recs
 
 RECS_ROUTE = "/v1/users/{user_id}/recommendations"
 OPENAPI_ROUTE = "/openapi.json"
@@ -115,7 +114,7 @@ class ReadApi:
         if raw is None:
             return 404, error_body("not_found", f"no recommendations cached for user {user_id!r}")
         try:
-            body = _inflate(raw)
+            body = inflate_recs(raw)
         except ValueError as exc:
             return 500, error_body("corrupt_cache", str(exc))
         if keep is not None:
@@ -138,20 +137,6 @@ def _parse_limit(text: str, top: int) -> int | None:
     except ValueError:
         return None
     return value if 1 <= value <= top else None
-
-
-def _inflate(raw: bytes) -> bytes:
-    """The cached JSON (zlib or plain), bounded like ``streams.state.recs.decode_recs``."""
-    if raw.startswith(b"{"):
-        return raw
-    inflater = zlib.decompressobj()
-    try:
-        data = inflater.decompress(raw, MAX_RECS_JSON_BYTES)
-    except zlib.error as exc:
-        raise ValueError(f"cached recommendations are not zlib or JSON: {exc}") from exc
-    if inflater.unconsumed_tail or not data.startswith(b"{"):
-        raise ValueError("cached recommendations are not a JSON object of bounded size")
-    return data
 
 
 _SECONDS_BY_ROUTE: dict[str, Any] = {}

@@ -26,6 +26,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.settings import RedisSettings
+from streams.state.redis import redis_client_kwargs
 
 
 def _command(*parts: bytes) -> bytes:
@@ -121,6 +122,9 @@ class PipelinedRedis:
 
     async def _open(self) -> _Protocol:
         params = parse_url(self._settings.url)
+        # The settings' ACL user, password and CA file, as the workers' client gets them
+        # (secrets are read in streams.state.redis only); the URL's own as a fallback.
+        credentials = redis_client_kwargs(self._settings)
         loop = asyncio.get_running_loop()
         kind = params.get("connection_class")
         if kind is UnixDomainSocketConnection:
@@ -128,17 +132,12 @@ class PipelinedRedis:
         else:
             context = None
             if kind is SSLConnection:
-                cafile = self._settings.ssl_ca_certs
-                context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+                context = ssl.create_default_context(cafile=credentials.get("ssl_ca_certs"))
             _, protocol = await loop.create_connection(
                 _Protocol, params.get("host", "localhost"), params.get("port", 6379), ssl=context
             )
-        username = self._settings.username or params.get("username")
-        password = (
-            self._settings.password.get_secret_value()
-            if self._settings.password is not None
-            else params.get("password")
-        )
+        username = credentials.get("username") or params.get("username")
+        password = credentials.get("password", params.get("password"))
         setup: list[bytes] = []
         if password:
             auth = [b"AUTH", *([username.encode()] if username else []), password.encode()]

@@ -53,18 +53,26 @@ def encode_recs(recs: Recommendations) -> bytes:
     return zlib.compress(recs.to_json_bytes(), 6)
 
 
+def inflate_recs(raw: bytes | str) -> bytes:
+    """A cached list's JSON bytes (compressed or plain); ValueError if it is neither."""
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    if data.startswith(b"{"):
+        return data
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(data, MAX_RECS_JSON_BYTES)
+    except zlib.error as exc:
+        raise ValueError(f"cached recommendations are not zlib or JSON: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise ValueError(f"cached recommendations exceed {MAX_RECS_JSON_BYTES} bytes")
+    if not data.startswith(b"{"):
+        raise ValueError("cached recommendations inflate to something else than a JSON object")
+    return data
+
+
 def decode_recs(raw: bytes | str) -> Recommendations:
     """Parse a cached list (compressed or plain JSON); ValueError if it is neither."""
-    data = raw.encode("utf-8") if isinstance(raw, str) else raw
-    if not data.startswith(b"{"):
-        inflater = zlib.decompressobj()
-        try:
-            data = inflater.decompress(data, MAX_RECS_JSON_BYTES)
-        except zlib.error as exc:
-            raise ValueError(f"cached recommendations are not zlib or JSON: {exc}") from exc
-        if inflater.unconsumed_tail:
-            raise ValueError(f"cached recommendations exceed {MAX_RECS_JSON_BYTES} bytes")
-    return Recommendations.from_json_bytes(data)
+    return Recommendations.from_json_bytes(inflate_recs(raw))
 
 
 def read_cached_recs(
