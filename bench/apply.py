@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from procstat import cpu_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_767_225_600_000
 
@@ -55,11 +57,6 @@ def _log(n_events: int, n_users: int, n_items: int, seed: int) -> list[Any]:
     ]
 
 
-def _server_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(url: str, n_events: int, batch: int, seed: int) -> dict[str, float]:
     """Apply the log once into a flushed database; figures per event."""
     import redis
@@ -75,12 +72,12 @@ def measure(url: str, n_events: int, batch: int, seed: int) -> dict[str, float]:
     log = _log(n_events, 2_000, 20_000, seed)
     triples = [(ev, 0, k) for k, ev in enumerate(log)]
     client.config_resetstat()
-    server0, client0, wall0 = _server_cpu_s(pid), time.process_time(), time.perf_counter()
+    server0, client0, wall0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
     applied = 0
     for start in range(0, len(triples), batch):
         applied += sum(store.apply(triples[start : start + batch]))
     wall = time.perf_counter() - wall0
-    server = _server_cpu_s(pid) - server0
+    server = cpu_seconds(pid) - server0
     cpu = time.process_time() - client0
     stats = client.info("commandstats")
     # Top-level commands only: a script's time includes the commands it called.

@@ -48,6 +48,8 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from procstat import cpu_seconds  # noqa: E402
+
 from schemas import Recommendations, RecommendedItem, RedisKeys  # noqa: E402
 from streams.state.recs import RecsCache  # noqa: E402
 from streams.tools.services import RedisServer, free_port  # noqa: E402
@@ -81,11 +83,6 @@ def _cache_lists(url: str, n_users: int) -> list[str]:
         cache.write_many(batch)
     client.close()
     return users
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _open_loop(
@@ -304,14 +301,14 @@ async def _run(
                 # A second of the same load first, not measured: connections the other
                 # round left idle have been closed, and opening them is not steady state.
                 await _open_loop(request, users, args.rate, 1.0, seed=1000 + r)
-                before = _cpu_s(serve.pid)
+                before = cpu_seconds(serve.pid)
                 client_before = time.process_time()
                 result = await _open_loop(request, users, args.rate, args.seconds, seed=r)
                 result["client_cpu_us_per_request"] = (
                     (time.process_time() - client_before) / result["requests"] * 1e6
                 )
                 if name == "api":
-                    cpu_per_request.append((_cpu_s(serve.pid) - before) / result["requests"])
+                    cpu_per_request.append((cpu_seconds(serve.pid) - before) / result["requests"])
                 rounds[name].append(result)
                 print(
                     f"round {r + 1} {name:9s} "

@@ -49,6 +49,7 @@ from kafka.admin import KafkaAdminClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from procstat import cpu_seconds  # noqa: E402
 from vectors import catalogue_vectors  # noqa: E402
 
 from schemas import EventType, ProductAttributes, RedisKeys, UserEvent  # noqa: E402
@@ -230,13 +231,6 @@ def stage_means(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     return means
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (and its waited-for children)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """CPU seconds used by named groups of processes between ``start`` and ``stop``."""
 
@@ -246,7 +240,10 @@ class CpuMeter:
         self.t0 = 0.0
 
     def _now(self) -> dict[str, float]:
-        return {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.pids.items()}
+        return {
+            name: sum(cpu_seconds(p, children=True) for p in pids)
+            for name, pids in self.pids.items()
+        }
 
     def start(self) -> None:
         self.begin = self._now()
@@ -287,9 +284,9 @@ def wait_quiet(pids: list[int], limit_s: float = 900.0, busy: float = 0.2) -> fl
     builds done); return the seconds waited."""
     start = time.monotonic()
     while time.monotonic() - start < limit_s:
-        before = sum(cpu_seconds(p) for p in pids)
+        before = sum(cpu_seconds(p, children=True) for p in pids)
         time.sleep(2.0)
-        if sum(cpu_seconds(p) for p in pids) - before < busy * 2.0:
+        if sum(cpu_seconds(p, children=True) for p in pids) - before < busy * 2.0:
             break
     return time.monotonic() - start
 
