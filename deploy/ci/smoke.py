@@ -244,15 +244,12 @@ def http_list() -> dict[str, Any] | None:
 
 
 def redis_applied() -> int:
-    """How many event ids the user's state has recorded (the idempotency set in Redis)."""
-    out = compose(
-        "exec", "-T", "redis", "redis-cli", "-p", "16379", "--raw", "KEYS", f"*{{u:{USER}}}:applied"
-    ).stdout.split()
-    if not out:
-        return 0
-    kind = compose("exec", "-T", "redis", "redis-cli", "-p", "16379", "TYPE", out[0]).stdout.strip()
-    command = {"zset": "ZCARD", "set": "SCARD", "hash": "HLEN"}[kind]
-    answer = compose("exec", "-T", "redis", "redis-cli", "-p", "16379", command, out[0]).stdout
+    """How many event ids the user's state has recorded (its idempotency sorted set)."""
+    sys.path.insert(0, str(ROOT))
+    from schemas import RedisKeys
+
+    key = RedisKeys().user_applied(USER)
+    answer = compose("exec", "-T", "redis", "redis-cli", "-p", "16379", "ZCARD", key).stdout
     return int(answer.strip())
 
 
