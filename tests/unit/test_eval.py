@@ -114,9 +114,15 @@ def test_received_lists_are_matched_to_the_event_they_preceded() -> None:
     assert result.no_list == 1
     assert result.fresh == 1  # e1's list answered e0, its predecessor; e3's did not
     assert result.scores.hit_rate(1) == pytest.approx(0.25)  # a: 1 of 2, b: 0 of 1
-    assert result.segment({"a"}, 1) == (pytest.approx(0.5), pytest.approx(0.5), 2)
-    assert result.segment({"b"}, 1) == (0.0, 0.0, 1)
-    assert result.segment(set(), 1) == (0.0, 0.0, 0)
+    only_a = result.summary({"a"}, 1)
+    assert (only_a["hr_user"], only_a["ndcg_user"], only_a["events"]) == (
+        pytest.approx(0.5),
+        pytest.approx(0.5),
+        2,
+    )
+    only_b = result.summary({"b"}, 1)
+    assert (only_b["hr_user"], only_b["ndcg_user"], only_b["events"]) == (0.0, 0.0, 1)
+    assert result.summary(set(), 1)["events"] == 0
     latencies = refresh_latencies(EVENTS, sent, lists)
     assert latencies == pytest.approx([0.5, 2.5])  # e0 -> 0.5 s; e1 -> 3.5 s; b, e3: none
 

@@ -57,21 +57,6 @@ class MethodResult:
     fresh: int = 0
     """Test events whose list answered the user's immediately preceding event."""
 
-    def segment(self, users: Collection[str], k: int) -> tuple[float, float, int]:
-        """Per-user mean HitRate@k and NDCG@k over the events of ``users``, and their count."""
-        hits: dict[str, list[float]] = defaultdict(list)
-        gains: dict[str, list[float]] = defaultdict(list)
-        for user, rank in zip(self.users, self.ranks, strict=True):
-            if user in users:
-                hit = rank is not None and rank <= k
-                hits[user].append(1.0 if hit else 0.0)
-                gains[user].append(1.0 / math.log2(rank + 1) if hit and rank else 0.0)
-        if not hits:
-            return 0.0, 0.0, 0
-        hr = sum(sum(v) / len(v) for v in hits.values()) / len(hits)
-        ndcg = sum(sum(v) / len(v) for v in gains.values()) / len(gains)
-        return hr, ndcg, sum(len(v) for v in hits.values())
-
     def summary(
         self,
         users: Collection[str] | None,
