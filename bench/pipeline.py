@@ -417,6 +417,35 @@ def report(results: dict[str, Any]) -> None:
         print(f"    {role}: Redis command time per event {sus['redis_usec_per_event']:.0f} us")
 
 
+def start_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """Record ``pid`` with py-spy from outside (raw collapsed stacks, GIL holders only)."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--gil",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_spy(spy: subprocess.Popen[bytes] | None) -> None:
+    """Stop a ``start_spy`` recording and let it write its output."""
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(30)
+
+
 def run_role(
     role: str,
     base: Settings,
@@ -463,6 +492,11 @@ def run_role(
                 "bench": [os.getpid()],
             }
         )
+        # What the workers burn with nothing to do (pollers, timers, the web server).
+        meter.start()
+        time.sleep(5.0)
+        out["no_events"] = meter.stop()
+        log(f"{role}: CPU with no events: {out['no_events']}")
         if role != "idle":  # the idle agent answers nothing: no latency to measure
             latency(
                 settings,
@@ -471,6 +505,9 @@ def run_role(
                 role == "passthrough",
             )
             for n, rate in enumerate(args.rates):
+                spy = None
+                if args.py_spy and role == args.py_spy_role and args.py_spy_at == "latency":
+                    spy = start_spy(workers[0].pid, args.py_spy.with_suffix(f".{rate:g}.txt"))
                 meter.start()
                 scraped = scrape(workers[0].settings.web_port)
                 count = int(rate * args.latency_seconds)
@@ -488,6 +525,7 @@ def run_role(
                     role == "passthrough",
                 )
                 lat["cpu"] = meter.stop()
+                stop_spy(spy)
                 lat["batches"] = stage_means(scraped, scrape(workers[0].settings.web_port))
                 out[f"latency_{rate:g}"] = lat
                 log(f"{role}: latency at {rate:g}/s: {lat}")
@@ -498,30 +536,10 @@ def run_role(
             args.events, args.users, args.items, 2, 1_764_000_200_000, f"sus-{role}"
         )
         spy = None
-        if args.py_spy and role == "interests":
-            # Where the worker's time goes while it is saturated (py-spy samples from outside).
-            spy = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(workers[0].pid),
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(args.py_spy),
-                    "--rate",
-                    "200",
-                    "--nonblocking",
-                    "--gil",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        if args.py_spy and role == args.py_spy_role and args.py_spy_at == "sustained":
+            spy = start_spy(workers[0].pid, args.py_spy)
         sus = sustained(settings, workers, f"bench-{role}-{role}", sus_events)
-        if spy is not None:
-            spy.send_signal(2)
-            spy.wait(30)
+        stop_spy(spy)
         sus["cpu"] = meter.stop()
         sus["batches"] = stage_means(scraped, scrape(workers[0].settings.web_port))
         stats = rclient.info("commandstats")
@@ -573,7 +591,19 @@ def main() -> int:
         "--py-spy",
         type=Path,
         default=None,
-        help="record the interest worker with py-spy during the sustained run (collapsed stacks)",
+        help="record the interest worker with py-spy (collapsed stacks) during --py-spy-at",
+    )
+    ap.add_argument(
+        "--py-spy-at",
+        choices=["sustained", "latency"],
+        default="sustained",
+        help="the phase py-spy records (latency: one file per rate, OUT.<rate>.txt)",
+    )
+    ap.add_argument(
+        "--py-spy-role",
+        choices=["idle", "passthrough", "interests"],
+        default="interests",
+        help="the worker py-spy records",
     )
     args = ap.parse_args()
     if "interests" not in args.roles:
