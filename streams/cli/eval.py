@@ -196,3 +196,62 @@ def hybrid(content_weights: tuple[float, ...]) -> None:
     for r in results:
         s = r.scores
         click.echo(f"| {r.name} | {s.hit_rate(10):.4f} | {s.ndcg(10):.4f} | {s.recall(20):.4f} |")
+
+
+@command.command("visual")
+@click.option("--shoppers", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--days", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--initial-products", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--products-per-day", type=click.IntRange(min=0), default=80, show_default=True)
+@click.option(
+    "--encoder",
+    "encoders",
+    multiple=True,
+    help="Encoder(s) to run through the pipeline: built-in ones, or raw-pixels "
+    "(default: efficientnet-lite0, mobilenet-v2, raw-pixels).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("eval-out/visual"),
+    show_default=True,
+)
+@click.option("--keep-services", is_flag=True, help="Leave Kafka/Redis running if we started them.")
+def visual(
+    shoppers: int,
+    days: int,
+    initial_products: int,
+    products_per_day: int,
+    encoders: tuple[str, ...],
+    seed: int,
+    out_dir: Path,
+    keep_services: bool,
+) -> None:
+    """Products arriving over simulated days, shoppers with hidden tastes: cold vs warm HR@10."""
+    from streams.exceptions import ReplayError
+    from streams.tools.eval.visual_report import VisualConfig, run_visual, write_visual
+    from streams.tools.eval.visual_sim import WorldConfig
+    from streams.tools.processes import local_services
+
+    settings = Settings()
+    world = WorldConfig(
+        shoppers=shoppers,
+        days=days,
+        initial_products=initial_products,
+        products_per_day=products_per_day,
+        seed=seed,
+    )
+    config = VisualConfig(world=world)
+    if encoders:
+        config = VisualConfig(world=world, encoders=encoders)
+    try:
+        with local_services(settings, keep_services, lambda m: click.echo(m, err=True)):
+            outcome = run_visual(settings, config, out_dir / "work")
+    except (ReplayError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    table, paths = write_visual(outcome, out_dir)
+    click.echo(table)
+    for name, path in paths.items():
+        click.echo(f"{name}: {path}", err=True)

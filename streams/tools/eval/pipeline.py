@@ -62,7 +62,8 @@ def wait_for_group(settings: Settings, group: str, worker: WorkerProcess, timeou
         admin.close()
 
 
-def _consumer(settings: Settings) -> KafkaConsumer:
+def list_consumer(settings: Settings) -> KafkaConsumer:
+    """A consumer of the run's recommendations topic, from its beginning, no group."""
     topic = Topics.from_settings(settings).recommendations.name
     consumer = KafkaConsumer(
         **kafka_python_config(settings.kafka, client_suffix="eval"),
@@ -216,7 +217,7 @@ def replay_events(
     """Send every event as the pacing allows; collect every list. Returns send times, lists."""
     replayer = _Replayer(settings, events, pacing, worker)
     producer = make_producer(settings)
-    consumer = _consumer(settings)
+    consumer = list_consumer(settings)
     bar = tqdm(total=len(events), unit="ev", disable=not pacing.progress, desc="replay")
     try:
         while not replayer.finished():
