@@ -48,6 +48,7 @@ from models.offline.baselines import (
     MostPopular,
     OfflineMF,
     RandomItems,
+    VectorProfile,
 )
 from models.offline.cf import CFModel, CFParams, Interactions, default_params, fit_cf
 from schemas import ProductAttributes
@@ -271,6 +272,13 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
         ItemKNN(p.train, live_profile=False),
         ItemKNN(p.train, live_profile=True),
         *(OfflineMF(p.train, fits[a]) for a in config.mf_baselines),
+        # MF with a live fold-in profile: the sum of the served vectors of the user's items so
+        # far, the same vectors visrec serves, without its decay, co-occurrence or popularity.
+        VectorProfile(
+            p.train,
+            served.item_vectors(),
+            f"MF {served.params.algorithm.upper()} (live fold-in profile)",
+        ),
     ]
     results = evaluate_baselines(baselines, p.events, p.train_seen, config.ks)
     # Closed loop: only test events were sent one at a time; training events queue behind
