@@ -51,6 +51,20 @@ def command() -> None:
     help="Which CF model's item vectors the streaming system serves.",
 )
 @click.option("--factors", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--holdout",
+    type=click.Choice(["test", "validation"]),
+    default="test",
+    show_default=True,
+    help="Score the last 20 % of the log (test), or the 10 % before it with only the first "
+    "70 % as training (validation: what tuning uses; the test events are never sent).",
+)
+@click.option(
+    "--baseline-half-life-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Decayed most-popular's half-life (default: visrec's popularity half-life).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",
@@ -68,6 +82,8 @@ def replay(
     lookahead: int,
     algorithm: str,
     factors: int,
+    holdout: str,
+    baseline_half_life_days: float | None,
     seed: int,
     out_dir: Path,
     keep_services: bool,
@@ -87,6 +103,8 @@ def replay(
         closed_loop=not open_loop,
         lookahead=lookahead,
         cf=default_params(algorithm, factors=factors),
+        holdout="validation" if holdout == "validation" else "test",
+        baseline_half_life_s=baseline_half_life_days * 86400.0 if baseline_half_life_days else None,
     )
     try:
         with local_services(settings, keep_services, lambda m: click.echo(m, err=True)):

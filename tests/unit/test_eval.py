@@ -33,6 +33,7 @@ from streams.tools.eval.prequential import (
     refresh_latencies,
     score_received,
 )
+from streams.tools.eval.replay import ReplayConfig, plan
 
 INTER = [
     "user_id:token\titem_id:token\trating:float\ttimestamp:float",
@@ -278,3 +279,26 @@ def test_fashion_set_reads_idx_files_and_labels_by_class(tmp_path: Path) -> None
         read_idx(tmp_path / "broken.gz")
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         fashion_set(tmp_path / "missing", limit=3, n_queries=1, seed=0)
+
+
+def test_validation_holdout_scores_the_slice_before_test_and_never_sends_test() -> None:
+    ratings = tuple(
+        movielens.Rating(row=n, user_id=str(n % 7), item_id=str(n % 11), rating=4, ts_s=n)
+        for n in range(100)
+    )
+    movies = {str(i): movielens.Movie(str(i), str(i), "", ()) for i in range(11)}
+    data = movielens.MovieLens(ratings, movies)
+    weights = {"view": 1.0, "click": 3.0}
+    valid = plan(data, ReplayConfig(users=None, holdout="validation"), weights)
+    test = plan(data, ReplayConfig(users=None), weights)
+    rows = {e.event_id: int(e.event_id.split("-")[1]) for e in valid.events}
+    # Validation: rows 0-69 train, 70-79 scored, 80-99 (the test split) absent.
+    assert sorted(rows.values()) == list(range(80))
+    assert sorted(rows[e.event_id] for e in valid.events if e.test) == list(range(70, 80))
+    assert len(valid.train.users) == 70
+    # Test: rows 0-79 train, 80-99 scored; the tuning never saw those.
+    assert sorted(int(e.event_id.split("-")[1]) for e in test.events if e.test) == list(
+        range(80, 100)
+    )
+    with pytest.raises(ValueError, match="valid_fraction"):
+        plan(data, ReplayConfig(users=None, holdout="validation", valid_fraction=0.9), weights)

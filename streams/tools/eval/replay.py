@@ -1,8 +1,10 @@
 """``visrec eval replay``: MovieLens-100k through the real pipeline, scored prequentially.
 
-1. Split the log by time (first 80 % train). Fit CF factors on train and publish the item
-   factors as ``ItemVector``s with their own ``model_id`` (Redis + the item-vectors topic),
-   so the unchanged interest worker serves a catalogue that has no images.
+1. Split the log by time: the first 80 % train, the last 20 % test (with ``holdout`` =
+   ``validation``: the first 70 % train, the next 10 % scored, the test 20 % never sent; every
+   tuned choice is made that way, ``bench/tune_replay.py``). Fit CF factors on train and
+   publish the item factors as ``ItemVector``s with their own ``model_id`` (Redis + the
+   item-vectors topic), so the unchanged interest worker serves a catalogue that has no images.
 2. Start ``visrec worker interests`` as a child process on private topics and a private Redis
    namespace, then replay the whole log (train, then test) in timestamp order onto the events
    topic (key ``user_id``, ``event_id`` unique, ``ts_ms`` from the log moved by a constant),
@@ -37,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -85,6 +87,15 @@ class ReplayConfig:
     """Replay only this many users (drawn among users with test events); None = everyone."""
     seed: int = 0
     train_fraction: float = 0.8
+    """The log before the test events: training plus validation."""
+    holdout: Literal["test", "validation"] = "test"
+    """What is scored. ``test``: the events after ``train_fraction``, with every earlier event
+    for training. ``validation``: the last ``valid_fraction`` of the log before the test
+    events, with only what precedes it for training; the test events are never sent (tuning
+    uses this, ``bench/tune_replay.py``)."""
+    valid_fraction: float = 0.1
+    baseline_half_life_s: float | None = None
+    """Decayed most-popular's half-life (None: visrec's ``interest.half_life_popularity_s``)."""
     speedup: float = 0.0
     """Log seconds per wall second; 0 = as fast as the pacing mode allows."""
     closed_loop: bool = True
@@ -131,7 +142,14 @@ class Plan:
 
 def plan(data: movielens.MovieLens, config: ReplayConfig, weights: dict[str, float]) -> Plan:
     """Which events to replay (time order) and the training matrix (all users' train part)."""
-    train, test = data.split(config.train_fraction)
+    fraction = config.train_fraction
+    if config.holdout == "validation":
+        if not 0.0 < config.valid_fraction < config.train_fraction:
+            raise ValueError("valid_fraction must be in (0, train_fraction)")
+        before_test = data.ratings[: int(len(data.ratings) * config.train_fraction)]
+        data = movielens.MovieLens(before_test, data.movies)
+        fraction = (config.train_fraction - config.valid_fraction) / config.train_fraction
+    train, test = data.split(fraction)
     users: set[str] | None = None
     if config.users is not None:
         candidates = sorted({r.user_id for r in test}, key=int)
@@ -226,6 +244,9 @@ def _summary(
             "speedup": config.speedup,
             "closed_loop": config.closed_loop,
             "lookahead": config.lookahead,
+            "holdout": config.holdout,
+            "valid_fraction": config.valid_fraction,
+            "baseline_half_life_s": config.baseline_half_life_s,
             "cf": asdict(config.cf),
         },
         "log_start_ms": p.log_start_ms,
@@ -266,7 +287,11 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
     )
     baselines: list[BaselineRecommender] = [
         # The fair one: visrec's own popularity rule and half-life.
-        DecayedPopular(p.train, p.train_events, settings.interest.half_life_popularity_s),
+        DecayedPopular(
+            p.train,
+            p.train_events,
+            config.baseline_half_life_s or settings.interest.half_life_popularity_s,
+        ),
         MostPopular(p.train, name="most-popular, all-time (no decay)"),
         RandomItems(p.train, seed=config.seed),
         ItemKNN(p.train, live_profile=False),
