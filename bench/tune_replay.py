@@ -40,7 +40,7 @@ from streams.tools.processes import local_services  # noqa: E402
 HALF_LIVES_DAYS = (1.0, 3.0, 7.0, 14.0, 30.0, 90.0, 365.0)
 KNOBS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("co_weight", (0.0, 0.15, 0.3, 0.6, 1.0)),
-    ("popularity_weight", (0.0, 0.02, 0.05, 0.1, 0.2)),
+    ("popularity_weight", (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)),
     ("short_term_weight", (0.25, 0.5, 0.75)),
     ("half_life_short_s", (600.0, 1800.0, 7200.0)),
 )
