@@ -227,7 +227,10 @@ def first_per_user_by_id(
 def popular_picks(
     n: int, popular: PopularBlock, params: RankParams, width: np.int64, taken: list[Keys]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Per user the first popular items not seen and not already in the pool."""
+    """Per user the first popular items not seen and not already in the pool.
+
+    ``taken``: sorted ``user * width + row`` key arrays (duplicates allowed).
+    """
     budget = min(params.candidates, 2 * params.top_k)
     if not len(popular.rows) or n == 0:
         empty = np.zeros(0, dtype=np.int64)
@@ -235,7 +238,7 @@ def popular_picks(
     keys = np.arange(n, dtype=np.int64)[:, None] * width + popular.rows[None, :]
     allowed = np.ones(keys.shape, dtype=np.bool_)
     for sorted_keys in taken:
-        allowed &= ~isin_sorted(keys, np.unique(sorted_keys))
+        allowed &= ~isin_sorted(keys, sorted_keys)
     pick = allowed & (np.cumsum(allowed, axis=1) <= budget)
     user, pos = np.nonzero(pick)
     return user.astype(np.int64), pos.astype(np.int64)
