@@ -39,7 +39,7 @@ from streams.tools.eval.embeddings import FASHION_CLASSES, FASHION_DIR, raw_pixe
 from streams.tools.eval.pipeline import cleanup, list_consumer, wait_for_group
 from streams.tools.eval.replay import run_settings
 from streams.tools.eval.visual_sim import Click, Drop, Scored, World, previous_click, rank_in
-from streams.tools.processes import WorkerProcess, running_worker
+from streams.tools.processes import running_worker
 from streams.tools.services import free_port
 
 RAW_PIXELS = "raw-pixels"
@@ -81,9 +81,6 @@ class PipelineRun:
     scored: Scored
     lists: dict[str, list[str]]
     """Items of every list received, by the event id of the click it answers."""
-    received_s: dict[str, float]
-    produced_s: dict[str, float] = field(default_factory=dict)
-    """Per product: when its drop was handed to the pipeline (monotonic seconds)."""
     indexed_s: list[float] = field(default_factory=list)
     """Per drop (or drops sent together): handed to the pipeline -> all in the worker's index."""
     seconds: float = 0.0
@@ -112,8 +109,6 @@ class _Driver:
         self.topic = Topics.from_settings(settings).events.name
         self.prev = previous_click(world)
         self.lists: dict[str, list[str]] = {}
-        self.received: dict[str, float] = {}
-        self.produced: dict[str, float] = {}
         self.indexed_s: list[float] = []
         """Per wait for the index: seconds from the first drop handed over to all indexed."""
         self.shift_ms = int(time.time() * 1000) - world.log[0].ts_ms
@@ -127,7 +122,6 @@ class _Driver:
             if isinstance(entry, Drop):
                 now = time.monotonic()
                 self.ingest(entry, self.shift_ms)
-                self.produced.update({item_id: now for item_id, _, _ in entry.items})
                 expected += len(entry.items)
                 due = now if due is None else due
                 continue
@@ -168,12 +162,10 @@ class _Driver:
 
     def _receive(self) -> None:
         for records in self.consumer.poll(timeout_ms=10).values():
-            now = time.monotonic()
             for record in records:
                 recs = Recommendations.from_json_bytes(record.value)
                 if recs.trigger_event_id and recs.trigger_event_id not in self.lists:
                     self.lists[recs.trigger_event_id] = [i.item_id for i in recs.items]
-                    self.received[recs.trigger_event_id] = now
 
     def close(self) -> None:
         self.producer.close()
@@ -240,7 +232,7 @@ def run_encoder(
                 embed_settings = rs.model_copy(update={"web_port": None})
                 log = workdir / f"embed-{encoder}.log"
                 with running_worker(embed_settings, "embed", log) as embed:
-                    _wait_embed(rs, embed)
+                    wait_for_group(rs, f"{rs.app_id}-embed", embed, timeout_s=180.0)
                     driver = _drive(rs, world, product_ingest(rs, photos), timeout_s)
     finally:
         cleanup(rs)
@@ -254,15 +246,9 @@ def run_encoder(
         encoder,
         Scored(f"visrec ({encoder})", ranks),
         driver.lists,
-        driver.received,
-        driver.produced,
         driver.indexed_s,
         time.monotonic() - t0,
     )
-
-
-def _wait_embed(settings: Settings, embed: WorkerProcess) -> None:
-    wait_for_group(settings, f"{settings.app_id}-embed", embed, timeout_s=180.0)
 
 
 def _drive(
@@ -293,15 +279,13 @@ def first_appearance(
 
 
 def appearance_stats(
-    world: World, run: PipelineRun, k: int, items: Sequence[str]
+    world: World, lists: dict[str, list[str]], k: int, items: Sequence[str]
 ) -> dict[str, float]:
-    """p50/p99 of simulated hours and wall seconds to first appearance over ``items``."""
-    first = first_appearance(world, run.lists, k)
+    """p50/p99 of simulated hours to first appearance over ``items``, and how many appeared."""
+    first = first_appearance(world, lists, k)
     hours = [first[i][0] for i in items if i in first]
-    wall = [run.received_s[first[i][1]] - run.produced_s[i] for i in items if i in first]
     out: dict[str, float] = {"products": float(len(items)), "appeared": float(len(hours))}
-    for name, values in (("hours", hours), ("wall_s", wall)):
-        if values:
-            out[f"{name}_p50"] = float(np.percentile(values, 50))
-            out[f"{name}_p99"] = float(np.percentile(values, 99))
+    if hours:
+        out["hours_p50"] = float(np.percentile(hours, 50))
+        out["hours_p99"] = float(np.percentile(hours, 99))
     return out

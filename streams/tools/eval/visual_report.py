@@ -139,7 +139,7 @@ def appearance(outcome: VisualOutcome) -> dict[str, Any]:
     new = [i for i, t in world.arrived_ms.items() if t > start]
     out: dict[str, Any] = {}
     for run in outcome.runs:
-        stats: dict[str, Any] = dict(appearance_stats(world, run, k, new))
+        stats: dict[str, Any] = dict(appearance_stats(world, run.lists, k, new))
         later = run.indexed_s[1:]
         if later:
             stats["drop_indexed_s_p50"] = float(np.percentile(later, 50))
