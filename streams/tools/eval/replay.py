@@ -253,6 +253,35 @@ def _summary(
     }
 
 
+def _baselines(
+    p: Plan, config: ReplayConfig, fits: dict[str, CFModel], served: CFModel, settings: Settings
+) -> list[BaselineRecommender]:
+    """Every baseline, built from the training split.
+
+    Decayed popularity takes visrec's half-life unless the config sets the one validation chose.
+    """
+    return [
+        # The fair one: visrec's own popularity rule and half-life.
+        DecayedPopular(
+            p.train,
+            p.train_events,
+            config.baseline_half_life_s or settings.interest.half_life_popularity_s,
+        ),
+        MostPopular(p.train, name="most-popular, all-time (no decay)"),
+        RandomItems(p.train, seed=config.seed),
+        ItemKNN(p.train, live_profile=False),
+        ItemKNN(p.train, live_profile=True),
+        *(OfflineMF(p.train, fits[a]) for a in config.mf_baselines),
+        # MF with a live fold-in profile: the sum of the served vectors of the user's items so
+        # far, the same vectors visrec serves, without its decay, co-occurrence or popularity.
+        VectorProfile(
+            p.train,
+            served.item_vectors(),
+            f"MF {served.params.algorithm.upper()} (live fold-in profile)",
+        ),
+    ]
+
+
 def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> ReplayOutcome:
     """Fit, publish, replay through Kafka and the worker, and score everything."""
     t0 = time.monotonic()
@@ -285,26 +314,7 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
         lists,
         config.ks,
     )
-    baselines: list[BaselineRecommender] = [
-        # The fair one: visrec's own popularity rule and half-life.
-        DecayedPopular(
-            p.train,
-            p.train_events,
-            config.baseline_half_life_s or settings.interest.half_life_popularity_s,
-        ),
-        MostPopular(p.train, name="most-popular, all-time (no decay)"),
-        RandomItems(p.train, seed=config.seed),
-        ItemKNN(p.train, live_profile=False),
-        ItemKNN(p.train, live_profile=True),
-        *(OfflineMF(p.train, fits[a]) for a in config.mf_baselines),
-        # MF with a live fold-in profile: the sum of the served vectors of the user's items so
-        # far, the same vectors visrec serves, without its decay, co-occurrence or popularity.
-        VectorProfile(
-            p.train,
-            served.item_vectors(),
-            f"MF {served.params.algorithm.upper()} (live fold-in profile)",
-        ),
-    ]
+    baselines = _baselines(p, config, fits, served, settings)
     results = evaluate_baselines(baselines, p.events, p.train_seen, config.ks)
     # Closed loop: only test events were sent one at a time; training events queue behind
     # each other in bulk, so their latency measures the backlog, not the system.
