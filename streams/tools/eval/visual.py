@@ -29,6 +29,7 @@ import numpy.typing as npt
 from kafka import KafkaProducer
 from PIL import Image
 
+from models.offline.metrics import rank_of
 from schemas import EventType, ProductAttributes, ProductImage, Recommendations, UserEvent
 from streams.exceptions import ReplayError
 from streams.kafka.producer import make_producer, send_record
@@ -38,7 +39,7 @@ from streams.settings import Settings
 from streams.tools.eval.embeddings import FASHION_CLASSES, FASHION_DIR, raw_pixels, read_idx
 from streams.tools.eval.pipeline import cleanup, list_consumer, wait_for_group
 from streams.tools.eval.replay import run_settings
-from streams.tools.eval.visual_sim import Click, Drop, Scored, World, previous_click, rank_in
+from streams.tools.eval.visual_sim import Click, Drop, Scored, World, previous_click
 from streams.tools.processes import running_worker
 from streams.tools.services import free_port
 
@@ -238,7 +239,7 @@ def run_encoder(
         cleanup(rs)
     prev = previous_click(world)
     ranks = {
-        c.seq: rank_in(driver.lists.get(prev[c.seq].event_id, []), c.item_id)
+        c.seq: rank_of(driver.lists.get(prev[c.seq].event_id, []), c.item_id)
         for c in world.clicks()
         if c.seq in prev
     }

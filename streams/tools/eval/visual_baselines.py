@@ -21,7 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
-from streams.tools.eval.visual_sim import Click, Drop, Scored, World, previous_click, rank_in
+from models.offline.metrics import rank_of
+from streams.tools.eval.visual_sim import Click, Drop, Scored, World, previous_click
 
 
 class LiveBaseline(Protocol):
@@ -168,7 +169,7 @@ def prequential(
         for n, b in enumerate(baselines):
             if entry.seq in prev:
                 shown = latest[n].get(entry.user_id, [])
-                scored[n].ranks[entry.seq] = rank_in(shown, entry.item_id)
+                scored[n].ranks[entry.seq] = rank_of(shown, entry.item_id)
             b.observe(entry)
             latest[n][entry.user_id] = lists[b.name][entry.event_id] = b.recommend(
                 entry.user_id, k, entry.ts_ms

@@ -62,6 +62,10 @@ class VisualOutcome:
         """Visrec per encoder, then the baselines."""
         return [r.scored for r in self.runs] + self.baselines
 
+    def scored_clicks(self) -> list[int]:
+        """Log positions of the scored clicks (every method scores the same ones)."""
+        return sorted(self.runs[0].scored.ranks) if self.runs else []
+
 
 def run_visual(
     settings: Settings, config: VisualConfig, workdir: Path, photos: Photos | None = None
@@ -111,7 +115,7 @@ def summarize(outcome: VisualOutcome) -> dict[str, Any]:
     """Per method and segment: clicks, HR@k with its interval, NDCG@k."""
     k, boot = outcome.config.k, outcome.config.boot
     user_of = {c.seq: c.user_id for c in outcome.world.clicks()}
-    scored_seqs = sorted(outcome.runs[0].scored.ranks) if outcome.runs else []
+    scored_seqs = outcome.scored_clicks()
     out: dict[str, Any] = {}
     for m in outcome.methods():
         rows: dict[str, Any] = {}
@@ -195,7 +199,7 @@ def _age_hours(outcome: VisualOutcome) -> dict[int, float]:
 def plot_hr_vs_age(outcome: VisualOutcome, path: Path) -> None:
     """HR@k by the clicked product's age (hours since it arrived), one line per method."""
     age, k = _age_hours(outcome), outcome.config.k
-    seqs = sorted(outcome.runs[0].scored.ranks) if outcome.runs else []
+    seqs = outcome.scored_clicks()
     edges = AGE_BUCKETS_H
     labels = [f"{edges[n]:g}-{edges[n + 1]:g}h" for n in range(len(edges) - 2)] + [
         f">{edges[-2]:g}h"
@@ -220,7 +224,7 @@ def plot_hr_vs_age(outcome: VisualOutcome, path: Path) -> None:
 def plot_hr_over_time(outcome: VisualOutcome, path: Path) -> None:
     """HR@k per simulated day, one line per method."""
     world, k = outcome.world, outcome.config.k
-    seqs = sorted(outcome.runs[0].scored.ranks) if outcome.runs else []
+    seqs = outcome.scored_clicks()
     start = min(world.arrived_ms.values())
     day = {c.seq: (c.ts_ms - start) // DAY_MS for c in world.clicks()}
     days = sorted({day[s] for s in seqs})

@@ -245,11 +245,3 @@ class Scored:
             1.0 / math.log2(r + 1) for s in seqs if (r := self.ranks[s]) is not None and r <= k
         ]
         return sum(gains) / len(seqs)
-
-
-def rank_in(items: Sequence[str], item_id: str) -> int | None:
-    """1-based position of ``item_id`` in ``items``."""
-    for n, i in enumerate(items, start=1):
-        if i == item_id:
-            return n
-    return None
