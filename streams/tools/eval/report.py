@@ -207,10 +207,24 @@ def plot_over_time(methods: Sequence[MethodResult], path: Path) -> None:
     days = [(w - when[0]).total_seconds() / 86400.0 for w in when] if when else []
     for name, values in data["series"].items():
         ax.plot(days, values, marker=".", label=name)
-    ax.set_ylabel(f"HitRate@{HEADLINE_K} (events in bucket)")
     start = when[0].date().isoformat() if when else "?"
-    ax.set_xlabel(f"days after {start} (log time; buckets of equally many test events)")
-    ax.set_title("Hit rate over the test period")
+    save_line_plot(
+        fig,
+        ax,
+        path,
+        xlabel=f"days after {start} (log time; buckets of equally many test events)",
+        ylabel=f"HitRate@{HEADLINE_K} (events in bucket)",
+        title="Hit rate over the test period",
+    )
+
+
+def save_line_plot(
+    fig: Figure, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str
+) -> None:
+    """Label ``ax``, add a grid and a legend, lay ``fig`` out and write it to ``path``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from streams.settings import Settings
+from streams.tools.eval.report import save_line_plot
 from streams.tools.eval.visual import RAW_PIXELS, Photos, PipelineRun, appearance_stats, run_encoder
 from streams.tools.eval.visual_baselines import prequential, standard_baselines
 from streams.tools.eval.visual_sim import (
@@ -212,13 +213,14 @@ def plot_hr_vs_age(outcome: VisualOutcome, path: Path) -> None:
             bucket = [s for s in seqs if edges[n] <= age[s] < edges[n + 1]]
             ys.append(m.hit_rate(bucket, k))
         ax.plot(labels, ys, marker="o", label=m.name)
-    ax.set_xlabel("age of the clicked product when clicked")
-    ax.set_ylabel(f"HR@{k}")
-    ax.set_title("Hit rate by product age (new products need the image)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_line_plot(
+        fig,
+        ax,
+        path,
+        xlabel="age of the clicked product when clicked",
+        ylabel=f"HR@{k}",
+        title="Hit rate by product age (new products need the image)",
+    )
 
 
 def plot_hr_over_time(outcome: VisualOutcome, path: Path) -> None:
@@ -237,13 +239,9 @@ def plot_hr_over_time(outcome: VisualOutcome, path: Path) -> None:
             marker=".",
             label=m.name,
         )
-    ax.set_xlabel("simulated day")
-    ax.set_ylabel(f"HR@{k}")
-    ax.set_title("Hit rate over time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_line_plot(
+        fig, ax, path, xlabel="simulated day", ylabel=f"HR@{k}", title="Hit rate over time"
+    )
 
 
 def write_visual(outcome: VisualOutcome, out_dir: Path) -> tuple[str, dict[str, Path]]:
