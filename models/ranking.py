@@ -1,14 +1,17 @@
 """Step 2 of a refresh: rank every user's list of a batch on arrays.
 
 ``score = visual_weight * cos(user, item) + co_weight * co / max co + popularity_weight *
-popularity / max popularity`` over each user's pool (``models.candidates``): the visual top
-``candidates`` (one search for the whole batch), the ``candidates`` strongest co-occurring
-items, and up to
-``min(candidates, 2 top_k)`` popular items not already in. Seen and unavailable items never
-appear; ties go by popularity, then item id. Optional MMR re-ranking trades relevance
-against similarity to the items already picked. Every item says why it is there:
+popularity / max popularity + fresh_weight * 2 ** (-age / fresh_half_life)`` over each user's
+pool (``models.candidates``): the visual top ``candidates`` (one search for the whole batch),
+the ``candidates`` strongest co-occurring items, up to ``min(candidates, 2 top_k)`` popular
+items not already in and, with a freshness weight, as many of the newest arrivals. An item's
+age is the refresh time less its arrival in the catalogue (its product's time; no freshness
+where that is unknown). Seen and unavailable items never appear; ties go by popularity, then
+item id. Optional MMR re-ranking trades relevance against similarity to the items already
+picked. Every item says why it is there:
 
-- ``also_viewed_with:<item>`` when the co-occurrence term is the largest of the three;
+- ``also_viewed_with:<item>`` when the co-occurrence term is the largest of the terms;
+- ``new_arrival`` when the freshness term is;
 - ``popular`` when the popularity term is, and for users without a vector;
 - ``similar_to:<item>`` otherwise: the user's contributing item most similar to it
   (``similar_to_profile`` if none of the contributors has a vector).
@@ -41,6 +44,7 @@ Floats = npt.NDArray[np.float64]
 Keys = npt.NDArray[np.int64]
 
 REASON_POPULAR = "popular"
+REASON_NEW = "new_arrival"
 REASON_PROFILE = "similar_to_profile"
 SIMILAR_TO = "similar_to:"
 ALSO_VIEWED_WITH = "also_viewed_with:"
@@ -58,11 +62,15 @@ class RankParams:
     popularity_weight: float
     mmr_lambda: float | None
     """1 = pure relevance, 0 = pure diversity; None skips MMR."""
+    fresh_weight: float = 0.0
+    fresh_half_life_s: float = 86400.0
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.candidates < 1:
             raise ValueError("top_k and candidates must be >= 1")
-        weights = (self.visual_weight, self.co_weight, self.popularity_weight)
+        if not (math.isfinite(self.fresh_half_life_s) and self.fresh_half_life_s > 0):
+            raise ValueError("fresh_half_life_s must be finite and > 0")
+        weights = (self.visual_weight, self.co_weight, self.popularity_weight, self.fresh_weight)
         if not all(math.isfinite(w) and w >= 0 for w in weights):
             raise ValueError("weights must be finite and >= 0")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
@@ -98,6 +106,7 @@ class _Pool:
     co: Floats
     via: npt.NDArray[np.int64]  # state entry of the contributor it co-occurred with, or -1
     pop: Floats
+    fresh: Floats
     score: Floats
 
     def take(self, sel: npt.NDArray[np.int64]) -> _Pool:
@@ -108,6 +117,7 @@ class _Pool:
             self.co[sel],
             self.via[sel],
             self.pop[sel],
+            self.fresh[sel],
             self.score[sel],
         )
 
@@ -118,8 +128,12 @@ def rank_batch(
     co: CoLists,
     popular: PopularBlock,
     params: RankParams,
+    fresh: PopularBlock | None = None,
 ) -> RankedLists:
-    """Ranked lists for every user of ``profiles`` (see the module docstring)."""
+    """Ranked lists for every user of ``profiles`` (see the module docstring).
+
+    ``fresh``: the newest arrivals (``ItemIndex.newest``), candidates when ``fresh_weight`` > 0.
+    """
     st = profiles.states
     n = len(st)
     width = np.int64(max(index.row_bound, 1))
@@ -136,40 +150,81 @@ def rank_batch(
     co_key = co_user * width + co_row
     co_order = np.argsort(co_key)
     co_keys = co_key[co_order]
-    pop_user, pop_pos = popular_picks(n, popular, params, width, [seen_keys, vis_keys, co_keys])
+    taken = [seen_keys, vis_keys, co_keys]
+    blocks = [(popular, *popular_picks(n, popular, params, width, taken))]
+    if fresh is not None and params.fresh_weight > 0:
+        pop_user, pop_pos = blocks[0][1:]
+        taken.append(np.sort(pop_user * width + popular.rows[pop_pos]))
+        blocks.append((fresh, *popular_picks(n, fresh, params, width, taken)))
 
     only = ~isin_sorted(co_key, vis_keys)
-    user = np.concatenate([vis_user, co_user[only], pop_user])
-    row = np.concatenate([vis_row, co_row[only], popular.rows[pop_pos]])
+    user = np.concatenate([vis_user, co_user[only], *(u for _, u, _ in blocks)])
+    row = np.concatenate([vis_row, co_row[only], *(b.rows[pos] for b, _, pos in blocks)])
     key = user * width + row
     at = np.minimum(np.searchsorted(co_keys, key), max(len(co_keys) - 1, 0))
     in_co = co_keys[at] == key if len(co_keys) else np.zeros(len(key), dtype=np.bool_)
     co_col = np.where(in_co, co_val[co_order][at] if len(co_keys) else 0.0, 0.0)
     via_col = np.where(in_co, co_via[co_order][at] if len(co_keys) else -1, -1)
-
-    queries = profiles.vectors
-    visual = np.zeros(len(user), dtype=np.float64)
-    nv = len(vis_user)
-    visual[:nv] = vis_score
-    n_co = int(only.sum())
-    if n_co:
-        visual[nv : nv + n_co] = _dots(index.vectors(co_row[only]), queries, co_user[only])
-    if len(pop_user):
-        # One small product for the whole block rather than a copy of a query per entry.
-        visual[nv + n_co :] = (popular.vectors @ queries.T)[pop_pos, pop_user]
-    personal = profiles.personal
-    visual[~personal[user]] = 0.0
-    pop_col = popular.score_of(row)
-    vw = np.where(personal[user], params.visual_weight, 0.0)
-    score = vw * visual + params.co_weight * co_col + params.popularity_weight * pop_col
-    pool = _Pool(user, row, visual, co_col, via_col.astype(np.int64), pop_col, score)
+    visual = _visual_column(profiles, index, vis_score, co_row[only], co_user[only], blocks)
+    pool = _score(params, profiles, index, user, row, visual, co_col, via_col, popular)
 
     depth = params.top_k if params.mmr_lambda is None else max(params.candidates, params.top_k)
     chosen = _best(pool, n, depth, index)
     if params.mmr_lambda is not None:
         chosen = _mmr(chosen, n, index, params.top_k, params.mmr_lambda)
+    personal = profiles.personal
     chosen = _fill_cold_start(chosen, n, personal, index, params.top_k, seen_user, seen_rows)
     return _finish(chosen, profiles, index, params)
+
+
+def _visual_column(
+    profiles: Profiles,
+    index: ItemIndex,
+    vis_score: Floats,
+    co_rows: Rows,
+    co_users: npt.NDArray[np.int64],
+    blocks: list[tuple[PopularBlock, npt.NDArray[np.int64], npt.NDArray[np.int64]]],
+) -> Floats:
+    """cos(user, item) of every pool entry: visual, co-occurrence-only, then block entries."""
+    queries = profiles.vectors
+    parts: list[npt.NDArray[np.floating]] = [vis_score]
+    if len(co_users):
+        parts.append(_dots(index.vectors(co_rows), queries, co_users))
+    for block, b_user, b_pos in blocks:
+        if len(b_user):
+            # One small product for the whole block rather than a copy of a query per entry.
+            parts.append((block.vectors @ queries.T)[b_pos, b_user])
+    return np.concatenate([np.asarray(v, dtype=np.float64) for v in parts])
+
+
+def _score(
+    params: RankParams,
+    profiles: Profiles,
+    index: ItemIndex,
+    user: npt.NDArray[np.int64],
+    row: Rows,
+    visual: Floats,
+    co_col: Floats,
+    via_col: npt.NDArray[np.int64],
+    popular: PopularBlock,
+) -> _Pool:
+    """The pool's columns and blended score."""
+    personal = profiles.personal
+    visual[~personal[user]] = 0.0
+    pop_col = popular.score_of(row)
+    fresh_col = np.zeros(len(row), dtype=np.float64)
+    if params.fresh_weight > 0:
+        arrived = index.arrived(row)
+        age_s = np.maximum(profiles.states.now_ms[user] - arrived, 0) / 1000.0
+        fresh_col = np.where(arrived > 0, np.exp2(-age_s / params.fresh_half_life_s), 0.0)
+    vw = np.where(personal[user], params.visual_weight, 0.0)
+    score = (
+        vw * visual
+        + params.co_weight * co_col
+        + params.popularity_weight * pop_col
+        + params.fresh_weight * fresh_col
+    )
+    return _Pool(user, row, visual, co_col, via_col.astype(np.int64), pop_col, fresh_col, score)
 
 
 def _dots(
@@ -249,7 +304,7 @@ def _fill_cold_start(
         if len(extra):
             z = np.zeros(len(extra), dtype=np.float64)
             none = np.full(len(extra), -1, dtype=np.int64)
-            parts.append(_Pool(np.full(len(extra), u, dtype=np.int64), extra, z, z, none, z, z))
+            parts.append(_Pool(np.full(len(extra), u, dtype=np.int64), extra, z, z, none, z, z, z))
     merged = _Pool(*(np.concatenate([getattr(q, f.name) for q in parts]) for f in fields(_Pool)))
     return merged.take(np.argsort(merged.user, kind="stable"))
 
@@ -262,20 +317,24 @@ def _finish(p: _Pool, profiles: Profiles, index: ItemIndex, params: RankParams) 
     vis_t = np.where(personal, params.visual_weight * p.visual, 0.0)
     co_t = params.co_weight * p.co
     pop_t = params.popularity_weight * p.pop
-    also = (co_t > 0) & (co_t >= vis_t) & (co_t >= pop_t)
-    popular = ~also & (~personal | ((pop_t > 0) & (pop_t > vis_t)))
-    similar = ~also & ~popular
+    new_t = params.fresh_weight * p.fresh
+    also = (co_t > 0) & (co_t >= vis_t) & (co_t >= pop_t) & (co_t >= new_t)
+    new = ~also & (new_t > 0) & (new_t >= vis_t) & (new_t >= pop_t)
+    popular = ~also & ~new & (~personal | ((pop_t > 0) & (pop_t > vis_t)))
+    similar = ~also & ~new & ~popular
     nearest = np.full(len(p.user), -1, dtype=np.int64)
     if similar.any():
         nearest[similar] = _nearest_contributor(profiles, index, p.user[similar], p.row[similar])
     ids = index.ids_of(p.row)
     reasons: list[str] = []
     item_ids = st.item_ids
-    for a, pop, near, via in zip(
-        also.tolist(), popular.tolist(), nearest.tolist(), p.via.tolist(), strict=True
+    for a, fresh, pop, near, via in zip(
+        also.tolist(), new.tolist(), popular.tolist(), nearest.tolist(), p.via.tolist(), strict=True
     ):
         if a:
             reasons.append(ALSO_VIEWED_WITH + item_ids[via])
+        elif fresh:
+            reasons.append(REASON_NEW)
         elif pop:
             reasons.append(REASON_POPULAR)
         elif near >= 0:

@@ -218,6 +218,12 @@ DEFAULT_EVENT_WEIGHTS = {
 }
 
 
+_FRESH = (
+    "Weight of freshness, 2^(-age / fresh_half_life_s) since the item's arrival, in the "
+    "blended score; > 0 also adds the newest arrivals to every pool. 0 = off."
+)
+
+
 class InterestSettings(BaseModel):
     """The interest worker: update rule, state bounds, retrieval and ranking."""
 
@@ -261,6 +267,8 @@ class InterestSettings(BaseModel):
     popularity_weight: float = Field(
         default=0.05, description="Weight of popularity in the blended score."
     )
+    fresh_weight: float = Field(default=0.0, ge=0, description=_FRESH)
+    fresh_half_life_s: float = Field(default=86400.0, gt=0, description="Freshness half-life.")
     mmr_lambda: float | None = Field(default=None, description="0..1 to diversify; None = off.")
     space_dims: int = Field(
         default=256,
@@ -340,16 +348,11 @@ class InterestSettings(BaseModel):
 
     def rank_params(self) -> RankParams:
         """The ranking's parameters."""
+        from dataclasses import fields
+
         from models.ranking import RankParams
 
-        return RankParams(
-            top_k=self.top_k,
-            candidates=self.candidates,
-            visual_weight=self.visual_weight,
-            co_weight=self.co_weight,
-            popularity_weight=self.popularity_weight,
-            mmr_lambda=self.mmr_lambda,
-        )
+        return RankParams(**{f.name: getattr(self, f.name) for f in fields(RankParams)})
 
     @field_validator("event_weights", mode="after")
     @classmethod

@@ -303,11 +303,12 @@ def _upsert(index: ItemIndex, vectors: list[ItemVector]) -> None:
             [v.item_id for v in good],
             np.stack([v.to_array() for v in good]),
             [v.available for v in good],
+            [v.ts_ms for v in good],
         )
     except IndexInputError:
         for vec in good:  # find the bad one(s); keep the rest
             try:
-                index.upsert(vec.item_id, vec.to_array(), vec.available)
+                index.upsert(vec.item_id, vec.to_array(), vec.available, vec.ts_ms)
             except IndexInputError as exc:
                 log.error("item %s not indexed: %s", vec.item_id, exc)
 

@@ -3,7 +3,8 @@
 Every refresh needs the co-occurrence lists of its users' top contributors and the popularity
 list; most of them were read a moment ago by an earlier batch. ``ListCache`` keeps them mapped
 to rows of the serving index for ``co_cache_ms`` (the popularity list too) and forgets the
-lists this worker itself just changed.
+lists this worker itself just changed. It also keeps the newest arrivals of the index (for a
+freshness weight), taken again after ``co_cache_ms`` or as soon as the index grows.
 """
 
 from __future__ import annotations
@@ -39,11 +40,22 @@ class ListCache:
     co: dict[str, _Entry] = field(default_factory=dict)
     popular: PopularBlock | None = None
     popular_at: float = 0.0
+    fresh: PopularBlock | None = None
+    fresh_at: tuple[float, int] = (0.0, 0)
 
     def follow(self, index: ItemIndex) -> None:
         """Forget everything mapped to another index (a model or space switch)."""
         if index is not self.index:
-            self.index, self.co, self.popular = index, {}, None
+            self.index, self.co, self.popular, self.fresh = index, {}, None, None
+
+    def newest(self, index: ItemIndex, limit: int, now: float) -> PopularBlock:
+        """The index's ``limit`` newest available arrivals, newest first."""
+        taken_at, size = self.fresh_at
+        if self.fresh is None or now - taken_at >= self.ttl_s or size != index.size:
+            rows = index.newest(limit)
+            self.fresh = PopularBlock.of(rows, np.zeros(len(rows)), index)
+            self.fresh_at = (now, index.size)
+        return self.fresh
 
     def drop(self, item_ids: set[str]) -> None:
         """Forget the lists of ``item_ids`` (their lists just changed)."""

@@ -200,7 +200,7 @@ class InterestUpdater:
         )
         profiles = profile_batch(batch_states, index, self.interest)
         clock.lap("profile")
-        co, popular = await self._until_redis_answers(
+        co, popular, fresh = await self._until_redis_answers(
             lambda arg: self._read(arg, index), profiles.contributor_ids()
         )
         clock.lap("reads")
@@ -208,7 +208,7 @@ class InterestUpdater:
         # one ranks: Redis works on them in parallel with the batch's Python (after the reads,
         # which would otherwise wait behind them in Redis).
         signals_written = in_background(self.state.write_signals, signals, self.feed.pool)
-        lists = rank_batch(profiles, index, co, popular, self.ranking)
+        lists = rank_batch(profiles, index, co, popular, self.ranking, fresh)
         clock.lap("rank")
         generated = int(time.time() * 1000)
         payloads = [
@@ -231,8 +231,13 @@ class InterestUpdater:
         REFRESHES.inc(len(payloads))
         return sends
 
-    def _read(self, contributors: list[str], index: ItemIndex) -> tuple[CoLists, PopularBlock]:
-        """Read the co-occurrence lists and popularity the ranking needs, in one round trip."""
+    def _read(
+        self, contributors: list[str], index: ItemIndex
+    ) -> tuple[CoLists, PopularBlock, PopularBlock | None]:
+        """Read the co-occurrence lists and popularity the ranking needs, in one round trip.
+
+        Also the newest arrivals, when the ranking weighs freshness.
+        """
         now = time.monotonic()
         missing = self.cache.missing(contributors, now)
         ttl_s = self.settings.interest.co_cache_ms / 1000
@@ -248,7 +253,10 @@ class InterestUpdater:
             self.cache.popular = PopularBlock.prepare(popular, index, limit)
             self.cache.popular_at = now
         assert self.cache.popular is not None
-        return self.cache.lists(contributors), self.cache.popular
+        fresh = None
+        if self.ranking.fresh_weight > 0:
+            fresh = self.cache.newest(index, 2 * limit, now)
+        return self.cache.lists(contributors), self.cache.popular, fresh
 
     async def _until_redis_answers(
         self, step: Callable[[Any], T], arg: Any, *, first_on_loop: bool = True

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from models.exceptions import IndexInputError, SpaceError, SpaceRefused
 from models.index.fit import FitParams, fit_space, user_like_queries
-from models.index.space import RAW_VERSION, SearchStructure, Space, raw_space
-from models.index.store import ItemIndex, Rows, unit_rows
+from models.index.space import RAW_VERSION, SearchStructure, Space, raw_space, unit_rows
+from models.index.store import ItemIndex, Rows
 
 __all__ = [
     "RAW_VERSION",

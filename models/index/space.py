@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from models.exceptions import SpaceError
+from models.exceptions import IndexInputError, SpaceError
 
 Floats = npt.NDArray[np.float32]
 Codes = npt.NDArray[np.uint8]
@@ -221,3 +221,18 @@ def raw_space(model_id: str, dim: int) -> Space:
     if dim < 1:
         raise SpaceError("dim must be >= 1")
     return Space(model_id=model_id, version=RAW_VERSION, dim_in=dim)
+
+
+def unit_rows(vectors: npt.ArrayLike, dim: int) -> Floats:
+    """``vectors`` as contiguous float32 unit rows of ``dim``; IndexInputError if any cannot be."""
+    arr = np.ascontiguousarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise IndexInputError(f"expected vectors of dim {dim}, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise IndexInputError("vectors must be finite")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if (norms == 0).any() or not np.isfinite(norms).all():
+        raise IndexInputError("a vector has zero (or overflowing) norm")
+    return np.ascontiguousarray(arr / norms, dtype=np.float32)

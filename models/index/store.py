@@ -23,7 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from models.exceptions import IndexInputError
-from models.index.space import Codes, Floats, Space
+from models.index.space import Codes, Floats, Space, unit_rows
+from models.index.topk import top_columns
 
 Rows = npt.NDArray[np.int64]
 
@@ -31,21 +32,6 @@ _MIN_CAPACITY = 1024
 _GROWTH = 1.5
 _RESCORE_BLOCK = 32  # queries re-scored together: bounds the (block, fetch, dim) temporary
 _EXCLUDE_FLOOR = 16  # exclusion counts are rounded up to a power of two, at least this
-
-
-def unit_rows(vectors: npt.ArrayLike, dim: int) -> Floats:
-    """``vectors`` as contiguous float32 unit rows of ``dim``; IndexInputError if any cannot be."""
-    arr = np.ascontiguousarray(vectors, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2 or arr.shape[1] != dim:
-        raise IndexInputError(f"expected vectors of dim {dim}, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise IndexInputError("vectors must be finite")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    if (norms == 0).any() or not np.isfinite(norms).all():
-        raise IndexInputError("a vector has zero (or overflowing) norm")
-    return np.ascontiguousarray(arr / norms, dtype=np.float32)
 
 
 class ItemIndex:
@@ -58,6 +44,7 @@ class ItemIndex:
         self._ids: list[str | None] = []
         self._slot: dict[str, int] = {}
         self._available = np.zeros(0, dtype=np.bool_)
+        self._arrived = np.zeros(0, dtype=np.int64)  # ms; 0 = not known
         self._n_available = 0
         self._free: list[int] = []
         self._high = 0
@@ -109,15 +96,20 @@ class ItemIndex:
     def _reserve(self, extra: int) -> None:
         need = self._high + max(extra - len(self._free), 0)
         capacity = self._rows.shape[0]
-        if need <= capacity:
-            return
-        capacity = max(need, _MIN_CAPACITY, int(capacity * _GROWTH))
+        if need > capacity:
+            self._grow(max(need, _MIN_CAPACITY, int(capacity * _GROWTH)))
+
+    def _grow(self, capacity: int) -> None:
+        """Room for ``capacity`` slots in every per-slot column."""
+        high = self._high
         rows = np.zeros((capacity, self.space.dim), dtype=self._rows.dtype)
-        rows[: self._high] = self._rows[: self._high]
+        rows[:high] = self._rows[:high]
         self._rows = rows
-        available = np.zeros(capacity, dtype=np.bool_)
-        available[: self._high] = self._available[: self._high]
-        self._available = available
+        for name in ("_available", "_arrived"):
+            old = getattr(self, name)
+            new = np.zeros(capacity, dtype=old.dtype)
+            new[:high] = old[:high]
+            setattr(self, name, new)
         self._ids.extend([None] * (capacity - len(self._ids)))
 
     def _take_slot(self) -> int:
@@ -133,13 +125,19 @@ class ItemIndex:
         item_ids: Sequence[str],
         vectors: npt.ArrayLike,
         available: Sequence[bool] | None = None,
+        arrived_ms: Sequence[int] | None = None,
     ) -> None:
-        """Store (or replace) items from full-dimension vectors (L2-normalised here)."""
+        """Store (or replace) items from full-dimension vectors (L2-normalised here).
+
+        ``arrived_ms``: when each item arrived in the catalogue (its product's time), which
+        ranks by freshness; None keeps what a replaced item had (0, unknown, for a new one).
+        """
         units = unit_rows(vectors, self.space.dim_in)
         n = len(item_ids)
         flags = [True] * n if available is None else [bool(a) for a in available]
-        if units.shape[0] != n or len(flags) != n:
-            raise IndexInputError("item_ids, vectors and available differ in length")
+        arrived = None if arrived_ms is None else np.asarray(arrived_ms, dtype=np.int64)
+        if units.shape[0] != n or len(flags) != n or (arrived is not None and len(arrived) != n):
+            raise IndexInputError("item_ids, vectors, available and arrived differ in length")
         if n == 0:
             return
         # Last occurrence of an id wins.
@@ -161,6 +159,8 @@ class ItemIndex:
                     was_listed[j] = self._available[slot]
                 slots[j] = slot
             self._rows[slots] = stored
+            if arrived is not None:
+                self._arrived[slots] = arrived[keep]
             new_flags = np.array([flags[p] for p in keep.tolist()], dtype=np.bool_)
             self._n_available += int(new_flags.sum()) - int(self._available[slots].sum())
             self._available[slots] = new_flags
@@ -170,11 +170,17 @@ class ItemIndex:
                 if new_flags.any():
                     self._ivf_add(projected[new_flags], slots[new_flags])
 
-    def upsert(self, item_id: str, vector: npt.ArrayLike, available: bool = True) -> None:
+    def upsert(
+        self,
+        item_id: str,
+        vector: npt.ArrayLike,
+        available: bool = True,
+        arrived_ms: int | None = None,
+    ) -> None:
         """``upsert_many`` for one item."""
-        self.upsert_many(
-            [item_id], np.asarray(vector, dtype=np.float32).reshape(1, -1), [available]
-        )
+        vectors = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        arrived = None if arrived_ms is None else [arrived_ms]
+        self.upsert_many([item_id], vectors, [available], arrived)
 
     def set_available(self, item_id: str, available: bool) -> bool:
         """Change an item's availability; False if the item is unknown."""
@@ -205,6 +211,7 @@ class ItemIndex:
                 if self._ivf is not None:
                     self._ivf_remove(np.array([slot], dtype=np.int64))
             self._available[slot] = False
+            self._arrived[slot] = 0
             self._ids[slot] = None
             self._free.append(slot)
             return True
@@ -219,14 +226,7 @@ class ItemIndex:
         with self._lock:
             extra = items - len(self._slot)
             if extra > 0 and self._high + extra > self._rows.shape[0]:
-                need = self._high + extra
-                rows = np.zeros((need, self.space.dim), dtype=self._rows.dtype)
-                rows[: self._high] = self._rows[: self._high]
-                self._rows = rows
-                available = np.zeros(need, dtype=np.bool_)
-                available[: self._high] = self._available[: self._high]
-                self._available = available
-                self._ids.extend([None] * (need - len(self._ids)))
+                self._grow(self._high + extra)
 
     def _ivf_remove(self, slots: Rows) -> None:
         ids = np.ascontiguousarray(slots, dtype=np.int64)
@@ -272,6 +272,22 @@ class ItemIndex:
             mask[ex[(ex >= 0) & (ex < self._high)]] = False
             return np.flatnonzero(mask)[: max(limit, 0)].astype(np.int64)
 
+    def arrived(self, rows: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """When each row's item arrived, ms (0 where unknown, and for row -1)."""
+        r = np.asarray(rows, dtype=np.int64)
+        with self._lock:
+            return np.where(r >= 0, self._arrived[np.maximum(r, 0)], 0)
+
+    def newest(self, limit: int) -> Rows:
+        """Up to ``limit`` available rows of known arrival, newest first (ties by row)."""
+        with self._lock:
+            arrived = np.where(self._available[: self._high], self._arrived[: self._high], 0)
+        known = np.flatnonzero(arrived > 0)
+        if len(known) > limit > 0:
+            known = known[np.argpartition(-arrived[known], limit - 1)[:limit]]
+        known = known[np.lexsort((known, -arrived[known]))]
+        return known[: max(limit, 0)].astype(np.int64)
+
     def search(
         self,
         queries: npt.ArrayLike,
@@ -314,7 +330,7 @@ class ItemIndex:
         scores[:, ~self._available[:high]] = -np.inf
         inside = (ex_rows >= 0) & (ex_rows < high)
         scores[ex_user[inside], ex_rows[inside]] = -np.inf
-        return _top(scores, np.arange(high, dtype=np.int64)[None, :], k)
+        return top_columns(scores, np.arange(high, dtype=np.int64)[None, :], k)
 
     def _search_ivf(
         self, q: Floats, k: int, ptr: Rows, ex_user: Rows, ex_rows: Rows
@@ -372,7 +388,7 @@ class ItemIndex:
             keys = members[:, None] * width + safe
             at = np.minimum(np.searchsorted(banned, keys), len(banned) - 1)
             scores[banned[at] == keys] = -np.inf
-        return _top(scores, safe, k)
+        return top_columns(scores, safe, k)
 
     # --- sizes -------------------------------------------------------------------------
 
@@ -387,6 +403,7 @@ class ItemIndex:
             total = (
                 self._rows.nbytes
                 + self._available.nbytes
+                + self._arrived.nbytes
                 + sys.getsizeof(self._ids)
                 + sys.getsizeof(self._slot)
                 + ids
@@ -397,23 +414,3 @@ class ItemIndex:
                 total += int(self._ivf.ntotal) * code_size
                 total += int(self._ivf.nlist) * int(self._ivf.d) * 4
             return total
-
-
-def _top(
-    scores: npt.NDArray[np.float32], rows: Rows, k: int
-) -> tuple[Rows, npt.NDArray[np.float32]]:
-    """The ``k`` best columns of each row of ``scores`` (rows broadcast to its shape)."""
-    width = scores.shape[1]
-    k = min(k, width)
-    if k < width:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(width), scores.shape)
-    top_scores = np.take_along_axis(scores, part, axis=1)
-    top_rows = np.take_along_axis(np.broadcast_to(rows, scores.shape), part, axis=1)
-    # Best first; equal scores by row, so the order never depends on the partition.
-    order = np.lexsort((top_rows, -top_scores), axis=1)
-    top_scores = np.take_along_axis(top_scores, order, axis=1)
-    top_rows = np.take_along_axis(top_rows, order, axis=1).copy()
-    top_rows[~np.isfinite(top_scores)] = -1
-    return top_rows, top_scores

@@ -48,8 +48,12 @@ def publish_item_vectors(
     *,
     announce: bool = True,
     activate: bool = True,
+    arrived_ms: Mapping[str, int] | None = None,
 ) -> PublishReport:
-    """Store (and announce) ``vectors`` under ``model_id``; optionally make it the active model."""
+    """Store (and announce) ``vectors`` under ``model_id``; optionally make it the active model.
+
+    ``arrived_ms``: each item's arrival in the catalogue (default: now).
+    """
     if not vectors:
         raise ValueError("no vectors to publish")
     attributes = attributes or {}
@@ -66,7 +70,7 @@ def publish_item_vectors(
                 model_id,
                 np.asarray(vectors[item_id], dtype=np.float32).reshape(-1),
                 attributes.get(item_id, ProductAttributes()),
-                now,
+                (arrived_ms or {}).get(item_id, now),
             )
             for item_id in ids
         ]

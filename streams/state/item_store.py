@@ -123,16 +123,16 @@ class ItemStore:
 
     def scan_vectors(
         self, model_id: str, batch: int = 2000
-    ) -> Iterator[tuple[list[str], npt.NDArray[np.float32], list[bool]]]:
-        """Every item with a vector for ``model_id`` in chunks: (ids, vectors, available).
+    ) -> Iterator[tuple[list[str], npt.NDArray[np.float32], list[bool], list[int]]]:
+        """Every item with a vector for ``model_id`` in chunks: (ids, vectors, available, ts_ms).
 
         What an index build reads: no attribute parsing, one pipeline per chunk.
         """
         members = [m.decode("utf-8") for m in self._r.smembers(self._keys.items_by_model(model_id))]
         for start in range(0, len(members), batch):
-            ids, vectors, flags = self._read(model_id, members[start : start + batch])
+            ids, vectors, flags, arrived = self._read(model_id, members[start : start + batch])
             if ids:
-                yield ids, vectors, flags
+                yield ids, vectors, flags, arrived
 
     def sample(self, model_id: str, n: int) -> tuple[list[str], npt.NDArray[np.float32]]:
         """Up to ``n`` distinct items of ``model_id`` drawn at random, with their vectors."""
@@ -141,33 +141,35 @@ class ItemStore:
         ids: list[str] = []
         parts: list[npt.NDArray[np.float32]] = []
         for start in range(0, len(chosen), 2000):
-            got, vectors, _ = self._read(model_id, chosen[start : start + 2000])
+            got, vectors, _, _ = self._read(model_id, chosen[start : start + 2000])
             ids += got
             parts.append(vectors)
         return ids, (np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32))
 
     def _read(
         self, model_id: str, item_ids: Sequence[str]
-    ) -> tuple[list[str], npt.NDArray[np.float32], list[bool]]:
+    ) -> tuple[list[str], npt.NDArray[np.float32], list[bool], list[int]]:
         field = f"vec:{model_id}"
         pipe = self._r.pipeline(transaction=False)
         for item_id in item_ids:
-            pipe.hmget(self._keys.item(item_id), [field, "dtype", "available"])
+            pipe.hmget(self._keys.item(item_id), [field, "dtype", "available", "ts_ms"])
         ids: list[str] = []
         rows: list[npt.NDArray[Any]] = []
         flags: list[bool] = []
-        for item_id, (vec, dtype, available) in zip(item_ids, pipe.execute(), strict=True):
+        arrived: list[int] = []
+        for item_id, (vec, dtype, available, ts) in zip(item_ids, pipe.execute(), strict=True):
             if vec is None or dtype is None:
                 continue
             ids.append(item_id)
             rows.append(np.frombuffer(vec, dtype=_NP[dtype.decode()]))
             flags.append(available != b"0")
+            arrived.append(int(ts or 0))
         if not rows:
-            return [], np.zeros((0, 0), dtype=np.float32), []
+            return [], np.zeros((0, 0), dtype=np.float32), [], []
         dims = {len(r) for r in rows}
         if len(dims) != 1:
             raise ValueError(f"model {model_id!r} has vectors of several dims: {sorted(dims)}")
-        return ids, np.stack(rows).astype(np.float32), flags
+        return ids, np.stack(rows).astype(np.float32), flags, arrived
 
     def count(self, model_id: str) -> int:
         """Items embedded with ``model_id``."""

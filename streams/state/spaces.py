@@ -201,8 +201,8 @@ def build_index(items: ItemStore, space: Space) -> ItemIndex:
     """An index of every item of ``space.model_id`` in Redis, in ``space``."""
     index = ItemIndex(space)
     index.reserve(items.count(space.model_id))
-    for ids, vectors, available in items.scan_vectors(space.model_id):
-        index.upsert_many(ids, vectors, available)
+    for ids, vectors, available, arrived in items.scan_vectors(space.model_id):
+        index.upsert_many(ids, vectors, available, arrived)
     return index
 
 

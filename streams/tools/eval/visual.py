@@ -202,7 +202,8 @@ def raw_pixel_ingest(settings: Settings, photos: Photos) -> Callable[[Drop, int]
             item_id: ProductAttributes(title=item_id, category=FASHION_CLASSES[label])
             for item_id, _, label in drop.items
         }
-        publish_item_vectors(settings, f"{RAW_PIXELS}-32", published, attrs)
+        arrived = {item_id: drop.ts_ms + shift_ms for item_id, _, _ in drop.items}
+        publish_item_vectors(settings, f"{RAW_PIXELS}-32", published, attrs, arrived_ms=arrived)
 
     return ingest
 

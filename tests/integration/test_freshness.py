@@ -1,0 +1,116 @@
+"""A freshness weight through the real worker: a product's arrival time travels from its
+record to the index (announced live, and read back from Redis at start-up), and a new arrival
+the shopper's vector alone would not retrieve reaches the list as ``new_arrival``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from schemas import EventType, Recommendations, UserEvent
+from streams.kafka.topics import Topics, create_topics
+from streams.ops.item_vectors import publish_item_vectors
+from streams.settings import Settings
+from streams.tools.eval.pipeline import wait_for_group
+from streams.tools.processes import running_worker
+from tests.support import collect, raw_producer
+
+MODEL = "fresh-test"
+DIM = 16
+NOW_MS = 1_764_000_000_000
+DAY_MS = 86_400_000
+
+
+def _catalogue() -> dict[str, np.ndarray]:
+    """40 items near the first axis (what the shopper likes) and 40 near the second."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for k in range(80):
+        v = 0.3 * rng.standard_normal(DIM)
+        v[0 if k < 40 else 1] += 3.0
+        out[f"{'a' if k < 40 else 'b'}{k}"] = v / np.linalg.norm(v)
+    return out
+
+
+def _click(settings: Settings, n: int, item: str, ts_ms: int) -> Recommendations:
+    topics = Topics.from_settings(settings)
+    event = UserEvent(
+        event_id=f"e{n}", user_id="shopper", item_id=item, type=EventType.CLICK, ts_ms=ts_ms
+    )
+    producer = raw_producer(settings)
+    producer.send(topics.events.name, key=b"shopper", value=event.to_json_bytes())
+    producer.flush()
+    producer.close()
+    wanted = event.event_id
+    found = collect(
+        settings,
+        topics.recommendations.name,
+        lambda m: any(
+            Recommendations.from_json_bytes(x.value).trigger_event_id == wanted for x in m
+        ),
+        60,
+    )
+    return next(
+        r
+        for r in (Recommendations.from_json_bytes(x.value) for x in found)
+        if r.trigger_event_id == wanted
+    )
+
+
+def test_new_arrivals_ranked_by_freshness_live_and_after_a_restart(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "interest": settings.interest.model_copy(
+                update={
+                    "fresh_weight": 2.0,
+                    "fresh_half_life_s": 86_400.0,
+                    "top_k": 5,
+                    "candidates": 10,
+                    "popularity_weight": 0.0,
+                }
+            )
+        }
+    )
+    create_topics(settings)
+    catalogue = _catalogue()
+    old = {i: NOW_MS - 60 * DAY_MS for i in catalogue}  # two months old
+    publish_item_vectors(settings, MODEL, catalogue, arrived_ms=old)
+    group = f"{settings.app_id}-interests"
+    with running_worker(settings, "interests", tmp_path / "interests-1.log") as worker:
+        wait_for_group(settings, group, worker, timeout_s=90.0)
+        first = _click(settings, 1, "a0", NOW_MS)
+        # Two months old, everything: the list is a0's look-alikes, for that reason.
+        assert all(i.item_id.startswith("a") for i in first.items)
+        assert {i.reason for i in first.items} == {"similar_to:a0"}
+
+        # A new product unlike anything the shopper touched, announced while the worker runs:
+        # only its arrival (an hour before the next click) can bring it into the list.
+        publish_item_vectors(
+            settings,
+            MODEL,
+            {"new-b": catalogue["b40"]},
+            arrived_ms={"new-b": NOW_MS + DAY_MS - 3_600_000},
+            activate=False,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            lst = _click(settings, int(time.monotonic() * 10), "a1", NOW_MS + DAY_MS)
+            if "new-b" in [i.item_id for i in lst.items] or time.monotonic() > deadline:
+                break
+        top = lst.items[0]
+        assert (top.item_id, top.reason) == ("new-b", "new_arrival")
+        assert all(i.item_id.startswith("a") for i in lst.items[1:])
+        assert worker.alive()
+
+    # A fresh worker builds its index from Redis: the arrival time comes with the vector.
+    with running_worker(settings, "interests", tmp_path / "interests-2.log") as worker:
+        wait_for_group(settings, group, worker, timeout_s=90.0)
+        again = _click(settings, 9_999_999_999, "a2", NOW_MS + DAY_MS)
+        assert (again.items[0].item_id, again.items[0].reason) == ("new-b", "new_arrival")
+        # Thirty days later the product is old news: its freshness has decayed away.
+        later = _click(settings, 9_999_999_998, "a3", NOW_MS + 31 * DAY_MS)
+        assert "new-b" not in [i.item_id for i in later.items]
