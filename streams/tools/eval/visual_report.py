@@ -68,6 +68,17 @@ class VisualOutcome:
         return sorted(self.runs[0].scored.ranks) if self.runs else []
 
 
+SHOP_KNOBS = {
+    "visual_weight",
+    "co_weight",
+    "popularity_weight",
+    "co_window_s",
+    "fresh_weight",
+    "fresh_half_life_s",
+}
+"""The interest settings a visual run records (those a shop tunes)."""
+
+
 def run_visual(
     settings: Settings, config: VisualConfig, workdir: Path, photos: Photos | None = None
 ) -> VisualOutcome:
@@ -87,6 +98,7 @@ def run_visual(
         "scored_clicks": len(runs[0].scored.ranks) if runs else 0,
         "shoppers": config.world.shoppers,
         "popularity_half_life_s": half_life,
+        "interest": settings.interest.model_dump(include=SHOP_KNOBS),
         "world": asdict(config.world),
         "run_s": {r.encoder: r.seconds for r in runs},
         "total_s": time.monotonic() - t0,
