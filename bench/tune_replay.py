@@ -10,7 +10,8 @@ prequentially, and the test 20 % is never sent nor read. Nothing here looks at t
    candidate half-life's per-user HR@10 (NDCG@10 breaks ties).
 2. **visrec**, through Kafka and the real worker on ``--users`` users (the same users for every
    trial): a coordinate search, one knob at a time in a fixed order, each keeping the best value
-   (per-user HR@10, NDCG@10 breaking ties) before the next knob is tried.
+   (per-user HR@10, NDCG@10 breaking ties) before the next knob is tried. ``--knob NAME``
+   (repeatable) searches only those knobs, ``--skip-popularity`` skips step 1.
 
 Every trial is printed as it finishes and written to the JSON with the choice. The test run
 then uses the choices (``visrec eval replay --full`` with the chosen settings in the
@@ -43,6 +44,7 @@ KNOBS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("popularity_weight", (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)),
     ("short_term_weight", (0.25, 0.5, 0.75)),
     ("half_life_short_s", (600.0, 1800.0, 7200.0)),
+    ("co_window_s", (1800.0, 21600.0, 86400.0)),
 )
 
 
@@ -96,10 +98,11 @@ def trial(settings: Settings, params: dict[str, float], users: int, work: Path) 
 
 
 def tune_visrec(
-    settings: Settings, users: int, work: Path
+    settings: Settings, users: int, work: Path, only: set[str] | None = None
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Coordinate search over ``KNOBS`` from the current defaults."""
-    best = {name: float(getattr(settings.interest, name)) for name, _ in KNOBS}
+    """Coordinate search over ``KNOBS`` (or those named in ``only``) from the current defaults."""
+    knobs = [(name, values) for name, values in KNOBS if only is None or name in only]
+    best = {name: float(getattr(settings.interest, name)) for name, _ in knobs}
     done: dict[tuple[tuple[str, float], ...], dict[str, Any]] = {}
     trials: list[dict[str, Any]] = []
 
@@ -115,7 +118,7 @@ def tune_visrec(
             )
         return done[key]
 
-    for name, values in KNOBS:
+    for name, values in knobs:
         scored = [(run({**best, name: v}), v) for v in values]
         top, value = max(scored, key=lambda rv: (rv[0]["hr10_user"], rv[0]["ndcg10_user"]))
         best[name] = value
@@ -128,18 +131,22 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=300, help="users per visrec validation trial")
     ap.add_argument("--json", type=Path, default=ROOT / "bench/results/eval/tuning.json")
     ap.add_argument("--skip-visrec", action="store_true", help="only the baseline's half-life")
+    ap.add_argument("--skip-popularity", action="store_true", help="only visrec's knobs")
+    ap.add_argument("--knob", action="append", help="tune only these of visrec's knobs")
     args = ap.parse_args()
     settings = Settings()
     weights = {str(k): v for k, v in settings.interest.event_weights.items()}
     out: dict[str, Any] = {"split": "validation: train 70 %, scored 10 %, test 20 % unread"}
-    pop = tune_popularity(weights)
-    choice = max(pop, key=lambda t: (t["hr10_user"], t["ndcg10_user"]))
-    out["popularity"] = {"trials": pop, "chosen_half_life_days": choice["half_life_days"]}
-    log(f"chose decayed most-popular half-life {choice['half_life_days']:g} days")
+    if not args.skip_popularity:
+        pop = tune_popularity(weights)
+        choice = max(pop, key=lambda t: (t["hr10_user"], t["ndcg10_user"]))
+        out["popularity"] = {"trials": pop, "chosen_half_life_days": choice["half_life_days"]}
+        log(f"chose decayed most-popular half-life {choice['half_life_days']:g} days")
     if not args.skip_visrec:
         with local_services(settings, say=log), tempfile.TemporaryDirectory() as tmp:
-            best, trials = tune_visrec(settings, args.users, Path(tmp))
-        defaults = {name: float(getattr(settings.interest, name)) for name, _ in KNOBS}
+            only = set(args.knob) if args.knob else None
+            best, trials = tune_visrec(settings, args.users, Path(tmp), only)
+        defaults = {name: float(getattr(settings.interest, name)) for name in best}
         out["visrec"] = {
             "users": args.users,
             "defaults": defaults,
