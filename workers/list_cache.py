@@ -49,13 +49,26 @@ class ListCache:
             self.index, self.co, self.popular, self.fresh = index, {}, None, None
 
     def newest(self, index: ItemIndex, limit: int, now: float) -> PopularBlock:
-        """The index's ``limit`` newest available arrivals, newest first."""
+        """The index's ``limit`` newest available arrivals, newest first.
+
+        Taken again after ``ttl_s``; when only the index grew, just the items that arrived after
+        the oldest one kept compete with those kept (one pass over the arrival times, no sort).
+        """
         taken_at, size = self.fresh_at
-        if self.fresh is None or now - taken_at >= self.ttl_s or size != index.size:
-            rows = index.newest(limit)
-            self.fresh = PopularBlock.of(rows, np.zeros(len(rows)), index)
-            self.fresh_at = (now, index.size)
-        return self.fresh
+        kept = self.fresh
+        if kept is None or now - taken_at >= self.ttl_s:
+            kept, after, taken_at = None, 0, now
+        elif size != index.size:
+            full = len(kept.rows) >= limit
+            after = int(index.arrived(kept.rows[-1:])[0]) - 1 if full else 0
+            kept = None
+        if kept is None:
+            rows = index.newest(limit, after)
+            if after and len(rows) < limit:  # a kept item is gone: take the whole list again
+                rows = index.newest(limit)
+            kept = self.fresh = PopularBlock.of(rows, np.zeros(len(rows)), index)
+            self.fresh_at = (taken_at, index.size)
+        return kept
 
     def drop(self, item_ids: set[str]) -> None:
         """Forget the lists of ``item_ids`` (their lists just changed)."""

@@ -278,15 +278,16 @@ class ItemIndex:
         with self._lock:
             return np.where(r >= 0, self._arrived[np.maximum(r, 0)], 0)
 
-    def newest(self, limit: int) -> Rows:
-        """Up to ``limit`` available rows of known arrival, newest first (ties by row)."""
+    def newest(self, limit: int, after_ms: int = 0) -> Rows:
+        """Up to ``limit`` available rows arrived after ``after_ms`` (never 0), newest first."""
         with self._lock:
-            arrived = np.where(self._available[: self._high], self._arrived[: self._high], 0)
-        known = np.flatnonzero(arrived > 0)
+            mask = (self._arrived[: self._high] > max(after_ms, 0)) & self._available[: self._high]
+            known = np.flatnonzero(mask)
+            arrived = self._arrived[known]
         if len(known) > limit > 0:
-            known = known[np.argpartition(-arrived[known], limit - 1)[:limit]]
-        known = known[np.lexsort((known, -arrived[known]))]
-        return known[: max(limit, 0)].astype(np.int64)
+            part = np.argpartition(-arrived, limit - 1)[:limit]
+            known, arrived = known[part], arrived[part]
+        return known[np.lexsort((known, -arrived))][: max(limit, 0)].astype(np.int64)
 
     def search(
         self,

@@ -113,3 +113,37 @@ def test_freshness_half_life_and_unknown_times() -> None:
 def test_fresh_half_life_must_be_positive() -> None:
     with pytest.raises(ValueError):
         InterestSettings(fresh_half_life_s=0).rank_params()
+
+
+def test_newest_after_a_time_and_the_worker_cache_follow_arrivals() -> None:
+    from workers.list_cache import ListCache
+
+    index = _index()
+    assert index.ids_of(index.newest(10, after_ms=ITEMS["n2"][1])) == ["n1"]
+    cache = ListCache(ttl_s=1.0)
+    cache.follow(index)
+    assert index.ids_of(cache.newest(index, 2, now=0.0).rows) == ["n1", "n2"]
+    # The index grows: the newcomer is in at once, without waiting for the TTL.
+    index.upsert("n3", [0.0, 1.0, 0.0, 0.0], arrived_ms=NOW_MS - 60_000)
+    assert index.ids_of(cache.newest(index, 2, now=0.1).rows) == ["n3", "n1"]
+    # An item gone stays listed until the index grows or the TTL runs out.
+    index.set_available("n3", False)
+    assert index.ids_of(cache.newest(index, 2, now=0.2).rows) == ["n3", "n1"]
+    assert index.ids_of(cache.newest(index, 2, now=1.5).rows) == ["n1", "n2"]
+    index.set_available("n3", True)
+    assert index.ids_of(cache.newest(index, 2, now=1.6).rows) == ["n1", "n2"]  # TTL: kept
+    # An older newcomer changes nothing; a growth after an item went takes the list again.
+    index.set_available("n1", False)
+    index.upsert("old", [0.0, 1.0, 0.0, 0.0], arrived_ms=NOW_MS - 365 * 24 * HOUR_MS)
+    assert index.ids_of(cache.newest(index, 2, now=1.7).rows) == ["n3", "n2"]
+    index.set_available("n1", True)
+    # A short list (fewer than asked) is taken whole again when the index grows.
+    short = ListCache(ttl_s=1.0)
+    everything = ["n3", "n1", "n2", "a1", "a2", "old"]
+    assert index.ids_of(short.newest(index, 10, now=0.0).rows) == everything
+    index.upsert("mid", [0.0, 1.0, 0.0, 0.0], arrived_ms=NOW_MS - 30 * 24 * HOUR_MS)
+    assert index.ids_of(short.newest(index, 10, now=0.1).rows) == [
+        *everything[:3],
+        "mid",
+        *everything[3:],
+    ]
