@@ -36,6 +36,7 @@ from streams.settings import Settings  # noqa: E402
 from streams.tools.eval import movielens  # noqa: E402
 from streams.tools.eval.prequential import evaluate_baselines  # noqa: E402
 from streams.tools.eval.replay import SYSTEM, ReplayConfig, plan, run_replay  # noqa: E402
+from streams.tools.eval.tuning import coordinate_search  # noqa: E402
 from streams.tools.processes import local_services  # noqa: E402
 
 HALF_LIVES_DAYS = (1.0, 3.0, 7.0, 14.0, 30.0, 90.0, 365.0)
@@ -102,28 +103,22 @@ def tune_visrec(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Coordinate search over ``KNOBS`` (or those named in ``only``) from the current defaults."""
     knobs = [(name, values) for name, values in KNOBS if only is None or name in only]
-    best = {name: float(getattr(settings.interest, name)) for name, _ in knobs}
-    done: dict[tuple[tuple[str, float], ...], dict[str, Any]] = {}
-    trials: list[dict[str, Any]] = []
 
     def run(params: dict[str, float]) -> dict[str, Any]:
-        key = tuple(sorted(params.items()))
-        if key not in done:
-            done[key] = trial(settings, params, users, work)
-            trials.append(done[key])
-            r = done[key]
-            log(
-                f"visrec {params}: HR@10 {r['hr10_user']:.4f}, "
-                f"NDCG@10 {r['ndcg10_user']:.4f} ({r['seconds']:.0f} s)"
-            )
-        return done[key]
+        r = trial(settings, params, users, work)
+        log(
+            f"visrec {params}: HR@10 {r['hr10_user']:.4f}, "
+            f"NDCG@10 {r['ndcg10_user']:.4f} ({r['seconds']:.0f} s)"
+        )
+        return r
 
-    for name, values in knobs:
-        scored = [(run({**best, name: v}), v) for v in values]
-        top, value = max(scored, key=lambda rv: (rv[0]["hr10_user"], rv[0]["ndcg10_user"]))
-        best[name] = value
-        log(f"chose {name} = {value:g} (HR@10 {top['hr10_user']:.4f})")
-    return best, trials
+    return coordinate_search(
+        knobs,
+        {name: float(getattr(settings.interest, name)) for name, _ in knobs},
+        run,
+        lambda r: (r["hr10_user"], r["ndcg10_user"]),
+        lambda name, value, r: log(f"chose {name} = {value:g} (HR@10 {r['hr10_user']:.4f})"),
+    )
 
 
 def main() -> int:

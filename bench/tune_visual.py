@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streams.settings import Settings  # noqa: E402
+from streams.tools.eval.tuning import coordinate_search  # noqa: E402
 from streams.tools.eval.visual_report import VisualConfig, run_visual, summarize  # noqa: E402
 from streams.tools.eval.visual_sim import WorldConfig  # noqa: E402
 from streams.tools.processes import local_services  # noqa: E402
@@ -74,28 +75,22 @@ def tune(
     settings: Settings, seed: int, work: Path
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Coordinate search over ``KNOBS`` from the current defaults."""
-    best = {name: float(getattr(settings.interest, name)) for name, _ in KNOBS}
-    done: dict[tuple[tuple[str, float], ...], dict[str, Any]] = {}
-    trials: list[dict[str, Any]] = []
 
     def run(params: dict[str, float]) -> dict[str, Any]:
-        key = tuple(sorted(params.items()))
-        if key not in done:
-            done[key] = trial(settings, params, seed, work)
-            trials.append(done[key])
-            r = done[key]
-            log(
-                f"{params}: HR@10 {r['hr10']:.4f} (cold {r['hr10_cold']:.3f}, warm "
-                f"{r['hr10_warm']:.3f}), NDCG@10 {r['ndcg10']:.4f} ({r['seconds']:.0f} s)"
-            )
-        return done[key]
+        r = trial(settings, params, seed, work)
+        log(
+            f"{params}: HR@10 {r['hr10']:.4f} (cold {r['hr10_cold']:.3f}, warm "
+            f"{r['hr10_warm']:.3f}), NDCG@10 {r['ndcg10']:.4f} ({r['seconds']:.0f} s)"
+        )
+        return r
 
-    for name, values in KNOBS:
-        scored = [(run({**best, name: v}), v) for v in values]
-        top, value = max(scored, key=lambda rv: (rv[0]["hr10"], rv[0]["ndcg10"]))
-        best[name] = value
-        log(f"chose {name} = {value:g} (HR@10 {top['hr10']:.4f})")
-    return best, trials
+    return coordinate_search(
+        KNOBS,
+        {name: float(getattr(settings.interest, name)) for name, _ in KNOBS},
+        run,
+        lambda r: (r["hr10"], r["ndcg10"]),
+        lambda name, value, r: log(f"chose {name} = {value:g} (HR@10 {r['hr10']:.4f})"),
+    )
 
 
 def main() -> int:
