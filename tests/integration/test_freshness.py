@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from schemas import EventType, Recommendations, UserEvent
-from streams.kafka.topics import Topics, create_topics
+from streams.kafka.topics import create_topics
 from streams.ops.item_vectors import publish_item_vectors
 from streams.settings import Settings
 from streams.tools.eval.pipeline import wait_for_group
 from streams.tools.processes import running_worker
-from tests.support import collect, raw_producer
+from tests.support import send_event
 
 MODEL = "fresh-test"
 DIM = 16
@@ -35,28 +35,10 @@ def _catalogue() -> dict[str, np.ndarray]:
 
 
 def _click(settings: Settings, n: int, item: str, ts_ms: int) -> Recommendations:
-    topics = Topics.from_settings(settings)
     event = UserEvent(
         event_id=f"e{n}", user_id="shopper", item_id=item, type=EventType.CLICK, ts_ms=ts_ms
     )
-    producer = raw_producer(settings)
-    producer.send(topics.events.name, key=b"shopper", value=event.to_json_bytes())
-    producer.flush()
-    producer.close()
-    wanted = event.event_id
-    found = collect(
-        settings,
-        topics.recommendations.name,
-        lambda m: any(
-            Recommendations.from_json_bytes(x.value).trigger_event_id == wanted for x in m
-        ),
-        60,
-    )
-    return next(
-        r
-        for r in (Recommendations.from_json_bytes(x.value) for x in found)
-        if r.trigger_event_id == wanted
-    )
+    return send_event(settings, event)
 
 
 def test_new_arrivals_ranked_by_freshness_live_and_after_a_restart(

@@ -16,7 +16,6 @@ from PIL import Image
 from schemas import (
     EventType,
     ProductAttributes,
-    Recommendations,
     RedisKeys,
     UserEvent,
 )
@@ -29,6 +28,7 @@ from tests.support import (
     assert_state_is_offline_replay,
     collect,
     latest_triggers,
+    list_answering,
     per_user,
     product_message,
     raw_producer,
@@ -78,19 +78,7 @@ def test_click_on_a_photo_ranks_its_near_duplicate_first(
             )
             producer.send(topics.events.name, key=b"shopper", value=event.to_json_bytes())
             producer.flush()
-            lists = collect(
-                settings,
-                topics.recommendations.name,
-                lambda m, e=event.event_id: any(
-                    Recommendations.from_json_bytes(x.value).trigger_event_id == e for x in m
-                ),
-                60,
-            )
-            recs = next(
-                r
-                for r in map(lambda x: Recommendations.from_json_bytes(x.value), lists)
-                if r.trigger_event_id == event.event_id
-            )
+            recs = list_answering(settings, event.event_id)
             ids = [i.item_id for i in recs.items]
             assert item not in ids, "a clicked item is never recommended back"
             assert "rocket-crop" not in ids, "unavailable items are never recommended"

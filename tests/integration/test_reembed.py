@@ -14,7 +14,6 @@ from models.vision.export import ensure_encoder
 from models.vision.images import ImageLimits
 from schemas import (
     EventType,
-    Recommendations,
     RedisKeys,
     UserEvent,
 )
@@ -24,7 +23,7 @@ from streams.settings import Settings
 from streams.state.item_store import ItemStore
 from streams.tools.processes import running_worker
 from tests.photos import sample_photos
-from tests.support import collect, product_message, raw_producer
+from tests.support import collect, list_answering, product_message, raw_producer
 
 
 def test_reembed_switches_every_reader_to_the_new_model(settings: Settings, tmp_path: Path) -> None:
@@ -72,19 +71,6 @@ def test_reembed_switches_every_reader_to_the_new_model(settings: Settings, tmp_
         )
         producer.send(topics.events.name, key=b"u1", value=event.to_json_bytes())
         producer.flush()
-        lists = collect(
-            settings,
-            topics.recommendations.name,
-            lambda m: any(
-                Recommendations.from_json_bytes(x.value).trigger_event_id == "after-switch"
-                for x in m
-            ),
-            60,
-        )
-        recs = next(
-            r
-            for r in (Recommendations.from_json_bytes(x.value) for x in lists)
-            if r.trigger_event_id == "after-switch"
-        )
+        recs = list_answering(settings, "after-switch")
         assert recs.model_id == encoder.model_id, interests.output()[-2000:]
         assert len(recs.items) == len(photos) - 1

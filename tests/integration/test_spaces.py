@@ -16,12 +16,12 @@ import numpy as np
 import redis
 
 from schemas import EventType, Recommendations, RedisKeys, UserEvent
-from streams.kafka.topics import Topics, create_topics
+from streams.kafka.topics import create_topics
 from streams.ops.item_vectors import publish_item_vectors
 from streams.settings import Settings
 from streams.state.spaces import SpaceStore
 from streams.tools.processes import running_worker, settings_env
-from tests.support import collect, raw_producer
+from tests.support import send_event
 
 MODEL = "space-test"
 DIM = 48
@@ -70,7 +70,6 @@ def _fit_space_command(settings: Settings) -> subprocess.CompletedProcess[str]:
 
 
 def _click(settings: Settings, n: int, item: str) -> Recommendations:
-    topics = Topics.from_settings(settings)
     event = UserEvent(
         event_id=f"e{n}",
         user_id="shopper",
@@ -78,23 +77,7 @@ def _click(settings: Settings, n: int, item: str) -> Recommendations:
         type=EventType.CLICK,
         ts_ms=1_764_000_000_000 + n * 1000,
     )
-    producer = raw_producer(settings)
-    producer.send(topics.events.name, key=b"shopper", value=event.to_json_bytes())
-    producer.flush()
-    producer.close()
-    found = collect(
-        settings,
-        topics.recommendations.name,
-        lambda m: any(
-            Recommendations.from_json_bytes(x.value).trigger_event_id == event.event_id for x in m
-        ),
-        60,
-    )
-    return next(
-        r
-        for r in (Recommendations.from_json_bytes(x.value) for x in found)
-        if r.trigger_event_id == event.event_id
-    )
+    return send_event(settings, event)
 
 
 def test_space_fitted_refitted_and_followed_as_the_catalogue_grows(

@@ -19,7 +19,9 @@ from tests.support.kafka import (
     collect,
     committed_offsets,
     group_members,
+    list_answering,
     raw_producer,
+    send_event,
 )
 
 __all__ = [
@@ -33,9 +35,11 @@ __all__ = [
     "group_members",
     "latest_lists",
     "latest_triggers",
+    "list_answering",
     "metric_value",
     "per_user",
     "product_message",
     "raw_producer",
     "scrape_metric",
+    "send_event",
 ]

@@ -8,7 +8,9 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from schemas import Recommendations, UserEvent
 from streams.kafka.config import kafka_python_config
+from streams.kafka.topics import Topics
 from streams.settings import Settings
 
 
@@ -49,6 +51,32 @@ def collect(
         return messages
     finally:
         consumer.close()
+
+
+def list_answering(settings: Settings, event_id: str, timeout_s: float = 60.0) -> Recommendations:
+    """The list on the recommendations topic whose trigger is ``event_id`` (waits for it)."""
+    topic = Topics.from_settings(settings).recommendations.name
+
+    def answers(message: Any) -> bool:
+        return Recommendations.from_json_bytes(message.value).trigger_event_id == event_id
+
+    found = collect(settings, topic, lambda m: any(answers(x) for x in m), timeout_s)
+    answer = next((x for x in found if answers(x)), None)
+    if answer is None:
+        raise AssertionError(f"no list answered {event_id} within {timeout_s}s")
+    return Recommendations.from_json_bytes(answer.value)
+
+
+def send_event(settings: Settings, event: UserEvent) -> Recommendations:
+    """Produce ``event`` (keyed by its user) and return the list that answers it."""
+    topic = Topics.from_settings(settings).events.name
+    producer = raw_producer(settings)
+    try:
+        producer.send(topic, key=event.user_id.encode("utf-8"), value=event.to_json_bytes())
+        producer.flush()
+    finally:
+        producer.close()
+    return list_answering(settings, event.event_id)
 
 
 class TopicReader:
