@@ -39,6 +39,7 @@ from models.candidates import (
 )
 from models.index import ItemIndex, Rows
 from models.profile import Profiles
+from models.recent import blend_visual, recent_pool
 
 Floats = npt.NDArray[np.float64]
 Keys = npt.NDArray[np.int64]
@@ -64,10 +65,15 @@ class RankParams:
     """1 = pure relevance, 0 = pure diversity; None skips MMR."""
     fresh_weight: float = 0.0
     fresh_half_life_s: float = 86400.0
+    recent_weight: float = 0.0
+    """Share of the visual term taken by the nearest recent interest (``models.recent``)."""
+    recent_items: int = 3
 
     def __post_init__(self) -> None:
-        if self.top_k < 1 or self.candidates < 1:
-            raise ValueError("top_k and candidates must be >= 1")
+        if self.top_k < 1 or self.candidates < 1 or self.recent_items < 1:
+            raise ValueError("top_k, candidates and recent_items must be >= 1")
+        if not 0.0 <= self.recent_weight <= 1.0:
+            raise ValueError("recent_weight must be in [0, 1]")
         if not (math.isfinite(self.fresh_half_life_s) and self.fresh_half_life_s > 0):
             raise ValueError("fresh_half_life_s must be finite and > 0")
         weights = (self.visual_weight, self.co_weight, self.popularity_weight, self.fresh_weight)
@@ -150,22 +156,27 @@ def rank_batch(
     co_key = co_user * width + co_row
     co_order = np.argsort(co_key)
     co_keys = co_key[co_order]
+    only = ~isin_sorted(co_key, vis_keys)
+    other_user, other_row = co_user[only], co_row[only]  # the pool's entries besides visual
     taken = [seen_keys, vis_keys, co_keys]
+    recent = None
+    if params.recent_weight > 0:
+        k_each = max(params.candidates // params.recent_items, params.top_k)
+        recent, r_user, r_row = recent_pool(profiles, index, params.recent_items, k_each, taken)
+        other_user = np.concatenate([other_user, r_user])
+        other_row = np.concatenate([other_row, r_row])
     blocks = [(popular, *popular_picks(n, popular, params, width, taken))]
     if fresh is not None and params.fresh_weight > 0:
         pop_user, pop_pos = blocks[0][1:]
         taken.append(np.sort(pop_user * width + popular.rows[pop_pos]))
         blocks.append((fresh, *popular_picks(n, fresh, params, width, taken)))
 
-    only = ~isin_sorted(co_key, vis_keys)
-    user = np.concatenate([vis_user, co_user[only], *(u for _, u, _ in blocks)])
-    row = np.concatenate([vis_row, co_row[only], *(b.rows[pos] for b, _, pos in blocks)])
-    key = user * width + row
-    at = np.minimum(np.searchsorted(co_keys, key), max(len(co_keys) - 1, 0))
-    in_co = co_keys[at] == key if len(co_keys) else np.zeros(len(key), dtype=np.bool_)
-    co_col = np.where(in_co, co_val[co_order][at] if len(co_keys) else 0.0, 0.0)
-    via_col = np.where(in_co, co_via[co_order][at] if len(co_keys) else -1, -1)
-    visual = _visual_column(profiles, index, vis_score, co_row[only], co_user[only], blocks)
+    user = np.concatenate([vis_user, other_user, *(u for _, u, _ in blocks)])
+    row = np.concatenate([vis_row, other_row, *(b.rows[pos] for b, _, pos in blocks)])
+    co_col, via_col = _co_columns(user * width + row, co_keys, co_val[co_order], co_via[co_order])
+    visual = _visual_column(profiles, index, vis_score, other_row, other_user, blocks)
+    if recent is not None:
+        visual = blend_visual(visual, recent.max_sims(index, user, row), params.recent_weight)
     pool = _score(params, profiles, index, user, row, visual, co_col, via_col, popular)
 
     depth = params.top_k if params.mmr_lambda is None else max(params.candidates, params.top_k)
@@ -177,6 +188,17 @@ def rank_batch(
     return _finish(chosen, profiles, index, params)
 
 
+def _co_columns(
+    key: Keys, co_keys: Keys, co_val: Floats, co_via: npt.NDArray[np.int64]
+) -> tuple[Floats, npt.NDArray[np.int64]]:
+    """Each pool key's co-occurrence value and contributor entry (0 / -1 if not co-occurring)."""
+    if not len(co_keys):
+        return np.zeros(len(key), dtype=np.float64), np.full(len(key), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(co_keys, key), len(co_keys) - 1)
+    in_co = co_keys[at] == key
+    return np.where(in_co, co_val[at], 0.0), np.where(in_co, co_via[at], -1)
+
+
 def _visual_column(
     profiles: Profiles,
     index: ItemIndex,
@@ -185,7 +207,7 @@ def _visual_column(
     co_users: npt.NDArray[np.int64],
     blocks: list[tuple[PopularBlock, npt.NDArray[np.int64], npt.NDArray[np.int64]]],
 ) -> Floats:
-    """cos(user, item) of every pool entry: visual, co-occurrence-only, then block entries."""
+    """cos(user, item) of every pool entry: visual, other (co-occurrence-only, recent), blocks."""
     queries = profiles.vectors
     parts: list[npt.NDArray[np.floating]] = [vis_score]
     if len(co_users):

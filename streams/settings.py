@@ -33,12 +33,8 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
         default=None, description="SASL mechanism (SASL_* protocols); unset means PLAIN."
     )
-    sasl_username: str | None = Field(
-        default=None, description="SASL user name (SASL_* protocols)."
-    )
-    sasl_password: SecretStr | None = Field(
-        default=None, description="SASL password (SASL_* protocols)."
-    )
+    sasl_username: str | None = Field(default=None, description="SASL user name (SASL_*).")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (SASL_*).")
     ssl_cafile: Path | None = Field(default=None, description="CA bundle to verify the broker.")
     ssl_certfile: Path | None = Field(
         default=None, description="Client certificate for mutual TLS (with ssl_keyfile)."
@@ -218,6 +214,10 @@ DEFAULT_EVENT_WEIGHTS = {
 }
 
 
+_RECENT = (
+    "Share of the visual score taken by the closest of the user's recent_items latest items, "
+    "each also retrieving its own candidates (models/recent.py). 0 = off."
+)
 _FRESH = (
     "Weight of freshness, 2^(-age / fresh_half_life_s) since the item's arrival, in the "
     "blended score; > 0 also adds the newest arrivals to every pool. 0 = off."
@@ -269,6 +269,8 @@ class InterestSettings(BaseModel):
     )
     fresh_weight: float = Field(default=0.0, ge=0, description=_FRESH)
     fresh_half_life_s: float = Field(default=86400.0, gt=0, description="Freshness half-life.")
+    recent_weight: float = Field(default=0.0, ge=0, le=1, description=_RECENT)
+    recent_items: int = Field(default=3, ge=1, le=50, description="Recent interests per user.")
     mmr_lambda: float | None = Field(default=None, description="0..1 to diversify; None = off.")
     space_dims: int = Field(
         default=256,
