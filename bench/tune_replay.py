@@ -7,7 +7,9 @@ time trains (the CF fit, user state, popularity and co-occurrence), the next 10 
 prequentially, and the test 20 % is never sent nor read. Nothing here looks at the test split.
 
 1. **Decayed most-popular's half-life**, in-process on every user's validation events: each
-   candidate half-life's per-user HR@10 (NDCG@10 breaks ties).
+   candidate half-life's per-user HR@10 (NDCG@10 breaks ties). Also, in-process, whether the
+   live-profile baselines (item-kNN, MF fold-in) weigh the user's items with visrec's interest
+   decay or not at all (``profiles`` in the JSON; the replay serves the better).
 2. **visrec**, through Kafka and the real worker on ``--users`` users (the same users for every
    trial): a coordinate search, one knob at a time in a fixed order, each keeping the best value
    (per-user HR@10, NDCG@10 breaking ties) before the next knob is tried. ``--knob NAME``
@@ -31,11 +33,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.offline.baselines import DecayedPopular  # noqa: E402
+from models.offline.baselines import (  # noqa: E402
+    DecayedPopular,
+    ItemKNN,
+    RuleProfile,
+    VectorProfile,
+)
 from streams.settings import Settings  # noqa: E402
 from streams.tools.eval import movielens  # noqa: E402
 from streams.tools.eval.prequential import evaluate_baselines  # noqa: E402
-from streams.tools.eval.replay import SYSTEM, ReplayConfig, plan, run_replay  # noqa: E402
+from streams.tools.eval.replay import (  # noqa: E402
+    SYSTEM,
+    ReplayConfig,
+    fit_models,
+    plan,
+    run_replay,
+)
 from streams.tools.eval.tuning import coordinate_search  # noqa: E402
 from streams.tools.processes import local_services  # noqa: E402
 
@@ -46,6 +59,8 @@ KNOBS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("short_term_weight", (0.25, 0.5, 0.75)),
     ("half_life_short_s", (600.0, 1800.0, 7200.0)),
     ("co_window_s", (1800.0, 21600.0, 86400.0)),
+    ("recent_weight", (0.0, 0.2, 0.35, 0.5)),
+    ("recent_items", (2.0, 3.0, 5.0)),
 )
 
 
@@ -78,9 +93,49 @@ def tune_popularity(weights: dict[str, float]) -> list[dict[str, float]]:
     return trials
 
 
+def tune_profiles(settings: Settings) -> list[dict[str, Any]]:
+    """Live-profile baselines with and without visrec's decay, in-process, all users."""
+    weights = {str(k): v for k, v in settings.interest.event_weights.items()}
+    config = ReplayConfig(users=None, holdout="validation")
+    p = plan(movielens.load(), config, weights)
+    vectors = fit_models(p, config)[0][config.cf.algorithm].item_vectors()
+    history = [(e.user_id, e.item_id, e.weight, e.ts_ms) for e in p.events if not e.test]
+    rule = settings.interest.interest_params()
+    no_decay = VectorProfile(p.train, vectors, "MF fold-in, no decay")
+    for user_id, item_id, weight, ts_ms in history:
+        no_decay.observe(user_id, item_id, weight, ts_ms)
+    candidates = [
+        ItemKNN(p.train, live_profile=True, name="item-kNN live, no decay"),
+        ItemKNN(
+            p.train,
+            live_profile=True,
+            name="item-kNN live, visrec decay",
+            decay=rule,
+            history=history,
+        ),
+        no_decay,
+        RuleProfile(p.train, vectors, rule, "MF fold-in, visrec decay", history),
+    ]
+    trials = []
+    for result in evaluate_baselines(candidates, p.events, p.train_seen, config.ks):
+        s = result.summary(None, 10)
+        trials.append(
+            {
+                "baseline": result.name,
+                "hr10_user": s["hr_user"],
+                "ndcg10_user": s["ndcg_user"],
+                "hr10_event": s["hr_event"],
+            }
+        )
+        log(f"{result.name}: HR@10 {s['hr_user']:.4f}, NDCG@10 {s['ndcg_user']:.4f}")
+    return trials
+
+
 def trial(settings: Settings, params: dict[str, float], users: int, work: Path) -> dict[str, Any]:
     """One validation replay of visrec with ``params`` over the interest defaults."""
-    tuned = settings.model_copy(update={"interest": settings.interest.model_copy(update=params)})
+    # Integer knobs (recent_items) keep their type.
+    typed = {k: type(getattr(settings.interest, k))(v) for k, v in params.items()}
+    tuned = settings.model_copy(update={"interest": settings.interest.model_copy(update=typed)})
     config = ReplayConfig(
         users=users, holdout="validation", mf_baselines=(), progress=False, seed=0
     )
@@ -137,6 +192,7 @@ def main() -> int:
         choice = max(pop, key=lambda t: (t["hr10_user"], t["ndcg10_user"]))
         out["popularity"] = {"trials": pop, "chosen_half_life_days": choice["half_life_days"]}
         log(f"chose decayed most-popular half-life {choice['half_life_days']:g} days")
+        out["profiles"] = {"trials": tune_profiles(settings)}
     if not args.skip_visrec:
         with local_services(settings, say=log), tempfile.TemporaryDirectory() as tmp:
             only = set(args.knob) if args.knob else None
@@ -144,6 +200,7 @@ def main() -> int:
         defaults = {name: float(getattr(settings.interest, name)) for name in best}
         out["visrec"] = {
             "users": args.users,
+            "start": settings.interest.model_dump(mode="json"),
             "defaults": defaults,
             "trials": trials,
             "chosen": best,

@@ -16,6 +16,13 @@ Each is built from the training interactions and then, event by event, asked for
   popularity list.
 - ``OfflineMF``: a ``CFModel``'s scores, frozen at training time; users the fit never saw get
   the training popularity list.
+- ``RuleProfile``: visrec's own interest rule (``models.interest``: long- and short-term decayed
+  sums of the user's item vectors, blended) over given item vectors, from the user's training
+  history on, live. With the served CF vectors it is the system without co-occurrence,
+  popularity or anything else: MF with a live fold-in profile.
+
+``ItemKNN`` and ``RuleProfile`` take an ``InterestParams`` to weigh the user's items as visrec
+does (the same decay), ``history`` to start from each user's training events.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from models.interest import InterestParams
 from models.offline.cf import CFModel, Interactions, top_k_ids
 
 F64 = npt.NDArray[np.float64]
@@ -148,16 +156,75 @@ def cosine_similarity(train: Interactions) -> F64:
     return sim
 
 
+class UserHistories:
+    """Each user's events (item row, weight, time), weighed by visrec's interest rule.
+
+    ``weights(user)`` gives, per distinct item, the long- and short-term decayed sums
+    ``sum w * 2 ** ((t - t_last) / h)`` at the user's latest event: the time a list answering
+    that event is computed at, so the short-term blend is ``short_term_weight`` itself.
+    """
+
+    def __init__(self, params: InterestParams) -> None:
+        self.params = params
+        self._events: dict[str, list[tuple[int, float, int]]] = defaultdict(list)
+
+    def add(self, user_id: str, row: int, weight: float, ts_ms: int) -> None:
+        self._events[user_id].append((row, weight, ts_ms))
+
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self._events
+
+    def weights(self, user_id: str) -> tuple[npt.NDArray[np.int64], F64, F64]:
+        """(rows, long sums, short sums) of the user's distinct items (empty if none)."""
+        events = self._events.get(user_id, [])
+        rows = np.array([r for r, _, _ in events], dtype=np.int64)
+        w = np.array([x for _, x, _ in events], dtype=np.float64)
+        age_ms = np.array([t for _, _, t in events], dtype=np.float64)
+        age_ms = age_ms.max(initial=0.0) - age_ms
+        distinct, at = np.unique(rows, return_inverse=True)
+        sums = []
+        for h_s in (self.params.half_life_long_s, self.params.half_life_short_s):
+            decayed = w * np.exp2(-age_ms / (h_s * 1000.0))
+            sums.append(np.bincount(at, decayed, len(distinct)).astype(np.float64))
+        return distinct, sums[0], sums[1]
+
+    def shares(self, user_id: str) -> tuple[npt.NDArray[np.int64], F64]:
+        """Each distinct item's share of the blended interest (sums to 1; visrec's weighting)."""
+        rows, long, short = self.weights(user_id)
+        b = self.params.short_term_weight
+        if not len(rows):
+            return rows, long
+        return rows, (1.0 - b) * long / long.sum() + b * short / short.sum()
+
+
 class ItemKNN:
     """Item-based nearest neighbours on training similarities."""
 
-    def __init__(self, train: Interactions, *, live_profile: bool, name: str | None = None) -> None:
-        """Similarities from ``train``; profiles from training rows (and events if live)."""
+    def __init__(
+        self,
+        train: Interactions,
+        *,
+        live_profile: bool,
+        name: str | None = None,
+        decay: InterestParams | None = None,
+        history: Collection[tuple[str, str, float, int]] = (),
+    ) -> None:
+        """Similarities from ``train``; profiles from training rows (and events if live).
+
+        With ``decay``, a profile weighs the user's items by their share of visrec's blended
+        interest (``UserHistories.shares``) instead of summing raw weights; ``history``
+        (user, item, weight, ts_ms) gives the training events' times.
+        """
         self.name = name or ("item-kNN (live profile)" if live_profile else "item-kNN (offline)")
         self._cat = _Catalogue(train)
         self._sim = cosine_similarity(train)
         self._live = live_profile
         self._profiles: dict[str, F64] = {}
+        self._history = UserHistories(decay) if decay is not None else None
+        if self._history is not None:
+            for user_id, item_id, weight, ts_ms in history:
+                self._note(user_id, item_id, weight, ts_ms)
+            return
         rows: dict[int, list[tuple[int, float]]] = defaultdict(list)
         for u, i, w in zip(train.users, train.items, train.weights, strict=True):
             rows[int(u)].append((int(i), float(w)))
@@ -168,15 +235,28 @@ class ItemKNN:
 
     def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
         """Items most similar to the user's, else (no profile) the training popularity list."""
+        if self._history is not None:
+            if user_id not in self._history:
+                return self._cat.top(self._cat.train_counts, k, exclude)
+            rows, shares = self._history.shares(user_id)
+            return self._cat.top(shares @ self._sim[rows], k, exclude)
         scores = self._profiles.get(user_id)
         if scores is None:
             return self._cat.top(self._cat.train_counts, k, exclude)
         return self._cat.top(scores, k, exclude)
 
+    def _note(self, user_id: str, item_id: str, weight: float, ts_ms: int | None) -> None:
+        row = self._cat.index.get(item_id)
+        if self._history is not None and row is not None:
+            self._history.add(user_id, row, weight, ts_ms or 0)
+
     def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
         """Add the item to a live profile; offline profiles never change."""
         row = self._cat.index.get(item_id)
         if not self._live or row is None:
+            return
+        if self._history is not None:
+            self._note(user_id, item_id, weight, ts_ms)
             return
         profile = self._profiles.get(user_id)
         if profile is None:
@@ -251,3 +331,51 @@ class VectorProfile:
             return
         profile = self._profiles.setdefault(user_id, np.zeros(self._unit.shape[1]))
         profile += weight * self._unit[row]
+
+
+class RuleProfile:
+    """visrec's interest rule over ``vectors``: cosine to the blended, decayed user vector.
+
+    ``normalize((1 - b) u_long + b u_short)`` with ``u_x`` the normalised decayed sums of the
+    user's unit item vectors (``models.interest``), at the user's latest event. Starts from
+    ``history`` (user, item, weight, ts_ms: the training events) and learns live; a user with
+    no item vector yet gets the training popularity list.
+    """
+
+    def __init__(
+        self,
+        train: Interactions,
+        vectors: Mapping[str, npt.ArrayLike],
+        params: InterestParams,
+        name: str,
+        history: Collection[tuple[str, str, float, int]] = (),
+    ) -> None:
+        self.name = name
+        self._vp = VectorProfile(train, vectors, name)
+        self._history = UserHistories(params)
+        for user_id, item_id, weight, ts_ms in history:
+            self.observe(user_id, item_id, weight, ts_ms)
+
+    def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
+        """Items closest to the user's vector, else the training popularity list."""
+        vp = self._vp
+        rows, long, short = self._history.weights(user_id)
+        if not len(rows):
+            return vp._cat.top(vp._cat.train_counts, k, exclude)
+        vecs = vp._unit[rows]
+        b = self._history.params.short_term_weight
+        mixed = (1.0 - b) * _unit(long @ vecs) + b * _unit(short @ vecs)
+        user = _unit(mixed)
+        scores = np.where(vp._has, vp._unit @ user, -np.inf)
+        return vp._cat.top(scores, k, exclude)
+
+    def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
+        """Add the event to the user's history (items without a vector count for nothing)."""
+        row = self._vp._cat.index.get(item_id)
+        if row is not None and self._vp._has[row]:
+            self._history.add(user_id, row, weight, ts_ms or 0)
+
+
+def _unit(v: F64) -> F64:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v

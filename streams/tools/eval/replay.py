@@ -50,7 +50,7 @@ from models.offline.baselines import (
     MostPopular,
     OfflineMF,
     RandomItems,
-    VectorProfile,
+    RuleProfile,
 )
 from models.offline.cf import CFModel, CFParams, Interactions, default_params, fit_cf
 from schemas import ProductAttributes
@@ -203,7 +203,7 @@ def run_settings(settings: Settings, ks: Sequence[int], run_id: str) -> Settings
     )
 
 
-def _fit_models(p: Plan, config: ReplayConfig) -> tuple[dict[str, CFModel], dict[str, float]]:
+def fit_models(p: Plan, config: ReplayConfig) -> tuple[dict[str, CFModel], dict[str, float]]:
     """The served CF model and the MF baselines, fitted on the training split; seconds each."""
     fits: dict[str, CFModel] = {}
     fit_s: dict[str, float] = {}
@@ -259,7 +259,10 @@ def _baselines(
     """Every baseline, built from the training split.
 
     Decayed popularity takes visrec's half-life unless the config sets the one validation chose.
+    Live profiles start from each user's training events.
     """
+    rule = settings.interest.interest_params()
+    history = [(e.user_id, e.item_id, e.weight, e.ts_ms) for e in p.events if not e.test]
     return [
         # The fair one: visrec's own popularity rule and half-life.
         DecayedPopular(
@@ -270,14 +273,20 @@ def _baselines(
         MostPopular(p.train, name="most-popular, all-time (no decay)"),
         RandomItems(p.train, seed=config.seed),
         ItemKNN(p.train, live_profile=False),
-        ItemKNN(p.train, live_profile=True),
+        ItemKNN(p.train, live_profile=True, name="item-kNN (live profile, no decay)"),
+        # The same information and decay as visrec: each user's training events with their
+        # times, the items weighed by their share of visrec's interest (validation chose this
+        # over no decay for both, bench/results/eval/fair_baselines.json).
+        ItemKNN(p.train, live_profile=True, decay=rule, history=history),
         *(OfflineMF(p.train, fits[a]) for a in config.mf_baselines),
-        # MF with a live fold-in profile: the sum of the served vectors of the user's items so
-        # far, the same vectors visrec serves, without its decay, co-occurrence or popularity.
-        VectorProfile(
+        # MF with a live fold-in profile: visrec's own interest rule over the same vectors it
+        # serves, without co-occurrence or popularity.
+        RuleProfile(
             p.train,
             served.item_vectors(),
+            rule,
             f"MF {served.params.algorithm.upper()} (live fold-in profile)",
+            history,
         ),
     ]
 
@@ -288,7 +297,7 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
     weights = {str(k): v for k, v in settings.interest.event_weights.items()}
     data = movielens.load(config.dataset_dir)
     p = plan(data, config, weights)
-    fits, fit_s = _fit_models(p, config)
+    fits, fit_s = fit_models(p, config)
     served = fits[config.cf.algorithm]
     run_id = uuid.uuid4().hex[:8]
     rs = run_settings(settings, config.ks, run_id)
