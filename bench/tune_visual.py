@@ -1,6 +1,6 @@
 """Tune visrec's shop knobs for the visual benchmark on a validation shop, never the test one.
 
-    .venv/bin/python bench/tune_visual.py [--seed 1] [--json bench/results/eval/visual_tuning.json]
+    .venv/bin/python bench/tune_visual.py [--seed 1] [--json FILE] [--knob NAME ...]
 
 The visual benchmark (``visrec eval visual``) reports on the shop simulated with seed 0. This
 script tunes on another shop, simulated with ``--seed`` (default 1): other shoppers, other
@@ -15,7 +15,12 @@ best value before the next is tried:
    co-occur (the shop's click cadence);
 2. ``fresh_weight``: the weight of a product's freshness since its arrival;
 3. ``co_weight``: the weight of co-occurrence;
-4. ``fresh_half_life_s``: how fast freshness fades.
+4. ``fresh_half_life_s``: how fast freshness fades;
+5. ``recent_weight`` and 6. ``recent_items``: the shopper's latest items as separate
+   interests (``models/recent.py``).
+
+``--knob NAME`` (repeatable) searches only those knobs, from the current settings (set the
+earlier choices with ``VISREC_INTEREST__*`` to continue from them).
 
 Every trial is printed as it finishes and written to the JSON with the choice; the test run
 then uses the choice (``visrec eval visual`` with ``VISREC_INTEREST__*`` set to it).
@@ -46,6 +51,8 @@ KNOBS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("fresh_weight", (0.0, 0.1, 0.2, 0.4, 0.8)),
     ("co_weight", (0.1, 0.3, 0.6)),
     ("fresh_half_life_s", (21600.0, 86400.0, 259200.0)),
+    ("recent_weight", (0.0, 0.2, 0.35, 0.5)),
+    ("recent_items", (2.0, 3.0, 5.0)),
 )
 
 
@@ -55,7 +62,9 @@ def log(msg: str) -> None:
 
 def trial(settings: Settings, params: dict[str, float], seed: int, work: Path) -> dict[str, Any]:
     """One validation shop played through the pipeline with ``params`` over the defaults."""
-    tuned = settings.model_copy(update={"interest": settings.interest.model_copy(update=params)})
+    # Integer knobs (recent_items) keep their type.
+    typed = {k: type(getattr(settings.interest, k))(v) for k, v in params.items()}
+    tuned = settings.model_copy(update={"interest": settings.interest.model_copy(update=typed)})
     config = VisualConfig(world=WorldConfig(seed=seed), encoders=(ENCODER,))
     t0 = time.monotonic()
     outcome = run_visual(tuned, config, work)
@@ -72,9 +81,10 @@ def trial(settings: Settings, params: dict[str, float], seed: int, work: Path) -
 
 
 def tune(
-    settings: Settings, seed: int, work: Path
+    settings: Settings, seed: int, work: Path, only: set[str] | None = None
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Coordinate search over ``KNOBS`` from the current defaults."""
+    """Coordinate search over ``KNOBS`` (or those named in ``only``) from the current settings."""
+    knobs = [(name, values) for name, values in KNOBS if only is None or name in only]
 
     def run(params: dict[str, float]) -> dict[str, Any]:
         r = trial(settings, params, seed, work)
@@ -85,8 +95,8 @@ def tune(
         return r
 
     return coordinate_search(
-        KNOBS,
-        {name: float(getattr(settings.interest, name)) for name, _ in KNOBS},
+        knobs,
+        {name: float(getattr(settings.interest, name)) for name, _ in knobs},
         run,
         lambda r: (r["hr10"], r["ndcg10"]),
         lambda name, value, r: log(f"chose {name} = {value:g} (HR@10 {r['hr10']:.4f})"),
@@ -97,16 +107,18 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=1, help="the validation shop (the test is 0)")
     ap.add_argument("--json", type=Path, default=ROOT / "bench/results/eval/visual_tuning.json")
+    ap.add_argument("--knob", action="append", help="tune only these knobs (repeatable)")
     args = ap.parse_args()
     if args.seed == 0:
         ap.error("seed 0 is the test shop")
     settings = Settings()
     with local_services(settings, say=log), tempfile.TemporaryDirectory() as tmp:
-        best, trials = tune(settings, args.seed, Path(tmp))
+        best, trials = tune(settings, args.seed, Path(tmp), set(args.knob or ()) or None)
     out = {
         "validation_seed": args.seed,
         "encoder": ENCODER,
         "objective": "HR@10 over every scored click (NDCG@10 breaks ties)",
+        "start": settings.interest.model_dump(mode="json"),
         "trials": trials,
         "chosen": best,
         "env": {f"VISREC_INTEREST__{k.upper()}": f"{v:g}" for k, v in best.items()},
