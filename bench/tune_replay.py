@@ -9,7 +9,9 @@ prequentially, and the test 20 % is never sent nor read. Nothing here looks at t
 1. **Decayed most-popular's half-life**, in-process on every user's validation events: each
    candidate half-life's per-user HR@10 (NDCG@10 breaks ties). Also, in-process, whether the
    live-profile baselines (item-kNN, MF fold-in) weigh the user's items with visrec's interest
-   decay or not at all (``profiles`` in the JSON; the replay serves the better).
+   decay or not at all (``profiles`` in the JSON; the replay serves the better). With
+   ``--sequential``, the GRU4Rec baseline's size and schedule (``sequential``; ``SeqParams``'
+   defaults hold the choice).
 2. **visrec**, through Kafka and the real worker on ``--users`` users (the same users for every
    trial): a coordinate search, one knob at a time in a fixed order, each keeping the best value
    (per-user HR@10, NDCG@10 breaking ties) before the next knob is tried. ``--knob NAME``
@@ -39,6 +41,7 @@ from models.offline.baselines import (  # noqa: E402
     RuleProfile,
     VectorProfile,
 )
+from models.offline.sequential import GRU4Rec, SeqParams  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.tools.eval import movielens  # noqa: E402
 from streams.tools.eval.prequential import evaluate_baselines  # noqa: E402
@@ -131,6 +134,37 @@ def tune_profiles(settings: Settings) -> list[dict[str, Any]]:
     return trials
 
 
+SEQUENTIAL = ({"epochs": 10}, {"epochs": 20}, {"epochs": 20, "dim": 128}, {"epochs": 40})
+
+
+def tune_sequential(settings: Settings) -> list[dict[str, Any]]:
+    """The GRU4Rec baseline's size and schedule, in-process on the validation events."""
+    weights = {str(k): v for k, v in settings.interest.event_weights.items()}
+    config = ReplayConfig(users=None, holdout="validation")
+    p = plan(movielens.load(), config, weights)
+    history = [(e.user_id, e.item_id, e.weight, e.ts_ms) for e in p.events if not e.test]
+    trials = []
+    for change in SEQUENTIAL:
+        t0 = time.monotonic()
+        model = GRU4Rec(p.train, history, SeqParams(**change), name=json.dumps(change))
+        fit_s = time.monotonic() - t0
+        s = evaluate_baselines([model], p.events, p.train_seen, config.ks)[0].summary(None, 10)
+        trials.append(
+            {
+                "params": change,
+                "hr10_user": s["hr_user"],
+                "ndcg10_user": s["ndcg_user"],
+                "hr10_event": s["hr_event"],
+                "fit_s": fit_s,
+            }
+        )
+        log(
+            f"GRU4Rec {change}: HR@10 {s['hr_user']:.4f}, NDCG@10 {s['ndcg_user']:.4f} "
+            f"(fit {fit_s:.0f} s)"
+        )
+    return trials
+
+
 def trial(settings: Settings, params: dict[str, float], users: int, work: Path) -> dict[str, Any]:
     """One validation replay of visrec with ``params`` over the interest defaults."""
     # Integer knobs (recent_items) keep their type.
@@ -183,6 +217,7 @@ def main() -> int:
     ap.add_argument("--skip-visrec", action="store_true", help="only the baseline's half-life")
     ap.add_argument("--skip-popularity", action="store_true", help="only visrec's knobs")
     ap.add_argument("--knob", action="append", help="tune only these of visrec's knobs")
+    ap.add_argument("--sequential", action="store_true", help="also the GRU4Rec baseline")
     args = ap.parse_args()
     settings = Settings()
     weights = {str(k): v for k, v in settings.interest.event_weights.items()}
@@ -193,6 +228,8 @@ def main() -> int:
         out["popularity"] = {"trials": pop, "chosen_half_life_days": choice["half_life_days"]}
         log(f"chose decayed most-popular half-life {choice['half_life_days']:g} days")
         out["profiles"] = {"trials": tune_profiles(settings)}
+    if args.sequential:
+        out["sequential"] = {"trials": tune_sequential(settings)}
     if not args.skip_visrec:
         with local_services(settings, say=log), tempfile.TemporaryDirectory() as tmp:
             only = set(args.knob) if args.knob else None

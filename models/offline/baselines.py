@@ -54,7 +54,7 @@ class BaselineRecommender(Protocol):
         ...
 
 
-class _Catalogue:
+class Catalogue:
     """Item ids, their rows, and training popularity: what every baseline shares."""
 
     def __init__(self, train: Interactions) -> None:
@@ -74,7 +74,7 @@ class MostPopular:
     def __init__(self, train: Interactions, name: str = "most-popular (streaming)") -> None:
         """Start from the training counts."""
         self.name = name
-        self._cat = _Catalogue(train)
+        self._cat = Catalogue(train)
         self._counts = self._cat.train_counts.copy()
 
     def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
@@ -105,7 +105,7 @@ class DecayedPopular:
     ) -> None:
         """Start from ``train_events`` (item_id, weight, ts_ms), decayed with ``half_life_s``."""
         self.name = name or f"most-popular, decayed ({half_life_s / 86400:g}-day half-life)"
-        self._cat = _Catalogue(train)
+        self._cat = Catalogue(train)
         self._h_ms = half_life_s * 1000.0
         self._t0 = min((ts for _, _, ts in train_events), default=0)
         self._last_ts = self._t0
@@ -132,7 +132,7 @@ class RandomItems:
     def __init__(self, train: Interactions, seed: int = 0, name: str = "random") -> None:
         """Seeded for reproducible runs."""
         self.name = name
-        self._cat = _Catalogue(train)
+        self._cat = Catalogue(train)
         self._rng = np.random.default_rng(seed)
 
     def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
@@ -216,7 +216,7 @@ class ItemKNN:
         (user, item, weight, ts_ms) gives the training events' times.
         """
         self.name = name or ("item-kNN (live profile)" if live_profile else "item-kNN (offline)")
-        self._cat = _Catalogue(train)
+        self._cat = Catalogue(train)
         self._sim = cosine_similarity(train)
         self._live = live_profile
         self._profiles: dict[str, F64] = {}
@@ -270,7 +270,7 @@ class OfflineMF:
     def __init__(self, train: Interactions, model: CFModel, name: str | None = None) -> None:
         """Serve ``model`` (fitted on ``train``); unknown users get training popularity."""
         self.name = name or f"MF {model.params.algorithm.upper()} (offline)"
-        self._cat = _Catalogue(train)
+        self._cat = Catalogue(train)
         self._model = model
         # The model may order items differently from ``train``; score in the catalogue's order.
         self._rows = np.array(
@@ -302,7 +302,7 @@ class VectorProfile:
     ) -> None:
         """Serve the catalogue of ``train``; items without a vector never rank above others."""
         self.name = name
-        self._cat = _Catalogue(train)
+        self._cat = Catalogue(train)
         dim = len(np.asarray(next(iter(vectors.values()))).reshape(-1)) if vectors else 1
         unit = np.zeros((len(self._cat.item_ids), dim))
         self._has = np.zeros(len(self._cat.item_ids), dtype=bool)

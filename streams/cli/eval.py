@@ -17,6 +17,11 @@ def command() -> None:
 @command.command("replay")
 @click.option("--full", is_flag=True, help="Replay every user (100k events); default: a subset.")
 @click.option(
+    "--sequential",
+    is_flag=True,
+    help="Also score a GRU4Rec baseline trained with torch on the training split (minutes).",
+)
+@click.option(
     "--users",
     type=click.IntRange(min=1),
     default=40,
@@ -76,6 +81,7 @@ def command() -> None:
 @click.option("--keep-services", is_flag=True, help="Leave Kafka/Redis running if we started them.")
 def replay(
     full: bool,
+    sequential: bool,
     users: int,
     speedup: float,
     open_loop: bool,
@@ -90,6 +96,7 @@ def replay(
 ) -> None:
     """Replay MovieLens-100k through Kafka and the interest worker; score it and baselines."""
     from models.offline.cf import default_params
+    from models.offline.sequential import SeqParams
     from streams.exceptions import DatasetError, ReplayError
     from streams.tools.eval.replay import ReplayConfig, run_replay
     from streams.tools.eval.report import markdown, write_report
@@ -105,6 +112,7 @@ def replay(
         cf=default_params(algorithm, factors=factors),
         holdout="validation" if holdout == "validation" else "test",
         baseline_half_life_s=baseline_half_life_days * 86400.0 if baseline_half_life_days else None,
+        sequential=SeqParams() if sequential else None,
     )
     try:
         with local_services(settings, keep_services, lambda m: click.echo(m, err=True)):

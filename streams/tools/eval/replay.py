@@ -53,6 +53,7 @@ from models.offline.baselines import (
     RuleProfile,
 )
 from models.offline.cf import CFModel, CFParams, Interactions, default_params, fit_cf
+from models.offline.sequential import GRU4Rec, SeqParams
 from schemas import ProductAttributes
 from streams.exceptions import ReplayError
 from streams.kafka.topics import create_topics
@@ -107,6 +108,8 @@ class ReplayConfig:
     dataset_dir: Path | None = None
     progress: bool = True
     mf_baselines: tuple[str, ...] = ("als", "bpr")
+    sequential: SeqParams | None = None
+    """Also score the GRU4Rec baseline (``models.offline.sequential``), trained with these."""
     """Offline MF baselines to fit and score (the served algorithm is always fitted)."""
 
     @property
@@ -288,6 +291,7 @@ def _baselines(
             f"MF {served.params.algorithm.upper()} (live fold-in profile)",
             history,
         ),
+        *([GRU4Rec(p.train, history, config.sequential)] if config.sequential else []),
     ]
 
 
