@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from models.offline.sequential import SeqParams
 from streams.settings import Settings
 from streams.tools.eval.replay import SYSTEM, ReplayConfig, run_replay
 from streams.tools.eval.report import write_report
@@ -17,7 +18,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_reduced_replay_beats_decayed_most_popular(settings: Settings, tmp_path: Path) -> None:
-    config = ReplayConfig(users=16, seed=0, mf_baselines=("als",), progress=False)
+    config = ReplayConfig(
+        users=16, seed=0, mf_baselines=("als",), progress=False, sequential=SeqParams(epochs=2)
+    )
     outcome = run_replay(settings, config, tmp_path / "work")
     by_name = {m.name.split(" (")[0]: m for m in outcome.methods}
     system = next(m for m in outcome.methods if m.name.startswith(SYSTEM))
@@ -29,7 +32,8 @@ def test_reduced_replay_beats_decayed_most_popular(settings: Settings, tmp_path:
     assert info["events_replayed"] >= info["lists_received"] >= info["test_events"] > 0
     assert len(outcome.latencies_s) == info["test_events"]
     assert min(outcome.latencies_s) > 0 and max(outcome.latencies_s) < config.list_timeout_s
-    # Every method is scored on the same test events.
+    # Every method, the sequential baseline included, is scored on the same test events.
+    assert "GRU4Rec" in by_name
     assert {m.scores.events for m in outcome.methods} == {info["test_events"]}
     # A list exists before every test event except a new user's very first one.
     assert system.no_list <= info["users_replayed"]
