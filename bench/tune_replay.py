@@ -47,12 +47,13 @@ from streams.tools.eval import movielens  # noqa: E402
 from streams.tools.eval.prequential import evaluate_baselines  # noqa: E402
 from streams.tools.eval.replay import (  # noqa: E402
     SYSTEM,
+    Plan,
     ReplayConfig,
     fit_models,
     plan,
     run_replay,
 )
-from streams.tools.eval.tuning import coordinate_search  # noqa: E402
+from streams.tools.eval.tuning import search_interest, with_interest  # noqa: E402
 from streams.tools.processes import local_services  # noqa: E402
 
 HALF_LIVES_DAYS = (1.0, 3.0, 7.0, 14.0, 30.0, 90.0, 365.0)
@@ -71,16 +72,18 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def tune_popularity(weights: dict[str, float]) -> list[dict[str, float]]:
+VALIDATION = ReplayConfig(users=None, holdout="validation")
+"""The in-process baseline steps: every user's validation events."""
+
+
+def tune_popularity(p: Plan) -> list[dict[str, float]]:
     """Every half-life's validation scores, in-process, all users."""
-    config = ReplayConfig(users=None, holdout="validation")
-    p = plan(movielens.load(), config, weights)
     pops = [
         DecayedPopular(p.train, p.train_events, days * 86400.0, name=f"{days:g}")
         for days in HALF_LIVES_DAYS
     ]
     trials = []
-    for result in evaluate_baselines(pops, p.events, p.train_seen, config.ks):
+    for result in evaluate_baselines(pops, p.events, p.train_seen, VALIDATION.ks):
         s = result.summary(None, 10)
         trials.append(
             {
@@ -96,13 +99,10 @@ def tune_popularity(weights: dict[str, float]) -> list[dict[str, float]]:
     return trials
 
 
-def tune_profiles(settings: Settings) -> list[dict[str, Any]]:
+def tune_profiles(settings: Settings, p: Plan) -> list[dict[str, Any]]:
     """Live-profile baselines with and without visrec's decay, in-process, all users."""
-    weights = {str(k): v for k, v in settings.interest.event_weights.items()}
-    config = ReplayConfig(users=None, holdout="validation")
-    p = plan(movielens.load(), config, weights)
-    vectors = fit_models(p, config)[0][config.cf.algorithm].item_vectors()
-    history = [(e.user_id, e.item_id, e.weight, e.ts_ms) for e in p.events if not e.test]
+    vectors = fit_models(p, VALIDATION)[0][VALIDATION.cf.algorithm].item_vectors()
+    history = p.history
     rule = settings.interest.interest_params()
     no_decay = VectorProfile(p.train, vectors, "MF fold-in, no decay")
     for user_id, item_id, weight, ts_ms in history:
@@ -120,7 +120,7 @@ def tune_profiles(settings: Settings) -> list[dict[str, Any]]:
         RuleProfile(p.train, vectors, rule, "MF fold-in, visrec decay", history),
     ]
     trials = []
-    for result in evaluate_baselines(candidates, p.events, p.train_seen, config.ks):
+    for result in evaluate_baselines(candidates, p.events, p.train_seen, VALIDATION.ks):
         s = result.summary(None, 10)
         trials.append(
             {
@@ -137,18 +137,15 @@ def tune_profiles(settings: Settings) -> list[dict[str, Any]]:
 SEQUENTIAL = ({"epochs": 10}, {"epochs": 20}, {"epochs": 20, "dim": 128}, {"epochs": 40})
 
 
-def tune_sequential(settings: Settings) -> list[dict[str, Any]]:
+def tune_sequential(p: Plan) -> list[dict[str, Any]]:
     """The GRU4Rec baseline's size and schedule, in-process on the validation events."""
-    weights = {str(k): v for k, v in settings.interest.event_weights.items()}
-    config = ReplayConfig(users=None, holdout="validation")
-    p = plan(movielens.load(), config, weights)
-    history = [(e.user_id, e.item_id, e.weight, e.ts_ms) for e in p.events if not e.test]
+    history = p.history
     trials = []
     for change in SEQUENTIAL:
         t0 = time.monotonic()
         model = GRU4Rec(p.train, history, SeqParams(**change), name=json.dumps(change))
         fit_s = time.monotonic() - t0
-        s = evaluate_baselines([model], p.events, p.train_seen, config.ks)[0].summary(None, 10)
+        s = evaluate_baselines([model], p.events, p.train_seen, VALIDATION.ks)[0].summary(None, 10)
         trials.append(
             {
                 "params": change,
@@ -167,9 +164,7 @@ def tune_sequential(settings: Settings) -> list[dict[str, Any]]:
 
 def trial(settings: Settings, params: dict[str, float], users: int, work: Path) -> dict[str, Any]:
     """One validation replay of visrec with ``params`` over the interest defaults."""
-    # Integer knobs (recent_items) keep their type.
-    typed = {k: type(getattr(settings.interest, k))(v) for k, v in params.items()}
-    tuned = settings.model_copy(update={"interest": settings.interest.model_copy(update=typed)})
+    tuned = with_interest(settings, params)
     config = ReplayConfig(
         users=users, holdout="validation", mf_baselines=(), progress=False, seed=0
     )
@@ -191,7 +186,6 @@ def tune_visrec(
     settings: Settings, users: int, work: Path, only: set[str] | None = None
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Coordinate search over ``KNOBS`` (or those named in ``only``) from the current defaults."""
-    knobs = [(name, values) for name, values in KNOBS if only is None or name in only]
 
     def run(params: dict[str, float]) -> dict[str, Any]:
         r = trial(settings, params, users, work)
@@ -201,9 +195,10 @@ def tune_visrec(
         )
         return r
 
-    return coordinate_search(
-        knobs,
-        {name: float(getattr(settings.interest, name)) for name, _ in knobs},
+    return search_interest(
+        settings,
+        KNOBS,
+        only,
         run,
         lambda r: (r["hr10_user"], r["ndcg10_user"]),
         lambda name, value, r: log(f"chose {name} = {value:g} (HR@10 {r['hr10_user']:.4f})"),
@@ -222,14 +217,16 @@ def main() -> int:
     settings = Settings()
     weights = {str(k): v for k, v in settings.interest.event_weights.items()}
     out: dict[str, Any] = {"split": "validation: train 70 %, scored 10 %, test 20 % unread"}
+    if not args.skip_popularity or args.sequential:
+        validation = plan(movielens.load(), VALIDATION, weights)
     if not args.skip_popularity:
-        pop = tune_popularity(weights)
+        pop = tune_popularity(validation)
         choice = max(pop, key=lambda t: (t["hr10_user"], t["ndcg10_user"]))
         out["popularity"] = {"trials": pop, "chosen_half_life_days": choice["half_life_days"]}
         log(f"chose decayed most-popular half-life {choice['half_life_days']:g} days")
-        out["profiles"] = {"trials": tune_profiles(settings)}
+        out["profiles"] = {"trials": tune_profiles(settings, validation)}
     if args.sequential:
-        out["sequential"] = {"trials": tune_sequential(settings)}
+        out["sequential"] = {"trials": tune_sequential(validation)}
     if not args.skip_visrec:
         with local_services(settings, say=log), tempfile.TemporaryDirectory() as tmp:
             only = set(args.knob) if args.knob else None

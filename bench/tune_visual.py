@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streams.settings import Settings  # noqa: E402
-from streams.tools.eval.tuning import coordinate_search  # noqa: E402
+from streams.tools.eval.tuning import search_interest, with_interest  # noqa: E402
 from streams.tools.eval.visual_report import VisualConfig, run_visual, summarize  # noqa: E402
 from streams.tools.eval.visual_sim import WorldConfig  # noqa: E402
 from streams.tools.processes import local_services  # noqa: E402
@@ -62,9 +62,7 @@ def log(msg: str) -> None:
 
 def trial(settings: Settings, params: dict[str, float], seed: int, work: Path) -> dict[str, Any]:
     """One validation shop played through the pipeline with ``params`` over the defaults."""
-    # Integer knobs (recent_items) keep their type.
-    typed = {k: type(getattr(settings.interest, k))(v) for k, v in params.items()}
-    tuned = settings.model_copy(update={"interest": settings.interest.model_copy(update=typed)})
+    tuned = with_interest(settings, params)
     config = VisualConfig(world=WorldConfig(seed=seed), encoders=(ENCODER,))
     t0 = time.monotonic()
     outcome = run_visual(tuned, config, work)
@@ -84,7 +82,6 @@ def tune(
     settings: Settings, seed: int, work: Path, only: set[str] | None = None
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Coordinate search over ``KNOBS`` (or those named in ``only``) from the current settings."""
-    knobs = [(name, values) for name, values in KNOBS if only is None or name in only]
 
     def run(params: dict[str, float]) -> dict[str, Any]:
         r = trial(settings, params, seed, work)
@@ -94,9 +91,10 @@ def tune(
         )
         return r
 
-    return coordinate_search(
-        knobs,
-        {name: float(getattr(settings.interest, name)) for name, _ in knobs},
+    return search_interest(
+        settings,
+        KNOBS,
+        only,
         run,
         lambda r: (r["hr10"], r["ndcg10"]),
         lambda name, value, r: log(f"chose {name} = {value:g} (HR@10 {r['hr10']:.4f})"),

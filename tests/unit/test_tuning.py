@@ -42,3 +42,27 @@ def test_ties_go_to_the_second_score_then_to_the_first_value() -> None:
         lambda r: (r["hr"], r["ndcg"]),
     )
     assert best == {"w": 0.2}
+
+
+def test_interest_search_starts_from_the_settings_and_keeps_integer_knobs_integers() -> None:
+    from streams.settings import Settings
+    from streams.tools.eval.tuning import search_interest, with_interest
+
+    settings = Settings().model_copy(
+        update={"interest": Settings().interest.model_copy(update={"co_weight": 0.6})}
+    )
+    tuned = with_interest(settings, {"recent_items": 5.0, "recent_weight": 0.2})
+    assert tuned.interest.recent_items == 5 and isinstance(tuned.interest.recent_items, int)
+    assert tuned.interest.recent_weight == 0.2 and tuned.interest.co_weight == 0.6
+    assert settings.interest.recent_items == 3  # the original is untouched
+
+    seen: list[dict[str, float]] = []
+
+    def run(params: dict[str, float]) -> Trial:
+        seen.append(dict(params))
+        return {"hr": params["co_weight"]}
+
+    knobs = [("co_weight", (0.3, 1.0)), ("recent_items", (2.0, 3.0))]
+    best, _ = search_interest(settings, knobs, {"co_weight"}, run, lambda r: (r["hr"],))
+    assert best == {"co_weight": 1.0}
+    assert seen == [{"co_weight": 0.3}, {"co_weight": 1.0}]

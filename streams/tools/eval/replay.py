@@ -142,6 +142,11 @@ class Plan:
     train_events: list[tuple[str, float, int]]
     """Every user's training events as (item_id, weight, ts_ms), for time-aware baselines."""
 
+    @property
+    def history(self) -> list[tuple[str, str, float, int]]:
+        """The replayed users' training events as (user_id, item_id, weight, ts_ms), in order."""
+        return [(e.user_id, e.item_id, e.weight, e.ts_ms) for e in self.events if not e.test]
+
 
 def plan(data: movielens.MovieLens, config: ReplayConfig, weights: dict[str, float]) -> Plan:
     """Which events to replay (time order) and the training matrix (all users' train part)."""
@@ -265,7 +270,7 @@ def _baselines(
     Live profiles start from each user's training events.
     """
     rule = settings.interest.interest_params()
-    history = [(e.user_id, e.item_id, e.weight, e.ts_ms) for e in p.events if not e.test]
+    history = p.history
     return [
         # The fair one: visrec's own popularity rule and half-life.
         DecayedPopular(

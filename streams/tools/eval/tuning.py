@@ -7,8 +7,11 @@ tried. A setting already tried is not run again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 Knobs = Sequence[tuple[str, Sequence[float]]]
 Trial = dict[str, Any]
@@ -45,3 +48,26 @@ def coordinate_search(
         if chose is not None:
             chose(name, value, top)
     return best, trials
+
+
+def with_interest(settings: Settings, params: dict[str, float]) -> Settings:
+    """``settings`` with ``params`` over its interest settings (integer knobs stay integers)."""
+    typed = {k: type(getattr(settings.interest, k))(v) for k, v in params.items()}
+    return settings.model_copy(update={"interest": settings.interest.model_copy(update=typed)})
+
+
+def search_interest(
+    settings: Settings,
+    knobs: Knobs,
+    only: Collection[str] | None,
+    run: Callable[[dict[str, float]], Trial],
+    score: Callable[[Trial], tuple[float, ...]],
+    chose: Callable[[str, float, Trial], None] | None = None,
+) -> tuple[dict[str, float], list[Trial]]:
+    """``coordinate_search`` over the interest ``knobs`` (those in ``only``, if given).
+
+    The search starts from ``settings``' current values of those knobs.
+    """
+    picked = [(name, values) for name, values in knobs if only is None or name in only]
+    start = {name: float(getattr(settings.interest, name)) for name, _ in picked}
+    return coordinate_search(picked, start, run, score, chose)
