@@ -223,7 +223,9 @@ class ItemKNN:
         self._history = UserHistories(decay) if decay is not None else None
         if self._history is not None:
             for user_id, item_id, weight, ts_ms in history:
-                self._note(user_id, item_id, weight, ts_ms)
+                row = self._cat.index.get(item_id)
+                if row is not None:
+                    self._history.add(user_id, row, weight, ts_ms)
             return
         rows: dict[int, list[tuple[int, float]]] = defaultdict(list)
         for u, i, w in zip(train.users, train.items, train.weights, strict=True):
@@ -245,18 +247,13 @@ class ItemKNN:
             return self._cat.top(self._cat.train_counts, k, exclude)
         return self._cat.top(scores, k, exclude)
 
-    def _note(self, user_id: str, item_id: str, weight: float, ts_ms: int | None) -> None:
-        row = self._cat.index.get(item_id)
-        if self._history is not None and row is not None:
-            self._history.add(user_id, row, weight, ts_ms or 0)
-
     def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
         """Add the item to a live profile; offline profiles never change."""
         row = self._cat.index.get(item_id)
         if not self._live or row is None:
             return
         if self._history is not None:
-            self._note(user_id, item_id, weight, ts_ms)
+            self._history.add(user_id, row, weight, ts_ms or 0)
             return
         profile = self._profiles.get(user_id)
         if profile is None:
@@ -333,7 +330,7 @@ class VectorProfile:
         profile += weight * self._unit[row]
 
 
-class RuleProfile:
+class RuleProfile(VectorProfile):
     """visrec's interest rule over ``vectors``: cosine to the blended, decayed user vector.
 
     ``normalize((1 - b) u_long + b u_short)`` with ``u_x`` the normalised decayed sums of the
@@ -350,29 +347,25 @@ class RuleProfile:
         name: str,
         history: Collection[tuple[str, str, float, int]] = (),
     ) -> None:
-        self.name = name
-        self._vp = VectorProfile(train, vectors, name)
+        super().__init__(train, vectors, name)
         self._history = UserHistories(params)
         for user_id, item_id, weight, ts_ms in history:
             self.observe(user_id, item_id, weight, ts_ms)
 
     def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
         """Items closest to the user's vector, else the training popularity list."""
-        vp = self._vp
         rows, long, short = self._history.weights(user_id)
         if not len(rows):
-            return vp._cat.top(vp._cat.train_counts, k, exclude)
-        vecs = vp._unit[rows]
+            return self._cat.top(self._cat.train_counts, k, exclude)
+        vecs = self._unit[rows]
         b = self._history.params.short_term_weight
-        mixed = (1.0 - b) * _unit(long @ vecs) + b * _unit(short @ vecs)
-        user = _unit(mixed)
-        scores = np.where(vp._has, vp._unit @ user, -np.inf)
-        return vp._cat.top(scores, k, exclude)
+        user = _unit((1.0 - b) * _unit(long @ vecs) + b * _unit(short @ vecs))
+        return self._cat.top(np.where(self._has, self._unit @ user, -np.inf), k, exclude)
 
     def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
         """Add the event to the user's history (items without a vector count for nothing)."""
-        row = self._vp._cat.index.get(item_id)
-        if row is not None and self._vp._has[row]:
+        row = self._cat.index.get(item_id)
+        if row is not None and self._has[row]:
             self._history.add(user_id, row, weight, ts_ms or 0)
 
 
