@@ -162,7 +162,9 @@ def rank_batch(
     recent = None
     if params.recent_weight > 0:
         k_each = max(params.candidates // params.recent_items, params.top_k)
-        recent, r_user, r_row = recent_pool(profiles, index, params.recent_items, k_each, taken)
+        recent, r_user, r_row = recent_pool(
+            profiles, index, params.recent_items, k_each, (seen_user, seen_rows), taken
+        )
         other_user = np.concatenate([other_user, r_user])
         other_row = np.concatenate([other_row, r_row])
     blocks = [(popular, *popular_picks(n, popular, params, width, taken))]

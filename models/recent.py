@@ -100,19 +100,21 @@ class RecentInterests:
 
 
 def recent_pool(
-    profiles: Profiles, index: ItemIndex, m: int, k: int, taken: list[npt.NDArray[np.int64]]
+    profiles: Profiles,
+    index: ItemIndex,
+    m: int,
+    k: int,
+    seen: tuple[npt.NDArray[np.int64], Rows],
+    taken: list[npt.NDArray[np.int64]],
 ) -> tuple[RecentInterests, npt.NDArray[np.int64], Rows]:
     """The batch's recent interests and their candidates not yet in the pool.
 
-    ``taken``: sorted ``user * width + row`` keys already in the pool, seen items first; the
-    new entries' keys are appended to it.
+    ``seen``: (user, row) of every user's items with a vector. ``taken``: sorted ``user * width
+    + row`` keys already in the pool, seen items first; the new entries' keys are appended.
     """
-    st = profiles.states
     width = np.int64(max(index.row_bound, 1))
-    entry_user = np.repeat(np.arange(len(st), dtype=np.int64), np.diff(st.ptr))
-    has = profiles.item_rows >= 0
     recent = RecentInterests.of(profiles, index, m)
-    user, row = recent.candidates(index, k, entry_user[has], profiles.item_rows[has])
+    user, row = recent.candidates(index, k, *seen)
     keys, first = np.unique(user * width + row, return_index=True)
     new = np.ones(len(keys), dtype=np.bool_)
     for t in taken:
