@@ -65,6 +65,8 @@ KNOBS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("co_window_s", (1800.0, 21600.0, 86400.0)),
     ("recent_weight", (0.0, 0.2, 0.35, 0.5)),
     ("recent_items", (2.0, 3.0, 5.0)),
+    ("co_share_power", (0.0, 0.5, 1.0, 2.0)),
+    ("co_sum", (0.0, 1.0)),
 )
 
 

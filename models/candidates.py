@@ -166,8 +166,10 @@ def co_candidates(
 ) -> tuple[npt.NDArray[np.int64], Rows, Floats, npt.NDArray[np.int64]]:
     """Per user the ``candidates`` strongest co-occurring items (available, unseen).
 
-    An item co-occurring with several contributors counts with its largest score, via the
-    most contributing of those contributors. Values are normalised by the user's largest.
+    An item co-occurring with several contributors counts with its largest score (the sum of
+    them with ``co_sum``), via the contributor of the largest. With ``co_share_power`` p > 0
+    each score is first weighed by its contributor's interest share ** p. Values are
+    normalised by the user's largest.
     """
     st = profiles.states
     n = len(st)
@@ -186,10 +188,11 @@ def co_candidates(
     owner = np.repeat(np.arange(len(pos), dtype=np.int64), sizes)
     offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     flat = lo[owner] + offsets
-    contrib_user = np.repeat(np.arange(n, dtype=np.int64), np.diff(ptr))
-    user = contrib_user[owner]
+    user = np.repeat(np.arange(n, dtype=np.int64), np.diff(ptr))[owner]
     rank_ = owner - ptr[user]
     rows, scores = co.rows[flat], co.scores[flat]
+    if params.co_share_power > 0 and profiles.contrib_share is not None:
+        scores = scores * profiles.contrib_share[owner] ** params.co_share_power
     ok = (rows >= 0) & np.isfinite(scores) & (scores > 0)
     ok[ok] &= index.available(rows[ok])
     ok[ok] &= ~isin_sorted(user[ok] * width + rows[ok], seen_keys)
@@ -200,7 +203,10 @@ def co_candidates(
     first = np.ones(len(order), dtype=np.bool_)
     first[1:] = key_sorted[1:] != key_sorted[:-1]
     sel = order[first]  # one per (user, row): the largest score, the first contributor
+    summed = np.add.reduceat(scores[order], np.flatnonzero(first)) if params.co_sum else None
     user, rank_, rows, scores = user[sel], rank_[sel], rows[sel], scores[sel]
+    if summed is not None:
+        scores = summed
     top = np.zeros(n, dtype=np.float64)
     np.maximum.at(top, user, scores)
     keep = first_per_user_by_id(

@@ -78,6 +78,8 @@ class Profiles:
     contrib_ptr: npt.NDArray[np.int64]
     contrib_pos: npt.NDArray[np.int64]
     """Per user, state entries of the top contributors, most contributing first."""
+    contrib_share: Floats | None = None
+    """Each contributor's share of its user's blended interest (aligned with ``contrib_pos``)."""
 
     def contributor_ids(self) -> list[str]:
         """Every user's contributors' item ids, deduplicated (what to read lists for)."""
@@ -193,11 +195,11 @@ def _chunk_vectors(
 
 def top_contributors(
     states: BatchStates, params: InterestParams, k: int = CONTRIBUTORS
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Floats]:
     """Per user the ``k`` entries weighing most in the blended vector (ties: item id).
 
     Shares are ``(1 - b) * long_share + b * short_share`` over all of the user's items, with
-    or without a vector. Returns (ptr, entry positions), most contributing first.
+    or without a vector. Returns (ptr, entry positions, their shares), most contributing first.
     """
     n = len(states)
     sizes = np.diff(states.ptr)
@@ -216,7 +218,7 @@ def top_contributors(
     counts = np.minimum(sizes, k)
     ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=ptr[1:])
-    return ptr, keep.astype(np.int64)
+    return ptr, keep.astype(np.int64), shares[keep]
 
 
 def first_per_user(
@@ -261,5 +263,5 @@ def profile_batch(states: BatchStates, index: ItemIndex, params: InterestParams)
     """Users' vectors, rows and top contributors (step 1 of a refresh)."""
     item_rows = index.rows(states.item_ids)
     vectors, personal = user_vectors(states, item_rows, index, params)
-    contrib_ptr, contrib_pos = top_contributors(states, params)
-    return Profiles(states, item_rows, vectors, personal, contrib_ptr, contrib_pos)
+    contrib_ptr, contrib_pos, contrib_share = top_contributors(states, params)
+    return Profiles(states, item_rows, vectors, personal, contrib_ptr, contrib_pos, contrib_share)

@@ -68,6 +68,10 @@ class RankParams:
     recent_weight: float = 0.0
     """Share of the visual term taken by the nearest recent interest (``models.recent``)."""
     recent_items: int = 3
+    co_share_power: float = 0.0
+    """Co-occurrence scores weighed by the contributor's interest share ** this (0: not)."""
+    co_sum: bool = False
+    """An item's co-occurrence score sums over the user's contributors (else the largest)."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.candidates < 1 or self.recent_items < 1:
@@ -77,8 +81,8 @@ class RankParams:
         if not (math.isfinite(self.fresh_half_life_s) and self.fresh_half_life_s > 0):
             raise ValueError("fresh_half_life_s must be finite and > 0")
         weights = (self.visual_weight, self.co_weight, self.popularity_weight, self.fresh_weight)
-        if not all(math.isfinite(w) and w >= 0 for w in weights):
-            raise ValueError("weights must be finite and >= 0")
+        if not all(math.isfinite(w) and w >= 0 for w in (*weights, self.co_share_power)):
+            raise ValueError("weights and co_share_power must be finite and >= 0")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
             raise ValueError("mmr_lambda must be in [0, 1]")
 

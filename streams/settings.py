@@ -218,6 +218,11 @@ _RECENT = (
     "Share of the visual score taken by the closest of the user's recent_items latest items, "
     "each also retrieving its own candidates (models/recent.py). 0 = off."
 )
+_CO_SHARE = (
+    "Co-occurrence scores are weighed by the contributing item's share of the user's interest "
+    "to this power (0 = every contributor alike)."
+)
+_CO_SUM = "An item's co-occurrence score sums over the user's contributors (false: the largest)."
 _FRESH = (
     "Weight of freshness, 2^(-age / fresh_half_life_s) since the item's arrival, in the "
     "blended score; > 0 also adds the newest arrivals to every pool. 0 = off."
@@ -258,15 +263,13 @@ class InterestSettings(BaseModel):
             "natural: whatever is buffered when the previous batch ends, with no fixed wait."
         ),
     )
-    visual_weight: float = Field(
-        default=1.0, description="Weight of visual similarity in the blended score."
-    )
+    visual_weight: float = Field(default=1.0, description="Weight of visual similarity.")
     co_weight: float = Field(
         default=0.3, description="Weight of co-occurrence (also viewed with) in the blended score."
     )
-    popularity_weight: float = Field(
-        default=0.05, description="Weight of popularity in the blended score."
-    )
+    co_share_power: float = Field(default=0.0, ge=0, description=_CO_SHARE)
+    co_sum: bool = Field(default=False, description=_CO_SUM)
+    popularity_weight: float = Field(default=0.05, description="Weight of popularity.")
     fresh_weight: float = Field(default=0.0, ge=0, description=_FRESH)
     fresh_half_life_s: float = Field(default=86400.0, gt=0, description="Freshness half-life.")
     recent_weight: float = Field(default=0.0, ge=0, le=1, description=_RECENT)
@@ -325,14 +328,10 @@ class InterestSettings(BaseModel):
         ),
     )
     co_max_neighbours: int = Field(default=50, ge=1, description="Neighbours kept per item.")
-    co_window_s: float = Field(
-        default=1800.0, gt=0, description="Items touched this close in time co-occur."
-    )
+    co_window_s: float = Field(default=1800.0, gt=0, description="Co-occurrence window.")
     co_max_per_event: int = Field(default=10, ge=1, description="Co-occurrence fan-out cap.")
     half_life_popularity_s: float = Field(
-        default=7 * 86400.0,
-        gt=0,
-        description="Half-life of the popularity and co-occurrence counts.",
+        default=7 * 86400.0, gt=0, description="Half-life of popularity and co-occurrence counts."
     )
     popular_max: int = Field(default=10_000, ge=1, description="Items kept in the popularity set.")
 

@@ -249,6 +249,8 @@ def test_rank_params_are_validated() -> None:
         {"candidates": 0},
         {"co_weight": -1.0},
         {"popularity_weight": math.nan},
+        {"co_share_power": -0.5},
+        {"co_share_power": math.inf},
         {"mmr_lambda": 1.5},
     ):
         with pytest.raises(ValueError):
@@ -301,3 +303,39 @@ def test_many_users_in_one_batch_equal_each_alone() -> None:
         got, want = together.items(j), alone.items(0)
         assert [(i, r) for i, _, r in got] == [(i, r) for i, _, r in want]
         assert [s for _, s, _ in got] == pytest.approx([s for _, s, _ in want], abs=1e-6)
+
+
+def test_co_occurrence_weighed_by_share_and_summed_over_contributors() -> None:
+    from models.interest import InterestColumns
+    from models.profile import profile_batch
+
+    # a1 weighs e^2 ~ 7x as much as b1 in the user's interest; d1 co-occurs with b1 (5),
+    # c1 with a1 (3), a2 with both (2 each). Only the co-occurrence term counts here.
+    index = _index()
+    cols = InterestColumns(["a1", "b1"], np.array([2.0, 0.0]), np.array([2.0, 0.0]), 0, 2)
+    states = BatchStates.of([("u", cols)], [0])
+    profiles = profile_batch(states, index, InterestSettings().interest_params())
+    assert profiles.contrib_share is not None
+    share = dict(zip(["a1", "b1"], profiles.contrib_share.tolist(), strict=True))
+    assert share["a1"] == pytest.approx(np.exp(2) / (np.exp(2) + 1))
+    co = CoLists.of(
+        {"a1": (["c1", "a2"], np.array([3.0, 2.0])), "b1": (["d1", "a2"], np.array([5.0, 2.0]))},
+        index,
+    )
+    block = PopularBlock.prepare([], index, 100)
+
+    def scores(**params: float | bool) -> dict[str, float]:
+        rank = InterestSettings(visual_weight=0, co_weight=1, top_k=3, **params).rank_params()
+        return {i: s for i, s, _ in rank_batch(profiles, index, co, block, rank).items(0)}
+
+    assert scores() == pytest.approx({"d1": 1.0, "c1": 3 / 5, "a2": 2 / 5})
+    weighed = {"c1": 3 * share["a1"], "d1": 5 * share["b1"], "a2": 2 * share["a1"]}
+    top = max(weighed.values())
+    got = scores(co_share_power=1.0)
+    assert got == pytest.approx({k: v / top for k, v in weighed.items()})
+    summed = {**weighed, "a2": 2 * share["a1"] + 2 * share["b1"]}
+    top = max(summed.values())
+    assert scores(co_share_power=1.0, co_sum=True) == pytest.approx(
+        {k: v / top for k, v in summed.items()}
+    )
+    assert scores(co_sum=True) == pytest.approx({"d1": 1.0, "a2": 4 / 5, "c1": 3 / 5})
