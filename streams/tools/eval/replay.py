@@ -10,7 +10,9 @@
    topic (key ``user_id``, ``event_id`` unique, ``ts_ms`` from the log moved by a constant),
    and read every list from the recommendations topic.
 3. Score each test event against the list its user had received before the event was sent
-   (``streams.tools.eval.prequential``); ask the baselines for the same events in-process.
+   (``streams.tools.eval.prequential``); ask the baselines for the same events in-process,
+   each with the information the system's list had: the log up to the user's previous event
+   (one extra row, decayed popularity asked at the event itself, shows what that costs).
 
 Pacing: training events go out as fast as they are due (the worker may coalesce a user's
 burst into one refresh: their lists are not scored). With ``closed_loop``, test events start
@@ -33,6 +35,7 @@ list is computed as for a user active right now (the short-term interest counts 
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections import defaultdict
@@ -47,7 +50,6 @@ from models.offline.baselines import (
     BaselineRecommender,
     DecayedPopular,
     ItemKNN,
-    MostPopular,
     OfflineMF,
     RandomItems,
     RuleProfile,
@@ -67,6 +69,7 @@ from streams.tools.eval.pipeline import (
     wait_for_group,
 )
 from streams.tools.eval.prequential import (
+    AskedAtEvent,
     LogEvent,
     MethodResult,
     evaluate_baselines,
@@ -198,8 +201,11 @@ def run_settings(settings: Settings, ks: Sequence[int], run_id: str) -> Settings
     )
     # Seen items are never re-recommended only while they are in the (bounded) seen set:
     # keep every rating of the heaviest ML-100k user (737) so none comes back.
+    # The replay plays months of log in minutes: a cache of signals for co_cache_ms of wall
+    # time would span hours of log time (a live worker's spans co_cache_ms of it), and make
+    # the lists depend on the replay's speed. Signals are read as they stand in the log.
     interest = settings.interest.model_copy(
-        update={"top_k": max(settings.interest.top_k, *ks), "seen_max": 1000}
+        update={"top_k": max(settings.interest.top_k, *ks), "seen_max": 1000, "co_cache_ms": 0}
     )
     return settings.model_copy(
         update={
@@ -271,14 +277,16 @@ def _baselines(
     """
     rule = settings.interest.interest_params()
     history = p.history
+    half_life = config.baseline_half_life_s or settings.interest.half_life_popularity_s
     return [
         # The fair one: visrec's own popularity rule and half-life.
-        DecayedPopular(
-            p.train,
-            p.train_events,
-            config.baseline_half_life_s or settings.interest.half_life_popularity_s,
+        DecayedPopular(p.train, p.train_events, half_life),
+        # The same, asked at the scored event: it sees what visrec's list could not.
+        AskedAtEvent(
+            DecayedPopular(p.train, p.train_events, half_life),
+            f"most-popular, decayed, asked at the event ({half_life / 86400:g}-day half-life)",
         ),
-        MostPopular(p.train, name="most-popular, all-time (no decay)"),
+        DecayedPopular(p.train, p.train_events, math.inf, "most-popular, all-time (no decay)"),
         RandomItems(p.train, seed=config.seed),
         ItemKNN(p.train, live_profile=False),
         ItemKNN(p.train, live_profile=True, name="item-kNN (live profile, no decay)"),
