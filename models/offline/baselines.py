@@ -110,6 +110,7 @@ class DecayedPopular:
         self._t0 = min((ts for _, _, ts in train_events), default=0)
         self._last_ts = self._t0
         self._scores = np.zeros(len(train.item_ids))
+        self._log: list[tuple[int, float, int]] = []  # (row, increment, ts_ms) of each event
         for item_id, weight, ts_ms in train_events:
             self.observe("", item_id, weight, ts_ms)
 
@@ -117,13 +118,25 @@ class DecayedPopular:
         """Return the ``k`` items with the highest decayed count the user has not touched."""
         return self._cat.top(self._scores, k, exclude)
 
+    def recommend_as_of(
+        self, user_id: str, k: int, exclude: Collection[str], ts_ms: int
+    ) -> list[str]:
+        """``recommend`` from the events at or before ``ts_ms`` only."""
+        log = np.array(self._log, dtype=np.float64).reshape(-1, 3)
+        upto = log[:, 2] <= ts_ms
+        rows = log[upto, 0].astype(np.int64)
+        scores = np.bincount(rows, log[upto, 1], minlength=len(self._scores))
+        return self._cat.top(scores.astype(np.float64), k, exclude)
+
     def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
         """Count the event at its time (without one: the latest time seen)."""
         ts = self._last_ts if ts_ms is None else ts_ms
         self._last_ts = max(self._last_ts, ts)
         row = self._cat.index.get(item_id)
         if row is not None:
-            self._scores[row] += weight * 2.0 ** ((ts - self._t0) / self._h_ms)
+            increment = weight * 2.0 ** ((ts - self._t0) / self._h_ms)
+            self._scores[row] += increment
+            self._log.append((row, increment, ts))
 
 
 class RandomItems:

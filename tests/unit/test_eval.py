@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.offline.baselines import MostPopular
+from models.offline.baselines import DecayedPopular, MostPopular
 from models.offline.cf import Interactions
 from models.offline.metrics import PrequentialScores, nearest_neighbours
 from schemas import EventType, Recommendations
@@ -26,6 +26,7 @@ from streams.tools.eval.embeddings import (
 from streams.tools.eval.hybrid import genre_vectors
 from streams.tools.eval.pipeline import Pacing, _Replayer
 from streams.tools.eval.prequential import (
+    AskedAtEvent,
     LogEvent,
     MethodResult,
     ReceivedList,
@@ -145,6 +146,28 @@ def test_baselines_see_each_test_event_after_scoring_it() -> None:
     # e3 (a, z): z was never seen in training -> absent.
     assert pop.ranks == [1, 2, None]
     assert pop.fresh == 3
+
+
+def test_baselines_get_the_information_the_systems_list_had() -> None:
+    # t's training clicks make r overtake q after a's last training event (e1); c's test
+    # clicks make s overtake r after a's first test event (e4).
+    log = [("t", "q", False), ("a", "p", False), ("t", "r", False), ("t", "r", False)]
+    log += [("a", "q", True), ("c", "s", True), ("c", "s", True), ("c", "s", True)]
+    log += [("a", "s", True)]
+    events = [ev(n, u, i, test) for n, (u, i, test) in enumerate(log)]
+    train = Interactions.from_triples([(u, i, 1.0) for u, i, _ in log[:4]] + [("c", "s", 1.0)])
+    history = [(e.item_id, 1.0, e.ts_ms) for e in events if not e.test]
+
+    def ranks(rec: DecayedPopular | AskedAtEvent) -> list[int | None]:
+        seen = {"a": {"p"}, "t": {"q", "r"}}
+        return evaluate_baselines([rec], events, seen, ks=(1, 5))[0].ranks
+
+    # e4: as of e1 only q was clicked; e5 (c's first event, no earlier list): s is last;
+    # e6, e7: s seen; e8: the list after e4, before c's clicks: r, s.
+    assert ranks(DecayedPopular(train, history, 1e9)) == [1, 4, None, None, 2]
+    # Asked at the event, the baseline sees what came after the user's previous event.
+    at_event = AskedAtEvent(DecayedPopular(train, history, 1e9), "pop now")
+    assert ranks(at_event) == [2, 4, None, None, 1]
 
 
 def test_summary_averages_per_user_and_per_event_with_intervals() -> None:

@@ -114,7 +114,16 @@ def evaluate_baselines(
     ks: Sequence[int],
     coverage_k: int = 10,
 ) -> list[MethodResult]:
-    """Ask every baseline for each test event's list (seen items excluded), then let it observe.
+    """Score each baseline's list for every test event, then let it observe the event.
+
+    The list is the one the baseline had with the information the system's list had: the
+    system's list answers the user's previous event, computed from the log up to it. So a
+    baseline is asked right after it observed that event when it is a test event; when it is
+    a training event, from the log up to it (``recommend_as_of``, which the baselines whose
+    lists follow other users' events have; the others' lists depend on the user's own events
+    only, unchanged since). A user's first event gets the list at that point (the system has
+    none then). A baseline with ``at_scored_time`` is asked just before the event instead: it
+    then also sees other users' events since the user's previous one.
 
     ``train_seen`` holds each user's training items; test events extend it as they pass, so
     no method is credited for re-showing an item the user already took.
@@ -122,16 +131,71 @@ def evaluate_baselines(
     depth = max(ks)
     seen: dict[str, set[str]] = defaultdict(set, {u: set(s) for u, s in train_seen.items()})
     results = [MethodResult(r.name, PrequentialScores(ks, coverage_k)) for r in recommenders]
+    before_test: set[int] = set()  # events whose user's next event is a test event
+    last: dict[str, int] = {}
     for event in events:
+        if event.test and event.user_id in last:
+            before_test.add(last[event.user_id])
+        last[event.user_id] = event.seq
+    kept: list[dict[str, list[str]]] = [{} for _ in recommenders]
+    previous: dict[str, LogEvent] = {}
+    for event in events:
+        prior = previous.get(event.user_id)
+        previous[event.user_id] = event
         if not event.test:
             continue
         exclude = seen[event.user_id]
-        for rec, result in zip(recommenders, results, strict=True):
-            result.add(event, rec.recommend(event.user_id, depth, exclude))
+        for rec, result, lists in zip(recommenders, results, kept, strict=True):
+            result.add(event, _shown(rec, event, prior, lists, depth, exclude))
             result.fresh += 1
             rec.observe(event.user_id, event.item_id, event.weight, event.ts_ms)
         exclude.add(event.item_id)
+        if event.seq in before_test:
+            for rec, lists in zip(recommenders, kept, strict=True):
+                if not getattr(rec, "at_scored_time", False):
+                    lists[event.user_id] = rec.recommend(event.user_id, depth, exclude)
     return results
+
+
+def _shown(
+    rec: BaselineRecommender,
+    event: LogEvent,
+    prior: LogEvent | None,
+    kept: dict[str, list[str]],
+    depth: int,
+    exclude: Collection[str],
+) -> list[str]:
+    """The baseline's list before ``event`` (``evaluate_baselines``' protocol)."""
+    if prior is None or getattr(rec, "at_scored_time", False):
+        return rec.recommend(event.user_id, depth, exclude)
+    if prior.test:
+        return kept.pop(event.user_id)
+    as_of = getattr(rec, "recommend_as_of", None)
+    if as_of is None:
+        return rec.recommend(event.user_id, depth, exclude)
+    ranked: list[str] = as_of(event.user_id, depth, exclude, prior.ts_ms)
+    return ranked
+
+
+@dataclass
+class AskedAtEvent:
+    """A baseline asked just before each test event (``evaluate_baselines``).
+
+    It then sees the other users' events since the user's previous event, which the system's
+    list, computed at that event, cannot: a row for comparison, not a fair baseline.
+    """
+
+    inner: BaselineRecommender
+    name: str
+    at_scored_time: bool = True
+
+    def recommend(self, user_id: str, k: int, exclude: Collection[str]) -> list[str]:
+        """The inner baseline's list now."""
+        return self.inner.recommend(user_id, k, exclude)
+
+    def observe(self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None) -> None:
+        """The inner baseline learns the event."""
+        self.inner.observe(user_id, item_id, weight, ts_ms)
 
 
 def score_received(
