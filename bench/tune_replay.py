@@ -243,7 +243,9 @@ def main() -> int:
         }
         log(f"chose for visrec: {best} (defaults: {defaults})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    # Parts this run did not redo (e.g. ``sequential`` without --sequential) stay in the file.
+    kept = json.loads(args.json.read_text()) if args.json.exists() else {}
+    args.json.write_text(json.dumps({**kept, **out}, indent=2, sort_keys=True) + "\n")
     log(f"wrote {args.json}")
     return 0
 
