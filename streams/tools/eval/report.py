@@ -84,7 +84,10 @@ def markdown(outcome: ReplayOutcome) -> str:
     lines += [
         "",
         "Per user: each user's test events averaged, then the users; per event: all test "
-        "events pooled. Brackets: 95 % bootstrap intervals (1,000 resamples of the users).",
+        "events pooled. Brackets: 95 % bootstrap intervals (1,000 resamples of the users). "
+        "Each baseline's list for a test event is the one it had right after the user's "
+        "previous event, when visrec's list was computed (rows 'asked at the event': just "
+        "before the event, seeing other users' events visrec's list could not).",
         "",
         *segment_table(outcome),
     ]
