@@ -53,6 +53,7 @@ KNOBS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("fresh_half_life_s", (21600.0, 86400.0, 259200.0)),
     ("recent_weight", (0.0, 0.2, 0.35, 0.5)),
     ("recent_items", (2.0, 3.0, 5.0)),
+    ("co_share_power", (0.0, 0.5, 1.0)),
 )
 
 
