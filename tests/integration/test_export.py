@@ -60,7 +60,7 @@ def cpu_session(path: Path) -> Any:
 def test_card_describes_the_export(model_dir: Path) -> None:
     card = ModelCard.load(model_dir)
     spec = SPECS[card.name]
-    assert (card.input_size, card.dim, card.layout) == (224, 1280, "NCHW")
+    assert (card.input_size, card.dim, card.layout) == (spec.input_size, 1280, "NCHW")
     assert card.mean == pytest.approx(spec.mean)
     assert card.std == pytest.approx(spec.std)
     assert (card.onnx_fp32, card.onnx_fp16) == (FP32_FILE, FP16_FILE)
