@@ -67,6 +67,8 @@ KNOBS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("recent_items", (2.0, 3.0, 5.0)),
     ("co_share_power", (0.0, 0.5, 1.0, 2.0)),
     ("co_sum", (0.0, 1.0)),
+    ("half_life_popularity_s", (86400.0, 259200.0, 604800.0, 1209600.0)),
+    ("half_life_long_s", (604800.0, 2592000.0, 7776000.0)),
 )
 
 
