@@ -53,6 +53,7 @@ def test_reduced_replay_beats_decayed_most_popular(settings: Settings, tmp_path:
     table = paths["markdown"].read_text()
     assert "| most-popular, decayed (7-day half-life) |" in table and SYSTEM in table
     assert "look-ahead none" in table
+    assert f"| {system.name} over | all users | known users | new users |" in table
     for key in ("metric_vs_k", "over_time", "latency"):
         assert paths[key].read_bytes()[:8] == PNG_MAGIC
 

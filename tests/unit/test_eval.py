@@ -31,6 +31,7 @@ from streams.tools.eval.prequential import (
     MethodResult,
     ReceivedList,
     evaluate_baselines,
+    paired_ratio,
     refresh_latencies,
     score_received,
 )
@@ -168,6 +169,21 @@ def test_baselines_get_the_information_the_systems_list_had() -> None:
     # Asked at the event, the baseline sees what came after the user's previous event.
     at_event = AskedAtEvent(DecayedPopular(train, history, 1e9), "pop now")
     assert ranks(at_event) == [2, 4, None, None, 1]
+
+
+def test_paired_ratio_compares_per_user_hit_rates_on_the_same_events() -> None:
+    a = MethodResult("a", PrequentialScores((10,), 10))
+    b = MethodResult("b", PrequentialScores((10,), 10))
+    # User u: a hits 2 of 2, b 1 of 2; user v: a 1 of 2, b 1 of 2 -> 0.75 against 0.5.
+    a.users = b.users = ["u", "u", "v", "v"]
+    a.ranks, b.ranks = [1, 3, None, 2], [1, 11, 4, None]
+    r = paired_ratio(a, b, None, k=10, boot=200)
+    assert r["ratio"] == pytest.approx(1.5) and r["diff"] == pytest.approx(0.25)
+    assert r["ratio_lo"] <= r["ratio"] <= r["ratio_hi"] and r["users"] == 2
+    assert paired_ratio(a, b, {"v"}, k=10)["ratio"] == pytest.approx(1.0)
+    c = MethodResult("c", PrequentialScores((10,), 10), users=["u"], ranks=[1])
+    with pytest.raises(ValueError, match="same events"):
+        paired_ratio(a, c, None, k=10)
 
 
 def test_summary_averages_per_user_and_per_event_with_intervals() -> None:

@@ -107,6 +107,47 @@ class MethodResult:
         self.ranks.append(self.scores.add(event.user_id, ranked, event.item_id))
 
 
+def paired_ratio(
+    a: MethodResult,
+    b: MethodResult,
+    users: Collection[str] | None,
+    k: int,
+    boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``a``'s per-user HitRate@k over ``b``'s on the same events, with a paired interval.
+
+    Both methods must have scored the same test events in the same order. Each user's hit rate
+    is taken under both methods; the users are resampled together (``boot`` times), so the
+    interval of the ratio of the two means reflects the users they share, not two independent
+    samples. Keys: ``ratio``, ``ratio_lo``, ``ratio_hi``, ``diff`` (a - b), ``users``.
+    """
+    if a.users != b.users:
+        raise ValueError(f"{a.name} and {b.name} were not scored on the same events")
+    hits: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for user, ra, rb in zip(a.users, a.ranks, b.ranks, strict=True):
+        if users is None or user in users:
+            hits[user].append(
+                (float(ra is not None and ra <= k), float(rb is not None and rb <= k))
+            )
+    if not hits:
+        return {"users": 0.0}
+    per_user = np.array([np.mean(v, axis=0) for v in hits.values()])  # (users, 2)
+    draws = np.random.default_rng(seed).integers(0, len(per_user), size=(boot, len(per_user)))
+    means = per_user[draws].mean(axis=1)  # (boot, 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = means[:, 0] / means[:, 1]
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    ma, mb = per_user.mean(axis=0)
+    return {
+        "ratio": float(ma / mb) if mb > 0 else math.inf,
+        "ratio_lo": float(lo),
+        "ratio_hi": float(hi),
+        "diff": float(ma - mb),
+        "users": float(len(per_user)),
+    }
+
+
 def evaluate_baselines(
     recommenders: Sequence[BaselineRecommender],
     events: Sequence[LogEvent],

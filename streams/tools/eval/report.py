@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from streams.tools.eval.prequential import MethodResult
+from streams.tools.eval.prequential import MethodResult, paired_ratio
 from streams.tools.eval.replay import ReplayOutcome
 
 HEADLINE_K = 10
@@ -90,6 +91,8 @@ def markdown(outcome: ReplayOutcome) -> str:
         "before the event, seeing other users' events visrec's list could not).",
         "",
         *segment_table(outcome),
+        "",
+        *paired_table(outcome),
     ]
     info = outcome.info
     lat = latency_summary(outcome.latencies_s)
@@ -137,6 +140,31 @@ def segment_table(outcome: ReplayOutcome, k: int = HEADLINE_K) -> list[str]:
     return [*rows, "", counts]
 
 
+def paired_table(outcome: ReplayOutcome, k: int = HEADLINE_K) -> list[str]:
+    """The system's HitRate@k per user over each baseline's, with paired 95 % intervals."""
+    system, *baselines = outcome.methods
+    known = set(system.users) - outcome.new_users
+    rows = [
+        f"| {system.name} over | all users | known users | new users |",
+        "|---|---:|---:|---:|",
+    ]
+    for b in baselines:
+        cells = []
+        for users in (None, known, outcome.new_users):
+            r = paired_ratio(system, b, users, k)
+            ok = r["users"] and math.isfinite(r["ratio"])
+            cells.append(
+                f"{r['ratio']:.2f}x [{r['ratio_lo']:.2f}, {r['ratio_hi']:.2f}]" if ok else "-"
+            )
+        rows.append(f"| {b.name} | {' | '.join(cells)} |")
+    return [
+        *rows,
+        "",
+        f"HitRate@{k} per user, the system's over the baseline's; brackets: 95 % intervals of "
+        "the ratio, the same users resampled for both (1,000 paired bootstrap resamples).",
+    ]
+
+
 def write_report(outcome: ReplayOutcome, out_dir: Path) -> dict[str, Path]:
     """Write results.md, results.json and the plots into ``out_dir``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +184,7 @@ def write_report(outcome: ReplayOutcome, out_dir: Path) -> dict[str, Path]:
         "latency": latency_summary(outcome.latencies_s),
         "hit_rate_over_time": over_time(outcome.methods),
         "segments": segment_table(outcome),
+        "paired": paired_table(outcome),
         "catalogue_size": outcome.catalogue_size,
         "info": outcome.info,
     }
