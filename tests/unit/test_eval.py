@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import time
 from pathlib import Path
 
@@ -181,6 +182,11 @@ def test_paired_ratio_compares_per_user_hit_rates_on_the_same_events() -> None:
     assert r["ratio"] == pytest.approx(1.5) and r["diff"] == pytest.approx(0.25)
     assert r["ratio_lo"] <= r["ratio"] <= r["ratio_hi"] and r["users"] == 2
     assert paired_ratio(a, b, {"v"}, k=10)["ratio"] == pytest.approx(1.0)
+    # Draws where b hits nothing (user u alone, here): an infinite ratio, no warning.
+    b.ranks = [None, None, 1, None]
+    r = paired_ratio(a, b, None, k=10, boot=200)
+    assert r["ratio"] == pytest.approx(3.0) and r["ratio_hi"] == math.inf
+    assert r["ratio_lo"] <= 3.0
     c = MethodResult("c", PrequentialScores((10,), 10), users=["u"], ranks=[1])
     with pytest.raises(ValueError, match="same events"):
         paired_ratio(a, c, None, k=10)

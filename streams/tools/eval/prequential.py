@@ -135,9 +135,12 @@ def paired_ratio(
     per_user = np.array([np.mean(v, axis=0) for v in hits.values()])  # (users, 2)
     draws = np.random.default_rng(seed).integers(0, len(per_user), size=(boot, len(per_user)))
     means = per_user[draws].mean(axis=1)  # (boot, 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = means[:, 0] / means[:, 1]
-    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    # A draw where b hits nothing: a ratio of inf (1 where neither hits), and then order
+    # statistics of the draws rather than interpolation, so an infinite bound stays a bound.
+    safe = np.where(means[:, 1] > 0, means[:, 1], 1.0)
+    ratios = np.where(means[:, 1] > 0, means[:, 0] / safe, np.where(means[:, 0] > 0, np.inf, 1.0))
+    finite = bool(np.isfinite(ratios).all())
+    lo, hi = np.quantile(ratios, [0.025, 0.975], method="linear" if finite else "inverted_cdf")
     ma, mb = per_user.mean(axis=0)
     return {
         "ratio": float(ma / mb) if mb > 0 else math.inf,
