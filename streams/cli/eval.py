@@ -99,7 +99,7 @@ def replay(
     from models.offline.sequential import SeqParams
     from streams.exceptions import DatasetError, ReplayError
     from streams.tools.eval.replay import ReplayConfig, run_replay
-    from streams.tools.eval.report import markdown, write_report
+    from streams.tools.eval.report import write_report
     from streams.tools.processes import local_services
 
     settings = Settings()
@@ -120,7 +120,7 @@ def replay(
     except (DatasetError, ReplayError) as exc:
         raise click.ClickException(str(exc)) from exc
     paths = write_report(outcome, out_dir)
-    click.echo(markdown(outcome))
+    click.echo(paths["markdown"].read_text())
     for name, path in paths.items():
         click.echo(f"{name}: {path}", err=True)
 

@@ -64,8 +64,15 @@ def _ci(summary: dict[str, float], key: str) -> str:
     return f"{summary[key]:.4f} [{summary[key + '_lo']:.3f}, {summary[key + '_hi']:.3f}]"
 
 
-def markdown(outcome: ReplayOutcome) -> str:
-    """Render the results table plus the run's key facts as markdown."""
+def markdown(
+    outcome: ReplayOutcome,
+    segments: list[str] | None = None,
+    paired: list[str] | None = None,
+) -> str:
+    """Render the results table plus the run's key facts as markdown.
+
+    ``segments`` and ``paired``: ``segment_table`` and ``paired_table`` if already computed.
+    """
     k = HEADLINE_K
     lines = [
         f"| method | HitRate@{k} per user | NDCG@{k} per user | MRR@{RECALL_K} per user | "
@@ -90,9 +97,9 @@ def markdown(outcome: ReplayOutcome) -> str:
         "previous event, when visrec's list was computed (rows 'asked at the event': just "
         "before the event, seeing other users' events visrec's list could not).",
         "",
-        *segment_table(outcome),
+        *(segment_table(outcome) if segments is None else segments),
         "",
-        *paired_table(outcome),
+        *(paired_table(outcome) if paired is None else paired),
     ]
     info = outcome.info
     lat = latency_summary(outcome.latencies_s)
@@ -175,7 +182,9 @@ def write_report(outcome: ReplayOutcome, out_dir: Path) -> dict[str, Path]:
         "over_time": out_dir / "hit_rate_over_time.png",
         "latency": out_dir / "latency.png",
     }
-    paths["markdown"].write_text(markdown(outcome))
+    # Both tables bootstrap every method: computed once, for the markdown and the JSON.
+    segments, paired = segment_table(outcome), paired_table(outcome)
+    paths["markdown"].write_text(markdown(outcome, segments, paired))
     payload = {
         "methods": [
             {**method_metrics(m, outcome.catalogue_size), "summary": method_summaries(m, outcome)}
@@ -183,8 +192,8 @@ def write_report(outcome: ReplayOutcome, out_dir: Path) -> dict[str, Path]:
         ],
         "latency": latency_summary(outcome.latencies_s),
         "hit_rate_over_time": over_time(outcome.methods),
-        "segments": segment_table(outcome),
-        "paired": paired_table(outcome),
+        "segments": segments,
+        "paired": paired,
         "catalogue_size": outcome.catalogue_size,
         "info": outcome.info,
     }
