@@ -111,9 +111,9 @@ class ReplayConfig:
     dataset_dir: Path | None = None
     progress: bool = True
     mf_baselines: tuple[str, ...] = ("als", "bpr")
+    """Offline MF baselines to fit and score (the served algorithm is always fitted)."""
     sequential: SeqParams | None = None
     """Also score the GRU4Rec baseline (``models.offline.sequential``), trained with these."""
-    """Offline MF baselines to fit and score (the served algorithm is always fitted)."""
 
     @property
     def pacing(self) -> Pacing:
