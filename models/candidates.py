@@ -119,6 +119,19 @@ class CoLists:
         return cls({name: j for j, name in enumerate(names)}, start, rows, scores)
 
 
+def lift(counts: Floats, popularity: Floats, power: float) -> Floats:
+    """Co-occurrence counts over each neighbour's popularity ** ``power`` (same stored scale).
+
+    A neighbour's popularity counts as at least its count here (NaN: not in the popularity
+    set), so a rarely seen item keeps count ** (1 - power) instead of growing as its own
+    popularity fades.
+    """
+    pop = np.fmax(popularity, counts)
+    out = np.zeros(len(counts), dtype=np.float64)
+    np.divide(counts, pop**power, out=out, where=pop > 0)
+    return out
+
+
 def isin_sorted(keys: Keys, sorted_keys: Keys) -> npt.NDArray[np.bool_]:
     """Membership of ``keys`` in the sorted unique ``sorted_keys``."""
     if not len(sorted_keys):

@@ -223,6 +223,7 @@ _CO_SHARE = (
     "to this power (0 = every contributor alike)."
 )
 _CO_SUM = "An item's co-occurrence score sums over the user's contributors (false: the largest)."
+_CO_POP = "Co-occurrence counts over the neighbour's popularity ** this (0 = off; reads it if > 0)."
 _FRESH = (
     "Weight of freshness, 2^(-age / fresh_half_life_s) since the item's arrival, in the "
     "blended score; > 0 also adds the newest arrivals to every pool. 0 = off."
@@ -269,6 +270,7 @@ class InterestSettings(BaseModel):
     )
     co_share_power: float = Field(default=0.0, ge=0, description=_CO_SHARE)
     co_sum: bool = Field(default=False, description=_CO_SUM)
+    co_pop_power: float = Field(default=0.0, ge=0, le=1, description=_CO_POP)
     popularity_weight: float = Field(default=0.05, description="Weight of popularity.")
     fresh_weight: float = Field(default=0.0, ge=0, description=_FRESH)
     fresh_half_life_s: float = Field(default=86400.0, gt=0, description="Freshness half-life.")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.candidates import CoLists, PopularBlock
+from models.candidates import CoLists, PopularBlock, lift
 from models.index import ItemIndex
 
 
@@ -80,17 +80,32 @@ class ListCache:
         co = self.co
         return [i for i in item_ids if (e := co.get(i)) is None or e.expires <= now]
 
-    def put(self, lists: dict[str, list[tuple[str, float]]], index: ItemIndex, now: float) -> None:
-        """Keep freshly read lists, mapped to rows once."""
+    def put(
+        self,
+        lists: dict[str, list[tuple[str, float]]],
+        index: ItemIndex,
+        now: float,
+        lift_by: tuple[Sequence[float | None], float] | None = None,
+    ) -> None:
+        """Keep freshly read lists, mapped to rows once.
+
+        ``lift_by``: every listed neighbour's stored popularity, all lists end to end, and the
+        power ``models.candidates.lift`` divides the counts by (``interest.co_pop_power``).
+        """
         names = list(lists)
         rows = index.rows([i for name in names for i, _ in lists[name]])
+        counts = np.fromiter(
+            (s for name in names for _, s in lists[name]), dtype=np.float64, count=len(rows)
+        )
+        if lift_by is not None:
+            pops = np.array([np.nan if p is None else p for p in lift_by[0]], dtype=np.float64)
+            counts = lift(counts, pops, lift_by[1])
         start = 0
         expires = now + self.ttl_s
         for name in names:
-            pairs = lists[name]
-            scores = np.fromiter((s for _, s in pairs), dtype=np.float64, count=len(pairs))
-            self.co[name] = _Entry(expires, rows[start : start + len(pairs)], scores)
-            start += len(pairs)
+            end = start + len(lists[name])
+            self.co[name] = _Entry(expires, rows[start:end], counts[start:end])
+            start = end
         if len(self.co) > 200_000:  # bound memory: expired entries go first
             self.co = {k: e for k, e in self.co.items() if e.expires > now}
 

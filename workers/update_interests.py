@@ -9,7 +9,8 @@ pure array functions:
 2. ``models.profile.profile_batch``: user vectors and top contributing items;
 3. reads: the co-occurrence lists of the contributors (those not read in the last
    ``co_cache_ms``; lists changed by this worker's increments are re-read after the write)
-   and the popularity list (also reused for ``co_cache_ms``); then the users' outboxes (the
+   and the popularity list (also reused for ``co_cache_ms``; with ``interest.co_pop_power``
+   the listed neighbours' popularity in a fourth round trip); then the users' outboxes (the
    popularity and co-occurrence increments the apply script queued) are drained from the
    state thread, in parallel with steps 4-5;
 4. ``models.ranking.rank_batch``: one search for every user, pools, scores, reasons;
@@ -236,7 +237,8 @@ class InterestUpdater:
     ) -> tuple[CoLists, PopularBlock, PopularBlock | None]:
         """Read the co-occurrence lists and popularity the ranking needs, in one round trip.
 
-        Also the newest arrivals, when the ranking weighs freshness.
+        Also the newest arrivals, when the ranking weighs freshness; with
+        ``interest.co_pop_power`` the lists' neighbours' popularity, in a second one.
         """
         now = time.monotonic()
         missing = self.cache.missing(contributors, now)
@@ -246,7 +248,12 @@ class InterestUpdater:
         fetched, popular = self.state.read_signals(
             missing, self.co_per_contributor, 2 * limit if popular_due else None
         )
-        self.cache.put(fetched, index, now)
+        power = self.settings.interest.co_pop_power
+        lift_by = None
+        if power > 0 and fetched:
+            neighbours = [i for pairs in fetched.values() for i, _ in pairs]
+            lift_by = (self.state.read_popularity(neighbours), power)
+        self.cache.put(fetched, index, now, lift_by)
         CO_READS.labels("redis").inc(len(missing))
         CO_READS.labels("cache").inc(len(contributors) - len(missing))
         if popular is not None:

@@ -2,7 +2,7 @@
 
 ``InterestBackend`` is the seam between ``workers.update_interests`` and the stores: the worker
 applies events and reads users' state, writes and reads the global signals, and caches the
-lists, through these four calls only. ``RedisBackend`` is the production implementation (the
+lists, through these calls only. ``RedisBackend`` is the production implementation (the
 Lua scripts of ``streams.state.user_state``, ``streams.state.signals``, ``streams.state.recs``);
 the worker's unit tests run it on an in-memory stand-in (``tests.standins``).
 """
@@ -51,6 +51,10 @@ class InterestBackend(Protocol):
         """Neighbour lists of ``co_items`` and, if ``popular_n`` is given, the popular list."""
         ...
 
+    def read_popularity(self, item_ids: Sequence[str]) -> list[float | None]:
+        """Stored popularity of each item (None: not in the set); ``interest.co_pop_power``."""
+        ...
+
     def write_lists(self, payloads: Sequence[tuple[str, bytes]]) -> None:
         """Cache each user's latest list, (user_id, JSON bytes)."""
         ...
@@ -86,6 +90,10 @@ class RedisBackend:
     ) -> tuple[dict[str, Pairs], Pairs | None]:
         """See ``SignalStore.read_raw``."""
         return self.store.signals.read_raw(co_items, co_n, popular_n)
+
+    def read_popularity(self, item_ids: Sequence[str]) -> list[float | None]:
+        """See ``SignalStore.popularity_of``."""
+        return self.store.signals.popularity_of(item_ids)
 
     def write_lists(self, payloads: Sequence[tuple[str, bytes]]) -> None:
         """See ``RecsCache.write_payloads``."""

@@ -203,6 +203,15 @@ class SignalStore:
         co = {item: _pairs(reply) for item, reply in zip(co_items, replies, strict=False)}
         return co | empty, (_pairs(replies[-1]) if popular_n is not None else None)
 
+    def popularity_of(self, item_ids: Sequence[str]) -> list[float | None]:
+        """Each item's stored (undecayed) popularity, None where the set does not hold it."""
+        if not item_ids:
+            return []
+        unique = list(dict.fromkeys(item_ids))
+        reply = self._r.execute_command("ZMSCORE", self._keys.popularity(), *unique)
+        score = {i: None if v is None else float(v) for i, v in zip(unique, reply, strict=True)}
+        return [score[i] for i in item_ids]
+
     def popular(self, n: int, now_ms: int | None = None) -> list[tuple[str, float]]:
         """Return the ``n`` most popular items with decayed counts at ``now_ms`` (default: now)."""
         if n < 1:

@@ -317,6 +317,14 @@ def test_cooccurrence_and_popularity_once_per_applied_event(client: redis.Redis)
     assert dict(top)["C"] == pytest.approx(want_c, rel=1e-9)
     near = store.signals.co_neighbours(["A", "C", "missing"], 5, now_ms=now)
     assert [o for o, _ in near["A"]] == ["B"] and near["C"] == [] and near["missing"] == []
+    # Stored popularity, as the co-occurrence reads are: in order, repeats kept, None if absent.
+    assert store.signals.popularity_of(["C", "missing", "A", "C"]) == [
+        pytest.approx(inc["c"], rel=1e-12),
+        None,
+        pytest.approx(inc["a"] + inc["a2"], rel=1e-12),
+        pytest.approx(inc["c"], rel=1e-12),
+    ]
+    assert store.signals.popularity_of([]) == []
 
 
 def test_neighbour_lists_are_trimmed(client: redis.Redis) -> None:
@@ -445,6 +453,16 @@ def test_the_worker_tests_stand_in_answers_as_redis_does(client: redis.Redis) ->
         np.testing.assert_allclose(
             [s for _, s in co_got[item]], [s for _, s in co_want[item]], rtol=1e-9
         )
+    asked = [*items, "never-clicked", items[0]]
+    got_pop, want_pop = real.read_popularity(asked), stand_in.read_popularity(asked)
+    assert (
+        [p is None for p in got_pop]
+        == [p is None for p in want_pop]
+        == [False] * len(items) + [True, False]
+    )
+    np.testing.assert_allclose(
+        [p for p in got_pop if p is not None], [p for p in want_pop if p is not None], rtol=1e-9
+    )
 
 
 def _assert_signals_are_offline_replay(

@@ -118,6 +118,10 @@ class MemoryBackend:
         co = {i: _strongest(self.co.get(i, {}), co_n) for i in co_items}
         return co, (None if popular_n is None else _strongest(self.popular, popular_n))
 
+    def read_popularity(self, item_ids: Sequence[str]) -> list[float | None]:
+        self._call("read_popularity", list(item_ids))
+        return [self.popular.get(i) for i in item_ids]
+
     def write_lists(self, payloads: Sequence[tuple[str, bytes]]) -> None:
         self._call("write_lists", [u for u, _ in payloads])
         self.lists.update(payloads)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from models.candidates import CoLists, PopularBlock
+from models.candidates import CoLists, PopularBlock, lift
 from models.index import ItemIndex, raw_space
 from models.profile import BatchStates, Profiles
 from models.ranking import rank_batch
@@ -339,3 +339,13 @@ def test_co_occurrence_weighed_by_share_and_summed_over_contributors() -> None:
         {k: v / top for k, v in summed.items()}
     )
     assert scores(co_sum=True) == pytest.approx({"d1": 1.0, "a2": 4 / 5, "c1": 3 / 5})
+
+
+def test_lift_divides_counts_by_popularity_taken_as_at_least_the_count() -> None:
+    counts = np.array([4.0, 1.0, 2.0, 0.0, 9.0])
+    popularity = np.array([16.0, np.nan, 1.0, 0.0, 81.0])  # NaN: not in the popularity set
+    np.testing.assert_allclose(
+        lift(counts, popularity, 0.5), [4 / 4, 1 / 1, 2 / math.sqrt(2), 0.0, 9 / 9]
+    )
+    np.testing.assert_array_equal(lift(counts, popularity, 0.0), counts)
+    np.testing.assert_allclose(lift(counts, popularity, 1.0), [0.25, 1.0, 1.0, 0.0, 9 / 81])

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from models.candidates import lift
 from models.index import ItemIndex, raw_space
 from models.interest import InterestColumns, UserInterest
 from models.refresh import co_per_contributor
@@ -153,8 +154,11 @@ def _preset_signals(backend: MemoryBackend, vectors: dict[str, np.ndarray]) -> N
     backend.popular.update({i: float(rng.exponential()) for i in ids[:15]})
 
 
-def test_a_batch_is_applied_once_and_every_user_gets_the_reference_list() -> None:
-    settings = _settings()
+@pytest.mark.parametrize("co_pop_power", [0.0, 0.5])
+def test_a_batch_is_applied_once_and_every_user_gets_the_reference_list(
+    co_pop_power: float,
+) -> None:
+    settings = _settings(co_pop_power=co_pop_power, co_weight=1.0)
     vectors = _catalogue()
     backend = MemoryBackend(settings.interest)
     _preset_signals(backend, vectors)
@@ -193,10 +197,18 @@ def test_a_batch_is_applied_once_and_every_user_gets_the_reference_list() -> Non
     rank = settings.interest.rank_params()
     limit = max(rank.candidates, rank.top_k)
     per = co_per_contributor(rank)
+    co_read = {i: _strongest(n, per) for i, n in co_before.items()}
+    if co_pop_power > 0:  # counts over the neighbours' popularity, read in one more call
+        [asked] = backend.called("read_popularity")
+        [(read, _, _)] = backend.called("read_signals")
+        assert sorted(set(asked)) == sorted({j for i in read for j, _ in co_read[i]})
+        co_read = {i: _lifted(pairs, popular_before, co_pop_power) for i, pairs in co_read.items()}
+    else:
+        assert backend.called("read_popularity") == []
     want_lists = reference_lists(
         [(u, InterestColumns.of(backend.users[u]), last[u].ts_ms) for u in users],
         DictIndex(vectors),
-        {i: _strongest(n, per) for i, n in co_before.items()},
+        co_read,
         _strongest(popular_before, 2 * limit),
         params,
         rank,
@@ -211,6 +223,14 @@ def test_a_batch_is_applied_once_and_every_user_gets_the_reference_list() -> Non
     # The cache holds exactly what was sent, and nothing was acknowledged before processing.
     assert backend.lists == dict(run.produced.sent)
     assert run.acked_before_processing == [False]
+
+
+def _lifted(
+    pairs: list[tuple[str, float]], popular: dict[str, float], power: float
+) -> list[tuple[str, float]]:
+    counts = np.array([c for _, c in pairs])
+    pops = np.array([popular.get(j, np.nan) for j, _ in pairs])
+    return list(zip([j for j, _ in pairs], lift(counts, pops, power).tolist(), strict=True))
 
 
 def _strongest(scores: dict[str, float], n: int) -> list[tuple[str, float]]:
