@@ -46,12 +46,15 @@ class Variant:
     alpha: float = 0.0
     total: bool = False
     power: float = 0.5
+    floor_co: bool = False
+    """Popularity taken as at least the pair's count (the worker's rule) rather than 1."""
 
     @property
     def name(self) -> str:
         way = "directed" if self.directed else "symmetric"
         agg = "sum" if self.total else "max"
-        return f"{way}, /pop^{self.alpha:g}, {agg}, share^{self.power:g}"
+        floor = ", floor count" if self.floor_co else ""
+        return f"{way}, /pop^{self.alpha:g}{floor}, {agg}, share^{self.power:g}"
 
 
 class CoOnly:
@@ -90,7 +93,10 @@ class CoOnly:
         top = np.argsort(-shares)[:CONTRIBUTORS]
         raw = self.co[rows[top]]
         cut = -np.sort(-raw, axis=1)[:, PER_CONTRIBUTOR - 1 : PER_CONTRIBUTOR]
-        raw = np.where(raw >= cut, raw, 0.0) / np.maximum(self.pop, 1.0) ** self.v.alpha
+        raw = np.where(raw >= cut, raw, 0.0)
+        floor = raw if self.v.floor_co else 1.0
+        pop = np.maximum(self.pop, floor)
+        raw = np.divide(raw, pop**self.v.alpha, out=np.zeros_like(raw), where=pop > 0)
         weighted = (shares[top] ** self.v.power)[:, None] * raw
         score = weighted.sum(axis=0) if self.v.total else weighted.max(axis=0)
         return self._cat.top(score + 1e-9 * self._cat.train_counts, k, exclude)
@@ -104,6 +110,9 @@ VARIANTS = (
     Variant(alpha=0.25, total=True),
     Variant(alpha=0.5),
     Variant(alpha=0.5, total=True),
+    Variant(alpha=0.5, total=True, floor_co=True),
+    Variant(alpha=0.5, floor_co=True),
+    Variant(alpha=0.75, total=True, floor_co=True),
 )
 
 

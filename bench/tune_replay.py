@@ -66,6 +66,7 @@ KNOBS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("recent_weight", (0.0, 0.2, 0.35, 0.5)),
     ("recent_items", (2.0, 3.0, 5.0)),
     ("co_share_power", (0.0, 0.5, 1.0, 2.0)),
+    ("co_pop_power", (0.0, 0.25, 0.5, 0.75)),
     ("co_sum", (0.0, 1.0)),
     ("half_life_popularity_s", (86400.0, 259200.0, 604800.0, 1209600.0)),
     ("half_life_long_s", (604800.0, 2592000.0, 7776000.0)),
