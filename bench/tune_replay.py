@@ -16,6 +16,8 @@ prequentially, and the test 20 % is never sent nor read. Nothing here looks at t
    trial): a coordinate search, one knob at a time in a fixed order, each keeping the best value
    (per-user HR@10, NDCG@10 breaking ties) before the next knob is tried. ``--knob NAME``
    (repeatable) searches only those knobs, ``--skip-popularity`` skips step 1.
+   ``--confirm KNOB=VALUE --repeats N`` instead runs the start and the start with that change
+   alternately, N times each: how a winner by less than the run-to-run spread is checked.
 
 Every trial is printed as it finishes and written to the JSON with the choice. The test run
 then uses the choices (``visrec eval replay --full`` with the chosen settings in the
@@ -210,6 +212,23 @@ def tune_visrec(
     )
 
 
+def confirm(
+    settings: Settings, change: dict[str, float], repeats: int, users: int, work: Path
+) -> list[dict[str, Any]]:
+    """The start and the start with ``change``, alternately, ``repeats`` times each.
+
+    A search's winner by less than the run-to-run spread is confirmed (or not) this way: the
+    two configurations' trials interleave, so a slow moment of the box hits both.
+    """
+    trials = []
+    for k in range(repeats):
+        for params in ({}, change):
+            r = trial(settings, params, users, work)
+            log(f"confirm {k + 1}/{repeats} {params or 'start'}: HR@10 {r['hr10_user']:.4f}")
+            trials.append(r)
+    return trials
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=300, help="users per visrec validation trial")
@@ -218,6 +237,13 @@ def main() -> int:
     ap.add_argument("--skip-popularity", action="store_true", help="only visrec's knobs")
     ap.add_argument("--knob", action="append", help="tune only these of visrec's knobs")
     ap.add_argument("--sequential", action="store_true", help="also the GRU4Rec baseline")
+    ap.add_argument(
+        "--confirm",
+        action="append",
+        metavar="KNOB=VALUE",
+        help="instead of a search: the start against the start with these, --repeats times",
+    )
+    ap.add_argument("--repeats", type=int, default=2, help="trials of each with --confirm")
     args = ap.parse_args()
     settings = Settings()
     weights = {str(k): v for k, v in settings.interest.event_weights.items()}
@@ -232,7 +258,12 @@ def main() -> int:
         out["profiles"] = {"trials": tune_profiles(settings, validation)}
     if args.sequential:
         out["sequential"] = {"trials": tune_sequential(validation)}
-    if not args.skip_visrec:
+    if args.confirm:
+        change = {k: float(v) for k, v in (c.split("=", 1) for c in args.confirm)}
+        with local_services(settings, say=log), tempfile.TemporaryDirectory() as tmp:
+            runs = confirm(settings, change, args.repeats, args.users, Path(tmp))
+        out["confirm"] = {"start": settings.interest.model_dump(mode="json"), "trials": runs}
+    elif not args.skip_visrec:
         with local_services(settings, say=log), tempfile.TemporaryDirectory() as tmp:
             only = set(args.knob) if args.knob else None
             best, trials = tune_visrec(settings, args.users, Path(tmp), only)
