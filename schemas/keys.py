@@ -53,6 +53,10 @@ class RedisKeys:
         """String: the latest Recommendations, zlib-compressed JSON (pull reads)."""
         return self._user(user_id, "recs")
 
+    def cold_recs(self) -> str:
+        """String: the list for users with none of their own, stored as ``user_recs``."""
+        return f"{self.root}:recs:cold"
+
     def item(self, item_id: str) -> str:
         """Hash: ``vec:<model_id>`` per model, dtype, dim, model_id, attributes, availability.
 

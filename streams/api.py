@@ -2,11 +2,14 @@
 
 ``GET /v1/users/{user_id}/recommendations`` answers with the ``Recommendations`` document the
 interest worker last wrote for the user: byte for byte the JSON it sent on the
-recommendations topic (the cache holds it zlib-compressed; ``streams.state.recs``). An
-optional ``?limit=N`` keeps the first N items. Errors are JSON too:
-``{"error": <code>, "detail": <text>}`` with 400 (``invalid_user_id``, ``invalid_limit``),
-404 (``not_found``: nothing cached for the user), 503 (``unavailable``: Redis did not
-answer) or 500 (``corrupt_cache``).
+recommendations topic (the cache holds it zlib-compressed; ``streams.state.recs``). A user
+with no list of their own (no event yet) gets the **cold list**: what the worker ranks for a
+user without history (popular and, with ``interest.fresh_weight``, newly arrived items),
+refreshed at most every ``interest.co_cache_ms``, with the user's id and
+``trigger_event_id`` null. An optional ``?limit=N`` keeps the first N items. Errors are
+JSON too: ``{"error": <code>, "detail": <text>}`` with 400 (``invalid_user_id``,
+``invalid_limit``), 404 (``not_found``: nothing cached for the user, and no cold list yet),
+503 (``unavailable``: Redis did not answer) or 500 (``corrupt_cache``).
 
 The routes live in two servers, the same handlers in both:
 
@@ -107,6 +110,9 @@ class ReadApi:
                 return 400, error_body("invalid_limit", f"limit must be an integer in 1..{top}")
         try:
             raw = await self._r.get(self._keys.user_recs(user_id))
+            cold = raw is None
+            if cold:
+                raw = await self._r.get(self._keys.cold_recs())
         except (RedisConnectionError, RedisTimeoutError) as exc:
             return 503, error_body("unavailable", f"Redis did not answer: {exc}")
         except ResponseError as exc:  # e.g. WRONGTYPE: the key holds something else
@@ -117,9 +123,11 @@ class ReadApi:
             body = inflate_recs(raw)
         except ValueError as exc:
             return 500, error_body("corrupt_cache", str(exc))
-        if keep is not None:
+        if keep is not None or cold:
             doc = json.loads(body)
             doc["items"] = doc["items"][:keep]
+            if cold:
+                doc["user_id"] = user_id
             body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return 200, body
 
@@ -216,6 +224,12 @@ def serve_app(api: ReadApi) -> web.Application:
     return app
 
 
+_RECS_SUMMARY = (
+    "The user's latest list, as sent on the recommendations topic; the cold list "
+    "(trigger_event_id null) for a user with none yet"
+)
+
+
 def openapi_document(*, worker: bool) -> dict[str, Any]:
     """OpenAPI 3.1 for the routes one server answers (``worker``: readiness means the index)."""
     from importlib.metadata import version
@@ -235,7 +249,7 @@ def openapi_document(*, worker: bool) -> dict[str, Any]:
             "/v1/users/{user_id}/recommendations": {
                 "get": {
                     "operationId": "getRecommendations",
-                    "summary": "The user's latest list, as sent on the recommendations topic",
+                    "summary": _RECS_SUMMARY,
                     "parameters": [
                         {
                             "name": "user_id",
@@ -253,7 +267,7 @@ def openapi_document(*, worker: bool) -> dict[str, Any]:
                     "responses": {
                         "200": answer("the list", {"$ref": "#/components/schemas/Recommendations"}),
                         "400": answer("invalid user id or limit", error),
-                        "404": answer("no list cached for the user", error),
+                        "404": answer("no list for the user and no cold list yet", error),
                         "500": answer("the cached list is unreadable", error),
                         "503": answer("Redis did not answer", error),
                     },

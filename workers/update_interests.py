@@ -14,7 +14,9 @@ pure array functions:
    popularity and co-occurrence increments the apply script queued) are drained from the
    state thread, in parallel with steps 4-5;
 4. ``models.ranking.rank_batch``: one search for every user, pools, scores, reasons;
-5. lists are produced (keyed by ``user_id``) and cached in Redis (from the state thread);
+5. lists are produced (keyed by ``user_id``) and cached in Redis (from the state thread),
+   with the cold list (ranked in step 4 as for a user without history, at most once per
+   ``co_cache_ms``) that the read API serves users with no list of their own;
    only when both are done are the batch's offsets acknowledged: at-least-once delivery,
    exactly-once effect on user state.
 
@@ -29,17 +31,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import faust
+import numpy as np
 from prometheus_client import Counter, Histogram
 
 from models.candidates import CoLists, PopularBlock
 from models.index import ItemIndex
+from models.interest import InterestColumns
 from models.profile import BatchStates, profile_batch
-from models.ranking import rank_batch
+from models.ranking import RankedLists, rank_batch
 from models.refresh import co_per_contributor
 from schemas import RedisKeys, UserEvent, encode_recommendations
 from streams.edge.batch import decode_batch
@@ -49,6 +54,7 @@ from streams.kafka.batching import take_buffered
 from streams.kafka.topics import Topics
 from streams.settings import Settings
 from streams.state.backend import InterestBackend, RedisBackend
+from streams.state.recs import COLD_USER_ID
 from streams.state.redis import connect_redis
 from streams.state.retry import in_background, until_redis_answers
 from workers.item_index import IndexFeed
@@ -57,6 +63,8 @@ from workers.list_cache import ListCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+NO_HISTORY = InterestColumns([], np.zeros(0), np.zeros(0))
+"""The state the cold list is ranked for: a user with no events."""
 
 
 EVENTS = Counter("visrec_events_consumed_total", "User events consumed")
@@ -149,6 +157,7 @@ class InterestUpdater:
         self.ranking = settings.interest.rank_params()
         self.cache = ListCache(settings.interest.co_cache_ms / 1000)
         self.co_per_contributor = co_per_contributor(self.ranking)
+        self._cold_at: float | None = None
 
     async def process(self, events: list[Any]) -> None:
         """Apply one batch, refresh its users, send, then return (the caller acks).
@@ -196,9 +205,13 @@ class InterestUpdater:
             last.pop(ev.user_id, None)
             last[ev.user_id] = ev
         users = list(last)
-        batch_states = BatchStates.of(
-            [(u, states[u]) for u in users], [last[u].ts_ms for u in users]
-        )
+        entries = [(u, states[u]) for u in users]
+        times = [last[u].ts_ms for u in users]
+        cold = self._cold_due()
+        if cold:  # the list for users with none of their own: no history, ranked at the latest
+            entries.append((COLD_USER_ID, NO_HISTORY))
+            times.append(max(times))
+        batch_states = BatchStates.of(entries, times)
         profiles = profile_batch(batch_states, index, self.interest)
         clock.lap("profile")
         co, popular, fresh = await self._until_redis_answers(
@@ -211,26 +224,45 @@ class InterestUpdater:
         signals_written = in_background(self.state.write_signals, signals, self.feed.pool)
         lists = rank_batch(profiles, index, co, popular, self.ranking, fresh)
         clock.lap("rank")
-        generated = int(time.time() * 1000)
-        payloads = [
-            (
-                u,
-                encode_recommendations(
-                    u, lists.items(j), index.model_id, last[u].event_id, generated
-                ),
-            )
-            for j, u in enumerate(lists.user_ids)
-        ]
+        payloads = self._encode(lists, last, index.model_id)
+        cold_list = payloads.pop()[1] if cold else None
         sends: list[Awaitable[object]] = [await self.send(u, payload) for u, payload in payloads]
         # Lists they changed are re-read from now on (this batch may have read them before
         # the increments landed).
         self.cache.drop(await signals_written)
         # The cache is written from the state thread while the producer sends.
-        sends.append(
-            self._until_redis_answers(self.state.write_lists, payloads, first_on_loop=False)
-        )
+        write = partial(self.state.write_lists, cold=cold_list)
+        sends.append(self._until_redis_answers(write, payloads, first_on_loop=False))
         REFRESHES.inc(len(payloads))
         return sends
+
+    @staticmethod
+    def _encode(
+        lists: RankedLists, last: Mapping[str, UserEvent], model_id: str
+    ) -> list[tuple[str, bytes]]:
+        """Each list's wire form, in the batch's order (the cold list answers no event)."""
+        generated = int(time.time() * 1000)
+        return [
+            (
+                u,
+                encode_recommendations(
+                    u,
+                    lists.items(j),
+                    model_id,
+                    ev.event_id if (ev := last.get(u)) else None,
+                    generated,
+                ),
+            )
+            for j, u in enumerate(lists.user_ids)
+        ]
+
+    def _cold_due(self) -> bool:
+        """Whether this batch also ranks the cold list (at most once per ``co_cache_ms``)."""
+        now = time.monotonic()
+        if self._cold_at is not None and now - self._cold_at < self.cache.ttl_s:
+            return False
+        self._cold_at = now
+        return True
 
     def _read(
         self, contributors: list[str], index: ItemIndex

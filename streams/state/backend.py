@@ -55,8 +55,8 @@ class InterestBackend(Protocol):
         """Stored popularity of each item (None: not in the set); ``interest.co_pop_power``."""
         ...
 
-    def write_lists(self, payloads: Sequence[tuple[str, bytes]]) -> None:
-        """Cache each user's latest list, (user_id, JSON bytes)."""
+    def write_lists(self, payloads: Sequence[tuple[str, bytes]], cold: bytes | None = None) -> None:
+        """Cache each user's latest list, (user_id, JSON bytes), and the cold list if given."""
         ...
 
 
@@ -95,6 +95,6 @@ class RedisBackend:
         """See ``SignalStore.popularity_of``."""
         return self.store.signals.popularity_of(item_ids)
 
-    def write_lists(self, payloads: Sequence[tuple[str, bytes]]) -> None:
+    def write_lists(self, payloads: Sequence[tuple[str, bytes]], cold: bytes | None = None) -> None:
         """See ``RecsCache.write_payloads``."""
-        self.recs.write_payloads(payloads)
+        self.recs.write_payloads(payloads, cold)

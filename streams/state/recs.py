@@ -14,6 +14,10 @@ import redis
 
 from schemas import Recommendations, RedisKeys
 
+COLD_USER_ID = "*"
+"""The ``user_id`` the cold list is stored with (``RedisKeys.cold_recs``): readers put the
+asking user's id in its place."""
+
 # 1000 items (the contract's maximum) of generous size: bounds what a cached value inflates to.
 MAX_RECS_JSON_BYTES = 4 * 1024 * 1024
 
@@ -34,14 +38,26 @@ class RecsCache:
         """Cache several users' lists in one pipeline."""
         self.write_payloads([(recs.user_id, recs.to_json_bytes()) for recs in lists])
 
-    def write_payloads(self, payloads: Sequence[tuple[str, bytes]]) -> None:
-        """Cache lists already in their wire form, (user_id, JSON bytes), in one pipeline."""
-        if not payloads:
+    def write_payloads(
+        self, payloads: Sequence[tuple[str, bytes]], cold: bytes | None = None
+    ) -> None:
+        """Cache lists already in their wire form, (user_id, JSON bytes), in one pipeline.
+
+        ``cold``: the list for users with none of their own (``RedisKeys.cold_recs``).
+        """
+        if not payloads and cold is None:
             return
         pipe = self._r.pipeline(transaction=False)
         for user_id, payload in payloads:
             pipe.set(self._keys.user_recs(user_id), zlib.compress(payload, 6))
+        if cold is not None:
+            pipe.set(self._keys.cold_recs(), zlib.compress(cold, 6))
         pipe.execute()
+
+    def read_cold(self) -> Recommendations | None:
+        """The cold list, if a worker wrote one (``user_id`` is ``COLD_USER_ID``)."""
+        raw = self._r.get(self._keys.cold_recs())
+        return None if raw is None else decode_recs(raw)
 
     def read(self, user_id: str) -> Recommendations | None:
         """The user's cached list, if one was written."""

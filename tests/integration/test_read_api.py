@@ -120,6 +120,33 @@ def test_a_cached_list_is_served_byte_for_byte_and_errors_are_json(redis_url: st
     _with_server(redis_url, body)
 
 
+def test_a_user_without_a_list_gets_the_cold_list_under_their_own_id(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    cold = _recs("*", 4).model_copy(update={"trigger_event_id": None})
+    RecsCache(client, RedisKeys()).write_payloads([], cold=cold.to_json_bytes())
+
+    async def body(get: Callable[[str], Awaitable[Answer]]) -> None:
+        status, _, raw = await get("/v1/users/newcomer/recommendations")
+        assert status == 200
+        got = Recommendations.from_json_bytes(raw)
+        assert got == cold.model_copy(update={"user_id": "newcomer"})
+        status, _, raw = await get("/v1/users/newcomer/recommendations?limit=2")
+        assert status == 200
+        assert [i.item_id for i in Recommendations.from_json_bytes(raw).items] == [
+            "item-0",
+            "item-1",
+        ]
+        # A user's own list still wins over the cold list.
+        RecsCache(client, RedisKeys()).write(_recs("regular", 2))
+        status, _, raw = await get("/v1/users/regular/recommendations")
+        assert status == 200 and raw == _recs("regular", 2).to_json_bytes()
+
+    try:
+        _with_server(redis_url, body)
+    finally:
+        client.delete(RedisKeys().cold_recs())
+
+
 def test_redis_down_answers_503_not_a_crash() -> None:
     async def body(get: Callable[[str], Awaitable[Answer]]) -> None:
         status, _, raw = await get("/v1/users/shopper-1/recommendations")

@@ -35,9 +35,10 @@ def test_reduced_replay_beats_decayed_most_popular(settings: Settings, tmp_path:
     # Every method, the sequential baseline included, is scored on the same test events.
     assert "GRU4Rec" in by_name
     assert {m.scores.events for m in outcome.methods} == {info["test_events"]}
-    # A list exists before every test event except a new user's very first one.
-    assert system.no_list <= info["users_replayed"]
-    assert system.fresh == info["test_events"] - system.no_list
+    # A list answering the user's previous event exists before every test event except a new
+    # user's very first one, which is scored against the cold list the read API serves then.
+    assert system.no_list == 0 and system.cold <= info["users_replayed"]
+    assert system.fresh == info["test_events"] - system.cold
 
     # Measured with 16 users, no look-ahead, seeds 0/1: HitRate@10 0.144/0.169 against decayed
     # most-popular's 0.059/0.086 (asked at the event: 0.061/0.078), NDCG@10 0.068/0.081

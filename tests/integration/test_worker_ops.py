@@ -91,8 +91,15 @@ def test_metrics_change_under_load_and_sigterm_exits_cleanly(
         assert cached is not None
         status, body = _get(f"{base}/v1/users/u1/recommendations")
         assert status == 200 and Recommendations.from_json_bytes(body) == cached
+        # A user with no events gets the cold list the worker ranked for a user without history.
+        cold = RecsCache(connect_redis(settings.redis), RedisKeys(settings.redis.namespace))
+        cold_list = cold.read_cold()
+        assert cold_list is not None and cold_list.trigger_event_id is None and cold_list.items
         status, body = _get(f"{base}/v1/users/nobody/recommendations")
-        assert (status, json.loads(body)["error"]) == (404, "not_found")
+        assert status == 200
+        assert Recommendations.from_json_bytes(body) == cold_list.model_copy(
+            update={"user_id": "nobody"}
+        )
         assert (
             "/v1/users/{user_id}/recommendations"
             in json.loads(_get(f"{base}/openapi.json")[1])["paths"]

@@ -40,6 +40,8 @@ class MemoryBackend:
     co: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
     popular: dict[str, float] = field(default_factory=dict)
     lists: dict[str, bytes] = field(default_factory=dict)
+    cold: bytes | None = None
+    cold_writes: int = 0
     outboxes: dict[str, list[Pending]] = field(default_factory=lambda: defaultdict(list))
     calls: list[tuple[str, Any]] = field(default_factory=list)
     failing: dict[str, int] = field(default_factory=dict)
@@ -122,9 +124,12 @@ class MemoryBackend:
         self._call("read_popularity", list(item_ids))
         return [self.popular.get(i) for i in item_ids]
 
-    def write_lists(self, payloads: Sequence[tuple[str, bytes]]) -> None:
+    def write_lists(self, payloads: Sequence[tuple[str, bytes]], cold: bytes | None = None) -> None:
         self._call("write_lists", [u for u, _ in payloads])
         self.lists.update(payloads)
+        if cold is not None:
+            self.cold = cold
+            self.cold_writes += 1
 
 
 def _strongest(scores: dict[str, float], n: int) -> Pairs:

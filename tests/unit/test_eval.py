@@ -27,6 +27,7 @@ from streams.tools.eval.embeddings import (
 from streams.tools.eval.hybrid import genre_vectors
 from streams.tools.eval.pipeline import Pacing, _Replayer
 from streams.tools.eval.prequential import (
+    COLD_TRIGGER,
     AskedAtEvent,
     LogEvent,
     MethodResult,
@@ -129,6 +130,18 @@ def test_received_lists_are_matched_to_the_event_they_preceded() -> None:
     assert result.summary(set(), 1)["events"] == 0
     latencies = refresh_latencies(EVENTS, sent, lists)
     assert latencies == pytest.approx([0.5, 2.5])  # e0 -> 0.5 s; e1 -> 3.5 s; b, e3: none
+
+
+def test_a_cold_list_read_before_a_first_event_is_scored_as_the_cold_list() -> None:
+    sent = {0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0}
+    lists = {
+        "a": [ReceivedList(0, 0.5, ("y",))],
+        "b": [ReceivedList(COLD_TRIGGER, 1.9, ("q", "x"))],  # read just before e2 was sent
+    }
+    result = score_received("sys", EVENTS, sent, lists, ks=(1, 2))
+    assert result.ranks == [1, 2, None]
+    assert (result.no_list, result.cold, result.fresh) == (0, 1, 1)
+    assert refresh_latencies(EVENTS, sent, lists) == pytest.approx([0.5])  # it answers nothing
 
 
 def test_a_list_triggered_by_a_later_event_is_not_shown_before_it() -> None:
@@ -252,9 +265,17 @@ class _Recorder:
         self.sent.append(json.loads(value)["event_id"])
 
 
+class _NoColdList:
+    """Stands in for the list cache: no worker has written a cold list."""
+
+    def read_cold(self) -> None:
+        return None
+
+
 def _replay_order(events: list[LogEvent], lookahead: int) -> list[int]:
     """Drive the replayer against a slow worker that answers one sent event per step."""
-    replayer = _Replayer(Settings(), events, Pacing(lookahead=lookahead, progress=False), None)  # type: ignore[arg-type]
+    pacing = Pacing(lookahead=lookahead, progress=False)
+    replayer = _Replayer(Settings(), events, pacing, None, _NoColdList())  # type: ignore[arg-type]
     producer = _Recorder()
     answered: set[int] = set()
     for _ in range(10 * len(events)):

@@ -205,8 +205,10 @@ def test_a_batch_is_applied_once_and_every_user_gets_the_reference_list(
         co_read = {i: _lifted(pairs, popular_before, co_pop_power) for i, pairs in co_read.items()}
     else:
         assert backend.called("read_popularity") == []
+    newest = max(ev.ts_ms for ev in log)
     want_lists = reference_lists(
-        [(u, InterestColumns.of(backend.users[u]), last[u].ts_ms) for u in users],
+        [(u, InterestColumns.of(backend.users[u]), last[u].ts_ms) for u in users]
+        + [("*", InterestColumns.of(UserInterest.empty()), newest)],
         DictIndex(vectors),
         co_read,
         _strongest(popular_before, 2 * limit),
@@ -214,7 +216,14 @@ def test_a_batch_is_applied_once_and_every_user_gets_the_reference_list(
         rank,
     )
     by_user = {r.user_id: r for r in lists}
-    for user, want in zip(users, want_lists, strict=True):
+    # The cold list (for users with none of their own) is cached, never sent: ranked as for
+    # a user without history at the batch's newest event.
+    assert backend.cold is not None
+    cold = Recommendations.from_json_bytes(backend.cold)
+    assert (cold.user_id, cold.trigger_event_id) == ("*", None)
+    assert [(i.item_id, i.reason) for i in cold.items] == [(i, r) for i, _, r in want_lists[-1]]
+    assert cold.items and all(r.user_id != "*" for r in lists)
+    for user, want in zip(users, want_lists[:-1], strict=True):
         got = by_user[user]
         assert got.trigger_event_id == last[user].event_id
         assert got.model_id == "m1"
@@ -373,6 +382,20 @@ def test_redis_away_at_the_reads_or_the_cache_write_is_retried() -> None:
     assert len(backend.called("write_lists")) == 3
     assert backend.lists == dict(run.produced.sent)
     assert len(run.produced.sent) == len({ev.user_id for ev in log})
+
+
+@pytest.mark.parametrize(("co_cache_ms", "cold_writes"), [(60_000, 1), (0, 3)])
+def test_the_cold_list_is_ranked_at_most_once_per_cache_period(
+    co_cache_ms: int, cold_writes: int
+) -> None:
+    settings = _settings(co_cache_ms=co_cache_ms)
+    backend = MemoryBackend(settings.interest)
+    log = _log(n=9)
+    run = Run(settings, backend, _index(_catalogue()))
+    run.feed_batches([[_message(ev)] for ev in log[:3]])
+    assert run.batches == [1, 1, 1]
+    assert backend.cold_writes == cold_writes
+    assert len(run.produced.sent) == 3  # never sent on the topic
 
 
 def test_the_list_cache_reuses_lists_until_they_expire_or_change() -> None:

@@ -16,14 +16,15 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
-from schemas import EventType, Recommendations, UserEvent
+from schemas import EventType, Recommendations, RedisKeys, UserEvent
 from streams.exceptions import ReplayError
 from streams.kafka.config import kafka_python_config
 from streams.kafka.producer import make_producer
 from streams.kafka.topics import Topics, delete_topics
 from streams.settings import Settings
+from streams.state.recs import RecsCache
 from streams.state.redis import connect_redis
-from streams.tools.eval.prequential import LogEvent, ReceivedList
+from streams.tools.eval.prequential import COLD_TRIGGER, LogEvent, ReceivedList
 from streams.tools.processes import WorkerProcess
 
 
@@ -87,8 +88,10 @@ class _Replayer:
         events: Sequence[LogEvent],
         pacing: Pacing,
         worker: WorkerProcess,
+        recs: RecsCache,
     ) -> None:
         self.events = events
+        self.recs = recs
         self.pacing = pacing
         self.worker = worker
         self.topic = Topics.from_settings(settings).events.name
@@ -141,6 +144,8 @@ class _Replayer:
             queue = self.queues[user]
             while queue and not self._must_wait(self.events[queue[0]]):
                 ev = self.events[queue.popleft()]
+                if ev.test and not self.lists.get(user):
+                    self._show_cold_list(user)
                 wire = UserEvent(
                     event_id=ev.event_id,
                     user_id=ev.user_id,
@@ -155,6 +160,13 @@ class _Replayer:
             if not queue:
                 del self.queues[user]
         return len(self.sent) - before
+
+    def _show_cold_list(self, user: str) -> None:
+        """What the read API would serve the user now: the cold list, if a worker wrote one."""
+        cold = self.recs.read_cold()
+        if cold is not None:
+            items = tuple(i.item_id for i in cold.items)
+            self.lists[user].append(ReceivedList(COLD_TRIGGER, time.monotonic(), items))
 
     def _must_wait(self, ev: LogEvent) -> bool:
         """Closed loop: hold a test event until the worker has caught up with training.
@@ -215,7 +227,9 @@ def replay_events(
     worker: WorkerProcess,
 ) -> tuple[dict[int, float], dict[str, list[ReceivedList]]]:
     """Send every event as the pacing allows; collect every list. Returns send times, lists."""
-    replayer = _Replayer(settings, events, pacing, worker)
+    client = connect_redis(settings.redis)
+    recs = RecsCache(client, RedisKeys(settings.redis.namespace))
+    replayer = _Replayer(settings, events, pacing, worker, recs)
     producer = make_producer(settings)
     consumer = list_consumer(settings)
     bar = tqdm(total=len(events), unit="ev", disable=not pacing.progress, desc="replay")
@@ -230,6 +244,7 @@ def replay_events(
         bar.close()
         producer.close()
         consumer.close()
+        client.close()
     return replayer.sent, dict(replayer.lists)
 
 

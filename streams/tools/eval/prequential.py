@@ -34,6 +34,11 @@ class LogEvent:
     test: bool
 
 
+COLD_TRIGGER = -1
+"""``ReceivedList.trigger_seq`` of the cold list, read just before a user's first event (what
+the read API serves a user with no list of their own): it answers no event."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedList:
     """A list read from the recommendations topic, tied to the log position of its trigger."""
@@ -56,6 +61,8 @@ class MethodResult:
     """Test events for which the method had no list to show (counted as misses)."""
     fresh: int = 0
     """Test events whose list answered the user's immediately preceding event."""
+    cold: int = 0
+    """Test events scored against the cold list (the user had no list of their own yet)."""
 
     def summary(
         self,
@@ -271,6 +278,8 @@ def score_received(
             continue
         if shown.trigger_seq == prior:
             result.fresh += 1
+        elif shown.trigger_seq == COLD_TRIGGER:
+            result.cold += 1
         result.add(event, shown.items)
     return result
 

@@ -10,9 +10,11 @@
    topic (key ``user_id``, ``event_id`` unique, ``ts_ms`` from the log moved by a constant),
    and read every list from the recommendations topic.
 3. Score each test event against the list its user had received before the event was sent
-   (``streams.tools.eval.prequential``); ask the baselines for the same events in-process,
-   each with the information the system's list had: the log up to the user's previous event
-   (one extra row, decayed popularity asked at the event itself, shows what that costs).
+   (``streams.tools.eval.prequential``); a new user's first event against the cold list the
+   read API serves a user without one, read from Redis just before the event is sent. Ask the
+   baselines for the same events in-process, each with the information the system's list
+   had: the log up to the user's previous event (a user's first event: the log up to it; one
+   extra row, decayed popularity asked at the event itself, shows what that costs).
 
 Pacing: training events go out as fast as they are due (the worker may coalesce a user's
 burst into one refresh: their lists are not scored). With ``closed_loop``, test events start

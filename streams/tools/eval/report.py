@@ -32,6 +32,7 @@ def method_metrics(result: MethodResult, catalogue_size: int) -> dict[str, Any]:
         "micro_hit_rate": {str(k): s.micro_hit_rate(k) for k in s.ks},
         f"coverage@{s.coverage_k}": s.coverage(catalogue_size),
         "no_list": result.no_list,
+        "cold_list": result.cold,
         "fresh": result.fresh,
     }
 
@@ -77,7 +78,7 @@ def markdown(
     lines = [
         f"| method | HitRate@{k} per user | NDCG@{k} per user | MRR@{RECALL_K} per user | "
         f"HitRate@{k} per event | NDCG@{k} per event | coverage@{k} | lists answering "
-        "the previous event | no list yet |",
+        "the previous event | cold list / no list yet |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in outcome.methods:
@@ -87,7 +88,7 @@ def markdown(
             f"| {result.name} | {_ci(su, 'hr_user')} | {_ci(su, 'ndcg_user')} | "
             f"{_ci(su, 'mrr_user')} | {_ci(su, 'hr_event')} | {_ci(su, 'ndcg_event')} | "
             f"{s.coverage(outcome.catalogue_size):.3f} | "
-            f"{result.fresh / max(1, s.events):.1%} | {result.no_list} |"
+            f"{result.fresh / max(1, s.events):.1%} | {result.cold} / {result.no_list} |"
         )
     lines += [
         "",
