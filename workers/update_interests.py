@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -224,7 +224,8 @@ class InterestUpdater:
         signals_written = in_background(self.state.write_signals, signals, self.feed.pool)
         lists = rank_batch(profiles, index, co, popular, self.ranking, fresh)
         clock.lap("rank")
-        payloads = self._encode(lists, last, index.model_id)
+        triggers: list[str | None] = [last[u].event_id for u in users] + [None] * cold
+        payloads = self._encode(lists, triggers, index.model_id)
         cold_list = payloads.pop()[1] if cold else None
         sends: list[Awaitable[object]] = [await self.send(u, payload) for u, payload in payloads]
         # Lists they changed are re-read from now on (this batch may have read them before
@@ -238,9 +239,9 @@ class InterestUpdater:
 
     @staticmethod
     def _encode(
-        lists: RankedLists, last: Mapping[str, UserEvent], model_id: str
+        lists: RankedLists, triggers: Sequence[str | None], model_id: str
     ) -> list[tuple[str, bytes]]:
-        """Each list's wire form, in the batch's order (the cold list answers no event)."""
+        """Each list's wire form, in the batch's order, answering ``triggers`` (None: none)."""
         generated = int(time.time() * 1000)
         return [
             (
@@ -249,11 +250,11 @@ class InterestUpdater:
                     u,
                     lists.items(j),
                     model_id,
-                    ev.event_id if (ev := last.get(u)) else None,
+                    trigger,
                     generated,
                 ),
             )
-            for j, u in enumerate(lists.user_ids)
+            for j, (u, trigger) in enumerate(zip(lists.user_ids, triggers, strict=True))
         ]
 
     def _cold_due(self) -> bool:

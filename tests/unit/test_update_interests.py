@@ -398,6 +398,19 @@ def test_the_cold_list_is_ranked_at_most_once_per_cache_period(
     assert len(run.produced.sent) == 3  # never sent on the topic
 
 
+def test_a_user_named_like_the_cold_list_keeps_their_own_list() -> None:
+    settings = _settings()
+    backend = MemoryBackend(settings.interest)
+    ev = _event("e-star", "*", "it03", T0)
+    run = Run(settings, backend, _index(_catalogue()))
+    run.feed_batches([[_message(ev)]])
+    [mine] = run.lists()
+    assert (mine.user_id, mine.trigger_event_id) == ("*", "e-star")
+    assert backend.lists["*"] == run.produced.sent[0][1]
+    assert backend.cold is not None
+    assert Recommendations.from_json_bytes(backend.cold).trigger_event_id is None
+
+
 def test_the_list_cache_reuses_lists_until_they_expire_or_change() -> None:
     index = _index(_catalogue())
     cache = ListCache(ttl_s=1.0)
