@@ -1,4 +1,7 @@
-"""``visrec recs USER_ID``: the cached list for one user (pull read)."""
+"""``visrec recs USER_ID``: the cached list for one user (pull read).
+
+A user with no list of their own gets the cold list, as from the read API (``streams.api``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from rich.table import Table
 
 from schemas import RedisKeys
 from streams.settings import Settings
-from streams.state.recs import read_cached_recs
+from streams.state.recs import RecsCache, read_cached_recs
 from streams.state.redis import connect_redis
 
 
@@ -18,15 +21,21 @@ from streams.state.redis import connect_redis
 def command(user_id: str, as_json: bool) -> None:
     """Print USER_ID's latest recommendation list from the Redis cache."""
     settings = Settings()
-    recs = read_cached_recs(
-        connect_redis(settings.redis), RedisKeys(settings.redis.namespace), user_id
-    )
+    client = connect_redis(settings.redis)
+    keys = RedisKeys(settings.redis.namespace)
+    recs = read_cached_recs(client, keys, user_id)
+    cold = recs is None
+    if cold:
+        recs = RecsCache(client, keys).read_cold()
     if recs is None:
-        raise click.ClickException(f"no recommendations cached for {user_id!r}")
+        raise click.ClickException(f"no recommendations cached for {user_id!r}, nor a cold list")
+    if cold:
+        recs = recs.model_copy(update={"user_id": user_id})
     if as_json:
         click.echo(recs.model_dump_json(indent=2))
         return
-    table = Table(title=f"{user_id} (after {recs.trigger_event_id}, model {recs.model_id[:12]})")
+    after = "no events yet: the cold list" if cold else f"after {recs.trigger_event_id}"
+    table = Table(title=f"{user_id} ({after}, model {recs.model_id[:12]})")
     for col in ("#", "item", "score", "reason"):
         table.add_column(col)
     for rank, item in enumerate(recs.items, start=1):

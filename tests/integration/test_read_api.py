@@ -147,6 +147,30 @@ def test_a_user_without_a_list_gets_the_cold_list_under_their_own_id(redis_url: 
         client.delete(RedisKeys().cold_recs())
 
 
+def test_visrec_recs_prints_a_users_list_or_the_cold_list(redis_url: str) -> None:
+    from click.testing import CliRunner
+
+    from streams.cli.recs import command
+
+    keys = RedisKeys("cli-recs")
+    cache = RecsCache(redis.Redis.from_url(redis_url), keys)
+    env = {"VISREC_REDIS__URL": redis_url, "VISREC_REDIS__NAMESPACE": keys.namespace}
+    missing = CliRunner().invoke(command, ["newcomer", "--json"], env=env)
+    assert missing.exit_code == 1 and "nor a cold list" in missing.output
+    cold = _recs("*", 3).model_copy(update={"trigger_event_id": None})
+    cache.write_payloads([], cold=cold.to_json_bytes())
+    cache.write(_recs("regular", 2))
+    for user, want in (
+        ("newcomer", cold.model_copy(update={"user_id": "newcomer"})),
+        ("regular", _recs("regular", 2)),
+    ):
+        shown = CliRunner().invoke(command, [user, "--json"], env=env)
+        assert shown.exit_code == 0, shown.output
+        assert Recommendations.model_validate_json(shown.output) == want
+    table = CliRunner().invoke(command, ["newcomer"], env=env)
+    assert table.exit_code == 0 and "no events yet" in table.output
+
+
 def test_redis_down_answers_503_not_a_crash() -> None:
     async def body(get: Callable[[str], Awaitable[Answer]]) -> None:
         status, _, raw = await get("/v1/users/shopper-1/recommendations")
