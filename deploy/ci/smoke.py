@@ -6,7 +6,7 @@
    and Prometheus (deploy/compose.yaml with deploy/ci/compose.ci.yaml: host networking);
 2. produce 20 real-photo products and a click with kcat;
 3. receive the user's list with kcat, and read the same list over HTTP from the interest
-   worker's read API (plus its 404 and 400 answers);
+   worker's read API (plus the cold list for an unknown user and a 400);
 4. ask Prometheus for the workers' counters it scraped from /metrics;
 5. crash the interest worker (SIGKILL of its process, as the OOM killer does: `docker kill`
    counts as a manual stop, which Docker's restart policies ignore by design), wait for the
@@ -219,7 +219,7 @@ def scenario() -> None:
     check_list(first, catalogue, [catalogue[0]])
     say(f"list received with kcat: {[e['item_id'] for e in first['items']][:5]} ...")
     check_http(first)
-    say("same list over HTTP; 404, 400 and /openapi.json answer")
+    say("same list over HTTP; the cold list, 400 and /openapi.json answer")
     wait_for(
         "Prometheus scraped the interest worker's counters",
         lambda: prometheus_value('sum(visrec_events_applied_total{job="visrec-interests"})') >= 1,
