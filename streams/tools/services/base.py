@@ -7,19 +7,33 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from streams.exceptions import ServiceError
 
+_GIVEN: set[int] = set()
+_GIVEN_LOCK = threading.Lock()
+
 
 def free_port() -> int:
-    """An unused TCP port on loopback (racy by nature; fine for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """An unused TCP port on loopback, never one this process was given before.
+
+    The kernel may hand a port it just released out again, so two calls in a row could name
+    the same port (a broker's listener and controller once did). Still racy against other
+    processes by nature; fine for tests and local services.
+    """
+    with _GIVEN_LOCK:
+        for _ in range(1000):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port: int = sock.getsockname()[1]
+            if port not in _GIVEN:
+                _GIVEN.add(port)
+                return port
+    raise ServiceError("no loopback port left that this process was not given already")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
