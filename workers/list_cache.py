@@ -48,6 +48,10 @@ class ListCache:
         if index is not self.index:
             self.index, self.co, self.popular, self.fresh = index, {}, None, None
 
+    def popular_due(self, now: float) -> bool:
+        """Whether the popularity list must be read again (none yet, or older than ``ttl_s``)."""
+        return self.popular is None or now - self.popular_at >= self.ttl_s
+
     def newest(self, index: ItemIndex, limit: int, now: float) -> PopularBlock:
         """The index's ``limit`` newest available arrivals, newest first.
 

@@ -15,8 +15,9 @@ pure array functions:
    state thread, in parallel with steps 4-5;
 4. ``models.ranking.rank_batch``: one search for every user, pools, scores, reasons;
 5. lists are produced (keyed by ``user_id``) and cached in Redis (from the state thread),
-   with the cold list (ranked in step 4 as for a user without history, at most once per
-   ``co_cache_ms``) that the read API serves users with no list of their own;
+   with the cold list (ranked in step 4 as for a user without history, by each batch that
+   re-reads the popularity list: at most once per ``co_cache_ms``) that the read API serves
+   users with no list of their own;
    only when both are done are the batch's offsets acknowledged: at-least-once delivery,
    exactly-once effect on user state.
 
@@ -157,7 +158,6 @@ class InterestUpdater:
         self.ranking = settings.interest.rank_params()
         self.cache = ListCache(settings.interest.co_cache_ms / 1000)
         self.co_per_contributor = co_per_contributor(self.ranking)
-        self._cold_at: float | None = None
 
     async def process(self, events: list[Any]) -> None:
         """Apply one batch, refresh its users, send, then return (the caller acks).
@@ -207,15 +207,17 @@ class InterestUpdater:
         users = list(last)
         entries = [(u, states[u]) for u in users]
         times = [last[u].ts_ms for u in users]
-        cold = self._cold_due()
-        if cold:  # the list for users with none of their own: no history, ranked at the latest
+        # A batch that re-reads the popularity list also ranks, with it, the cold list (for
+        # users with none of their own): no history, at the batch's newest event.
+        cold = self.cache.popular_due(time.monotonic())
+        if cold:
             entries.append((COLD_USER_ID, NO_HISTORY))
             times.append(max(times))
         batch_states = BatchStates.of(entries, times)
         profiles = profile_batch(batch_states, index, self.interest)
         clock.lap("profile")
         co, popular, fresh = await self._until_redis_answers(
-            lambda arg: self._read(arg, index), profiles.contributor_ids()
+            lambda arg: self._read(arg, index, cold), profiles.contributor_ids()
         )
         clock.lap("reads")
         # Popularity and co-occurrence increments go to Redis from the state thread while this
@@ -257,26 +259,16 @@ class InterestUpdater:
             for j, (u, trigger) in enumerate(zip(lists.user_ids, triggers, strict=True))
         ]
 
-    def _cold_due(self) -> bool:
-        """Whether this batch also ranks the cold list (at most once per ``co_cache_ms``)."""
-        now = time.monotonic()
-        if self._cold_at is not None and now - self._cold_at < self.cache.ttl_s:
-            return False
-        self._cold_at = now
-        return True
-
     def _read(
-        self, contributors: list[str], index: ItemIndex
+        self, contributors: list[str], index: ItemIndex, popular_due: bool
     ) -> tuple[CoLists, PopularBlock, PopularBlock | None]:
-        """Read the co-occurrence lists and popularity the ranking needs, in one round trip.
+        """Read the co-occurrence lists (and the popularity list if due), in one round trip.
 
         Also the newest arrivals, when the ranking weighs freshness; with
         ``interest.co_pop_power`` the lists' neighbours' popularity, in a second one.
         """
         now = time.monotonic()
         missing = self.cache.missing(contributors, now)
-        ttl_s = self.settings.interest.co_cache_ms / 1000
-        popular_due = self.cache.popular is None or now - self.cache.popular_at >= ttl_s
         limit = max(self.ranking.candidates, self.ranking.top_k)
         fetched, popular = self.state.read_signals(
             missing, self.co_per_contributor, 2 * limit if popular_due else None
