@@ -38,12 +38,11 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import faust
-import numpy as np
 from prometheus_client import Counter, Histogram
 
 from models.candidates import CoLists, PopularBlock
 from models.index import ItemIndex
-from models.interest import InterestColumns
+from models.interest import InterestColumns, UserInterest
 from models.profile import BatchStates, profile_batch
 from models.ranking import RankedLists, rank_batch
 from models.refresh import co_per_contributor
@@ -64,7 +63,7 @@ from workers.list_cache import ListCache
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-NO_HISTORY = InterestColumns([], np.zeros(0), np.zeros(0))
+NO_HISTORY = InterestColumns.of(UserInterest.empty())
 """The state the cold list is ranked for: a user with no events."""
 
 
