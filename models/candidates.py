@@ -132,6 +132,15 @@ def lift(counts: Floats, popularity: Floats, power: float) -> Floats:
     return out
 
 
+def popularity_weights(params: RankParams, ptr: npt.NDArray[np.int64]) -> Floats:
+    """Each user's popularity weight, ``popularity_weight * (1 + popularity_prior / n)``.
+
+    ``ptr``: the users' entry pointers (``BatchStates.ptr``); n, a user's items, at least 1.
+    """
+    n = np.maximum(np.diff(ptr), 1)
+    return params.popularity_weight * (1.0 + params.popularity_prior / n)
+
+
 def isin_sorted(keys: Keys, sorted_keys: Keys) -> npt.NDArray[np.bool_]:
     """Membership of ``keys`` in the sorted unique ``sorted_keys``."""
     if not len(sorted_keys):

@@ -1,14 +1,15 @@
 """Step 2 of a refresh: rank every user's list of a batch on arrays.
 
-``score = visual_weight * cos(user, item) + co_weight * co / max co + popularity_weight *
-popularity / max popularity + fresh_weight * 2 ** (-age / fresh_half_life)`` over each user's
+``score = visual_weight * cos(user, item) + co_weight * co / max co + w_pop * popularity / max
+popularity + fresh_weight * 2 ** (-age / fresh_half_life)`` over each user's
 pool (``models.candidates``): the visual top ``candidates`` (one search for the whole batch),
 the ``candidates`` strongest co-occurring items, up to ``min(candidates, 2 top_k)`` popular
 items not already in and, with a freshness weight, as many of the newest arrivals. An item's
 age is the refresh time less its arrival in the catalogue (its product's time; no freshness
 where that is unknown). Seen and unavailable items never appear; ties go by popularity, then
-item id. Optional MMR re-ranking trades relevance against similarity to the items already
-picked. Every item says why it is there:
+item id. ``w_pop`` is ``popularity_weight * (1 + popularity_prior / n)`` for a user with n items
+(at least 1): a prior that a longer history outweighs. Optional MMR re-ranking trades relevance
+against similarity to the items already picked. Every item says why it is there:
 
 - ``also_viewed_with:<item>`` when the co-occurrence term is the largest of the terms;
 - ``new_arrival`` when the freshness term is;
@@ -34,6 +35,7 @@ from models.candidates import (
     first_per_user_by_id,
     isin_sorted,
     popular_picks,
+    popularity_weights,
     user_starts,
     visual_candidates,
 )
@@ -72,6 +74,8 @@ class RankParams:
     """Co-occurrence scores weighed by the contributor's interest share ** this (0: not)."""
     co_sum: bool = False
     """An item's co-occurrence score sums over the user's contributors (else the largest)."""
+    popularity_prior: float = 0.0
+    """Popularity weighs ``popularity_weight * (1 + this / n)`` for a user with n items."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.candidates < 1 or self.recent_items < 1:
@@ -81,8 +85,9 @@ class RankParams:
         if not (math.isfinite(self.fresh_half_life_s) and self.fresh_half_life_s > 0):
             raise ValueError("fresh_half_life_s must be finite and > 0")
         weights = (self.visual_weight, self.co_weight, self.popularity_weight, self.fresh_weight)
-        if not all(math.isfinite(w) and w >= 0 for w in (*weights, self.co_share_power)):
-            raise ValueError("weights and co_share_power must be finite and >= 0")
+        others = (self.co_share_power, self.popularity_prior)
+        if not all(math.isfinite(w) and w >= 0 for w in (*weights, *others)):
+            raise ValueError("weights, co_share_power and popularity_prior must be finite and >= 0")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
             raise ValueError("mmr_lambda must be in [0, 1]")
 
@@ -246,12 +251,8 @@ def _score(
         age_s = np.maximum(profiles.states.now_ms[user] - arrived, 0) / 1000.0
         fresh_col = np.where(arrived > 0, np.exp2(-age_s / params.fresh_half_life_s), 0.0)
     vw = np.where(personal[user], params.visual_weight, 0.0)
-    score = (
-        vw * visual
-        + params.co_weight * co_col
-        + params.popularity_weight * pop_col
-        + params.fresh_weight * fresh_col
-    )
+    pw = popularity_weights(params, profiles.states.ptr)[user]
+    score = vw * visual + params.co_weight * co_col + pw * pop_col + params.fresh_weight * fresh_col
     return _Pool(user, row, visual, co_col, via_col.astype(np.int64), pop_col, fresh_col, score)
 
 
@@ -344,7 +345,7 @@ def _finish(p: _Pool, profiles: Profiles, index: ItemIndex, params: RankParams) 
     personal = profiles.personal[p.user]
     vis_t = np.where(personal, params.visual_weight * p.visual, 0.0)
     co_t = params.co_weight * p.co
-    pop_t = params.popularity_weight * p.pop
+    pop_t = popularity_weights(params, st.ptr)[p.user] * p.pop
     new_t = params.fresh_weight * p.fresh
     also = (co_t > 0) & (co_t >= vis_t) & (co_t >= pop_t) & (co_t >= new_t)
     new = ~also & (new_t > 0) & (new_t >= vis_t) & (new_t >= pop_t)

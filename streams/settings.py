@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import streams.settings_text as doc
 from schemas import EventType, Limits
 
 if TYPE_CHECKING:  # the models import numpy, faiss: not every command needs them
@@ -214,22 +215,6 @@ DEFAULT_EVENT_WEIGHTS = {
 }
 
 
-_RECENT = (
-    "Share of the visual score taken by the closest of the user's recent_items latest items, "
-    "each also retrieving its own candidates (models/recent.py). 0 = off."
-)
-_CO_SHARE = (
-    "Co-occurrence scores are weighed by the contributing item's share of the user's interest "
-    "to this power (0 = every contributor alike)."
-)
-_CO_SUM = "An item's co-occurrence score sums over the user's contributors (false: the largest)."
-_CO_POP = "Co-occurrence counts over the neighbour's popularity ** this (0 = off; reads it if > 0)."
-_FRESH = (
-    "Weight of freshness, 2^(-age / fresh_half_life_s) since the item's arrival, in the "
-    "blended score; > 0 also adds the newest arrivals to every pool. 0 = off."
-)
-
-
 class InterestSettings(BaseModel):
     """The interest worker: update rule, state bounds, retrieval and ranking."""
 
@@ -239,12 +224,7 @@ class InterestSettings(BaseModel):
     half_life_short_s: float = Field(
         default=1800.0, gt=0, description="Half-life of the session (short-term) interest."
     )
-    short_term_weight: float = Field(
-        default=0.5,
-        ge=0,
-        le=1,
-        description="Session interest's weight just after an event; fades with half_life_short_s.",
-    )
+    short_term_weight: float = Field(default=0.5, ge=0, le=1, description=doc.SHORT_WEIGHT)
     event_weights: dict[EventType, float] = Field(
         default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
         description=(
@@ -268,13 +248,14 @@ class InterestSettings(BaseModel):
     co_weight: float = Field(
         default=0.3, description="Weight of co-occurrence (also viewed with) in the blended score."
     )
-    co_share_power: float = Field(default=0.0, ge=0, description=_CO_SHARE)
-    co_sum: bool = Field(default=False, description=_CO_SUM)
-    co_pop_power: float = Field(default=0.0, ge=0, le=1, description=_CO_POP)
+    co_share_power: float = Field(default=0.0, ge=0, description=doc.CO_SHARE)
+    co_sum: bool = Field(default=False, description=doc.CO_SUM)
+    co_pop_power: float = Field(default=0.0, ge=0, le=1, description=doc.CO_POP)
     popularity_weight: float = Field(default=0.05, description="Weight of popularity.")
-    fresh_weight: float = Field(default=0.0, ge=0, description=_FRESH)
+    popularity_prior: float = Field(default=0.0, ge=0, description=doc.POP_PRIOR)
+    fresh_weight: float = Field(default=0.0, ge=0, description=doc.FRESH)
     fresh_half_life_s: float = Field(default=86400.0, gt=0, description="Freshness half-life.")
-    recent_weight: float = Field(default=0.0, ge=0, le=1, description=_RECENT)
+    recent_weight: float = Field(default=0.0, ge=0, le=1, description=doc.RECENT)
     recent_items: int = Field(default=3, ge=1, le=50, description="Recent interests per user.")
     mmr_lambda: float | None = Field(default=None, description="0..1 to diversify; None = off.")
     space_dims: int = Field(
@@ -351,11 +332,11 @@ class InterestSettings(BaseModel):
 
     def rank_params(self) -> RankParams:
         """The ranking's parameters."""
-        from dataclasses import fields
+        import dataclasses
 
         from models.ranking import RankParams
 
-        return RankParams(**{f.name: getattr(self, f.name) for f in fields(RankParams)})
+        return RankParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RankParams)})
 
     @field_validator("event_weights", mode="after")
     @classmethod

@@ -123,11 +123,11 @@ def rank_one(
         )
         picked += 1
     vw = params.visual_weight if personal else 0.0
+    # Popularity as a prior: its weight shrinks towards popularity_weight as history grows.
+    pw = params.popularity_weight * (1.0 + params.popularity_prior / max(len(seen), 1))
     for cand in pool.values():
         cand.pop = score_of.get(cand.item_id, 0.0)
-        cand.score = (
-            vw * cand.visual + params.co_weight * cand.co + params.popularity_weight * cand.pop
-        )
+        cand.score = vw * cand.visual + params.co_weight * cand.co + pw * cand.pop
     ranked = sorted(pool.values(), key=lambda c: (-c.score, -c.pop, c.item_id))
     if params.mmr_lambda is not None:
         ranked = ranked[: max(params.candidates, params.top_k)]
@@ -143,7 +143,7 @@ def rank_one(
     for cand in chosen:
         visual = params.visual_weight * cand.visual if personal else 0.0
         co_t = params.co_weight * cand.co
-        pop_t = params.popularity_weight * cand.pop
+        pop_t = pw * cand.pop
         if co_t > 0 and co_t >= visual and co_t >= pop_t:
             reason = ALSO_VIEWED_WITH + cand.via
         elif not personal or (pop_t > 0 and pop_t > visual):

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from models.candidates import CoLists, PopularBlock, lift
+from models.candidates import CoLists, PopularBlock, lift, popularity_weights
 from models.index import ItemIndex, raw_space
 from models.profile import BatchStates, Profiles
 from models.ranking import rank_batch
@@ -251,6 +251,8 @@ def test_rank_params_are_validated() -> None:
         {"popularity_weight": math.nan},
         {"co_share_power": -0.5},
         {"co_share_power": math.inf},
+        {"popularity_prior": -1.0},
+        {"popularity_prior": math.nan},
         {"mmr_lambda": 1.5},
     ):
         with pytest.raises(ValueError):
@@ -349,3 +351,22 @@ def test_lift_divides_counts_by_popularity_taken_as_at_least_the_count() -> None
     )
     np.testing.assert_array_equal(lift(counts, popularity, 0.0), counts)
     np.testing.assert_allclose(lift(counts, popularity, 1.0), [0.25, 1.0, 1.0, 0.0, 9 / 81])
+
+
+def test_popularity_prior_weighs_popularity_more_for_a_short_history() -> None:
+    # pw = 0.2 * (1 + 4 / n): 1.0 with one item (c1's 1.0 beats a2's 0.995), 0.4 with four.
+    args = ([1.0, 0.0, 0.0, 0.0], _index())
+    knobs = {"popularity_weight": 0.2, "popularity_prior": 4.0, "top_k": 1}
+    short = _rank(*args, seen={"a1"}, popular=[("c1", 10.0)], **knobs)
+    assert [(i, r) for i, _, r in short] == [("c1", "popular")]
+    assert short[0][1] == pytest.approx(1.0)
+    long = _rank(*args, seen={"a1", "b1", "b2", "d1"}, popular=[("c1", 10.0)], **knobs)
+    assert [i for i, _, _ in long] == ["a2"]
+    off = _rank(*args, seen={"a1"}, popular=[("c1", 10.0)], **{**knobs, "popularity_prior": 0.0})
+    assert [i for i, _, _ in off] == ["a2"]
+
+
+def test_popularity_weights_per_user() -> None:
+    params = InterestSettings(popularity_weight=0.2, popularity_prior=3.0).rank_params()
+    got = popularity_weights(params, np.array([0, 0, 1, 4, 104]))
+    np.testing.assert_allclose(got, [0.8, 0.8, 0.4, 0.2 * 1.03])

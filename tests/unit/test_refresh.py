@@ -73,8 +73,11 @@ def _batch(vecs, unavailable, users, co, popular, params: RankParams):
         InterestSettings(top_k=20, candidates=100).rank_params(),
         InterestSettings(top_k=8, candidates=6, co_weight=2.0, popularity_weight=0.5).rank_params(),
         InterestSettings(top_k=6, candidates=12, mmr_lambda=0.6).rank_params(),
+        InterestSettings(
+            top_k=8, candidates=12, popularity_weight=0.3, popularity_prior=6.0
+        ).rank_params(),
     ],
-    ids=["small", "defaults", "co-heavy", "mmr"],
+    ids=["small", "defaults", "co-heavy", "mmr", "popularity-prior"],
 )
 def test_batch_refresh_equals_the_per_user_reference(seed: int, params: RankParams) -> None:
     vecs, unavailable, users, co, popular = _world(seed)

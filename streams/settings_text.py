@@ -1,0 +1,18 @@
+"""Long descriptions of settings (``streams.settings``), kept apart from the fields."""
+
+RECENT = (
+    "Share of the visual score taken by the closest of the user's recent_items latest items, "
+    "each also retrieving its own candidates (models/recent.py). 0 = off."
+)
+CO_SHARE = (
+    "Co-occurrence scores are weighed by the contributing item's share of the user's interest "
+    "to this power (0 = every contributor alike)."
+)
+CO_SUM = "An item's co-occurrence score sums over the user's contributors (false: the largest)."
+CO_POP = "Co-occurrence counts over the neighbour's popularity ** this (0 = off; reads it if > 0)."
+SHORT_WEIGHT = "Session interest's weight just after an event; fades with half_life_short_s."
+POP_PRIOR = "popularity_weight x (1 + this / n) for a user with n items: a prior (0 = off)."
+FRESH = (
+    "Weight of freshness, 2^(-age / fresh_half_life_s) since the item's arrival, in the "
+    "blended score; > 0 also adds the newest arrivals to every pool. 0 = off."
+)
