@@ -57,6 +57,13 @@ class RedisKeys:
         """String: the list for users with none of their own, stored as ``user_recs``."""
         return f"{self.root}:recs:cold"
 
+    def list_ages(self, partition: int) -> str:
+        """Sorted set user_id -> event time (ms) their cached list was ranked at, per partition.
+
+        Of the events topic: the idle users whose lists are ranked again (``stale_after_s``).
+        """
+        return f"{self.root}:recs:ages:{partition}"
+
     def item(self, item_id: str) -> str:
         """Hash: ``vec:<model_id>`` per model, dtype, dim, model_id, attributes, availability.
 

@@ -317,6 +317,9 @@ class InterestSettings(BaseModel):
         default=7 * 86400.0, gt=0, description="Half-life of popularity and co-occurrence counts."
     )
     popular_max: int = Field(default=10_000, ge=1, description="Items kept in the popularity set.")
+    stale_after_s: float = Field(default=0.0, ge=0, description=doc.STALE_AFTER)
+    stale_active_s: float = Field(default=30 * 86400.0, gt=0, description=doc.STALE_ACTIVE)
+    stale_per_batch: int = Field(default=100, ge=1, description=doc.STALE_PER_BATCH)
 
     def interest_params(self) -> InterestParams:
         """The interest rule's parameters."""

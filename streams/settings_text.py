@@ -16,3 +16,10 @@ FRESH = (
     "Weight of freshness, 2^(-age / fresh_half_life_s) since the item's arrival, in the "
     "blended score; > 0 also adds the newest arrivals to every pool. 0 = off."
 )
+STALE_AFTER = (
+    "Rank a user's list again once it is this old (event time) while they are idle, so a "
+    "returning shopper finds today's popularity and new arrivals: checked by the batches that "
+    "re-read the popularity list, for their partitions' users. 0 = off."
+)
+STALE_ACTIVE = "Idle users are ranked again only while their last event is newer than this."
+STALE_PER_BATCH = "Most idle users whose lists one batch ranks again (oldest lists first)."

@@ -17,7 +17,8 @@ pure array functions:
 5. lists are produced (keyed by ``user_id``) and cached in Redis (from the state thread),
    with the cold list (ranked in step 4 as for a user without history, by each batch that
    re-reads the popularity list: at most once per ``co_cache_ms``) that the read API serves
-   users with no list of their own;
+   users with no list of their own, and, with ``interest.stale_after_s``, the lists of idle
+   users of the batch's partitions that grew that old (found in one more round trip);
    only when both are done are the batch's offsets acknowledged: at-least-once delivery,
    exactly-once effect on user state.
 
@@ -53,8 +54,8 @@ from streams.kafka.app import app_topics
 from streams.kafka.batching import take_buffered
 from streams.kafka.topics import Topics
 from streams.settings import Settings
-from streams.state.backend import InterestBackend, RedisBackend
-from streams.state.recs import COLD_USER_ID
+from streams.state.backend import InterestBackend, RedisBackend, StaleUser
+from streams.state.recs import COLD_USER_ID, ListAge
 from streams.state.redis import connect_redis
 from streams.state.retry import in_background, until_redis_answers
 from workers.item_index import IndexFeed
@@ -91,6 +92,10 @@ SIGNALS_RECOVERED = Counter(
     "visrec_signal_entries_recovered_total",
     "Signal increments an earlier batch left in the outboxes (a crash or a failed drain), "
     "drained by a later one",
+)
+STALE_RANKED = Counter(
+    "visrec_stale_lists_ranked_total",
+    "Lists of idle users ranked again because they grew older than interest.stale_after_s",
 )
 CO_READS = Counter(
     "visrec_cooccurrence_lists_total",
@@ -199,19 +204,19 @@ class InterestUpdater:
         clock.lap("apply")
         # The last event per user in offset order: the trigger the refreshed list answers,
         # and the time it is computed at.
-        last: dict[str, UserEvent] = {}
-        for ev, _ in sourced:
+        last: dict[str, tuple[UserEvent, int]] = {}
+        for ev, src in sourced:
             last.pop(ev.user_id, None)
-            last[ev.user_id] = ev
+            last[ev.user_id] = (ev, src.partition)
         users = list(last)
         entries = [(u, states[u]) for u in users]
-        times = [last[u].ts_ms for u in users]
-        # A batch that re-reads the popularity list also ranks, with it, the cold list (for
-        # users with none of their own): no history, at the batch's newest event.
-        cold = self.cache.popular_due(time.monotonic())
+        times = [last[u][0].ts_ms for u in users]
+        now = max(times)
+        stale, cold = await self._also_rank(users, now, {p for _, p in last.values()})
+        entries += [(s.age.user_id, s.state) for s in stale]
         if cold:
             entries.append((COLD_USER_ID, NO_HISTORY))
-            times.append(max(times))
+        times += [now] * (len(entries) - len(times))
         batch_states = BatchStates.of(entries, times)
         profiles = profile_batch(batch_states, index, self.interest)
         clock.lap("profile")
@@ -225,7 +230,7 @@ class InterestUpdater:
         signals_written = in_background(self.state.write_signals, signals, self.feed.pool)
         lists = rank_batch(profiles, index, co, popular, self.ranking, fresh)
         clock.lap("rank")
-        triggers: list[str | None] = [last[u].event_id for u in users] + [None] * cold
+        triggers = [last[u][0].event_id for u in users] + [s.trigger for s in stale] + [None] * cold
         payloads = self._encode(lists, triggers, index.model_id)
         cold_list = payloads.pop()[1] if cold else None
         sends: list[Awaitable[object]] = [await self.send(u, payload) for u, payload in payloads]
@@ -233,10 +238,41 @@ class InterestUpdater:
         # the increments landed).
         self.cache.drop(await signals_written)
         # The cache is written from the state thread while the producer sends.
-        write = partial(self.state.write_lists, cold=cold_list)
+        ages = self._ages(last, stale, now)
+        write = partial(self.state.write_lists, cold=cold_list, ages=ages)
         sends.append(self._until_redis_answers(write, payloads, first_on_loop=False))
         REFRESHES.inc(len(payloads))
         return sends
+
+    async def _also_rank(
+        self, users: list[str], now: int, partitions: set[int]
+    ) -> tuple[list[StaleUser], bool]:
+        """Whom else a batch ranks when it re-reads the popularity list (once per co_cache_ms).
+
+        The cold list, for users with none of their own (no history, at the batch's newest
+        event), and, with ``interest.stale_after_s``, idle users of the batch's partitions
+        whose lists grew that old: those partitions are this worker's now, and it ranks
+        their users between its batches, so no other writer races these lists.
+        """
+        cold = self.cache.popular_due(time.monotonic())
+        s = self.settings.interest
+        if not (cold and s.stale_after_s > 0):
+            return [], cold
+        before = now - round(s.stale_after_s * 1000)
+        active = now - round(s.stale_active_s * 1000)
+        args = (sorted(partitions), before, active, s.stale_per_batch, set(users))
+        stale = await self._until_redis_answers(lambda a: self.state.stale_users(*a), args)
+        STALE_RANKED.inc(len(stale))
+        return stale, cold
+
+    def _ages(
+        self, last: dict[str, tuple[UserEvent, int]], stale: list[StaleUser], now: int
+    ) -> list[ListAge]:
+        """When each list of the batch was ranked (event time), if idle users are re-ranked."""
+        if self.settings.interest.stale_after_s <= 0:
+            return []
+        ages = [ListAge(p, u, ev.ts_ms) for u, (ev, p) in last.items()]
+        return ages + [ListAge(s.age.partition, s.age.user_id, now) for s in stale]
 
     @staticmethod
     def _encode(

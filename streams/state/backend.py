@@ -9,7 +9,8 @@ the worker's unit tests run it on an in-memory stand-in (``tests.standins``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
@@ -17,11 +18,20 @@ import redis
 from models.interest import InterestColumns
 from schemas import RedisKeys, UserEvent
 from streams.settings import InterestSettings
-from streams.state.recs import RecsCache
+from streams.state.recs import ListAge, RecsCache
 from streams.state.signals import Signals
 from streams.state.user_state import UserStateStore
 
 Pairs = list[tuple[str, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class StaleUser:
+    """An idle user whose list is ranked again: its age entry, the state, the list's trigger."""
+
+    age: ListAge
+    state: InterestColumns
+    trigger: str | None
 
 
 class InterestBackend(Protocol):
@@ -55,8 +65,31 @@ class InterestBackend(Protocol):
         """Stored popularity of each item (None: not in the set); ``interest.co_pop_power``."""
         ...
 
-    def write_lists(self, payloads: Sequence[tuple[str, bytes]], cold: bytes | None = None) -> None:
-        """Cache each user's latest list, (user_id, JSON bytes), and the cold list if given."""
+    def write_lists(
+        self,
+        payloads: Sequence[tuple[str, bytes]],
+        cold: bytes | None = None,
+        ages: Sequence[ListAge] = (),
+    ) -> None:
+        """Cache each user's latest list, (user_id, JSON bytes), and the cold list if given.
+
+        ``ages``: when the lists were ranked, the index ``stale_users`` reads.
+        """
+        ...
+
+    def stale_users(
+        self,
+        partitions: Sequence[int],
+        before_ms: int,
+        active_after_ms: int,
+        n: int,
+        exclude: Collection[str],
+    ) -> list[StaleUser]:
+        """Up to ``n`` users of ``partitions`` whose list was ranked before ``before_ms``.
+
+        Oldest lists first, none of ``exclude``, each with their state and their list's
+        trigger. Users with no event since ``active_after_ms`` leave the index instead.
+        """
         ...
 
 
@@ -95,6 +128,30 @@ class RedisBackend:
         """See ``SignalStore.popularity_of``."""
         return self.store.signals.popularity_of(item_ids)
 
-    def write_lists(self, payloads: Sequence[tuple[str, bytes]], cold: bytes | None = None) -> None:
+    def write_lists(
+        self,
+        payloads: Sequence[tuple[str, bytes]],
+        cold: bytes | None = None,
+        ages: Sequence[ListAge] = (),
+    ) -> None:
         """See ``RecsCache.write_payloads``."""
-        self.recs.write_payloads(payloads, cold)
+        self.recs.write_payloads(payloads, cold, ages)
+
+    def stale_users(
+        self,
+        partitions: Sequence[int],
+        before_ms: int,
+        active_after_ms: int,
+        n: int,
+        exclude: Collection[str],
+    ) -> list[StaleUser]:
+        """``RecsCache.stale``, the users' states, idle ones forgotten, then the triggers."""
+        ages = self.recs.stale(partitions, before_ms, n, exclude)
+        if not ages:
+            return []
+        states = self.store.load_columns([a.user_id for a in ages])
+        active = [a for a in ages if states[a.user_id].last_ts_ms >= active_after_ms]
+        if len(active) < len(ages):
+            self.recs.forget_ages([a for a in ages if a not in active])
+        triggers = self.recs.triggers([a.user_id for a in active])
+        return [StaleUser(a, states[a.user_id], t) for a, t in zip(active, triggers, strict=True)]

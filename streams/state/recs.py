@@ -7,7 +7,8 @@ per-user Redis budget. A zlib stream never starts with "{", so readers accept pl
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -39,20 +40,62 @@ class RecsCache:
         self.write_payloads([(recs.user_id, recs.to_json_bytes()) for recs in lists])
 
     def write_payloads(
-        self, payloads: Sequence[tuple[str, bytes]], cold: bytes | None = None
+        self,
+        payloads: Sequence[tuple[str, bytes]],
+        cold: bytes | None = None,
+        ages: Sequence[ListAge] = (),
     ) -> None:
         """Cache lists already in their wire form, (user_id, JSON bytes), in one pipeline.
 
         ``cold``: the list for users with none of their own (``RedisKeys.cold_recs``).
+        ``ages``: when lists were ranked, recorded for ``stale`` (``RedisKeys.list_ages``).
         """
-        if not payloads and cold is None:
+        if not payloads and cold is None and not ages:
             return
         pipe = self._r.pipeline(transaction=False)
         for user_id, payload in payloads:
             pipe.set(self._keys.user_recs(user_id), zlib.compress(payload, 6))
         if cold is not None:
             pipe.set(self._keys.cold_recs(), zlib.compress(cold, 6))
+        for partition, members in _by_partition(ages).items():
+            pipe.zadd(self._keys.list_ages(partition), dict(members))
         pipe.execute()
+
+    def stale(
+        self, partitions: Sequence[int], before_ms: int, n: int, exclude: Collection[str] = ()
+    ) -> list[ListAge]:
+        """Users of ``partitions`` whose list was ranked before ``before_ms``, oldest first.
+
+        At most ``n``, none of ``exclude``; one round trip.
+        """
+        pipe = self._r.pipeline(transaction=False)
+        for p in partitions:
+            key = self._keys.list_ages(p)
+            pipe.zrangebyscore(key, "-inf", f"({before_ms}", 0, n + len(exclude), True, int)
+        found = [
+            ListAge(p, _text(user), at)
+            for p, rows in zip(partitions, pipe.execute(), strict=True)
+            for user, at in rows
+        ]
+        found = [a for a in found if a.user_id not in exclude]
+        found.sort(key=lambda a: (a.at_ms, a.partition, a.user_id))
+        return found[:n]
+
+    def forget_ages(self, ages: Sequence[ListAge]) -> None:
+        """Drop users from the list-age index (idle for too long: no more re-ranking)."""
+        pipe = self._r.pipeline(transaction=False)
+        for partition, members in _by_partition(ages).items():
+            pipe.zrem(self._keys.list_ages(partition), *(u for u, _ in members))
+        pipe.execute()
+
+    def triggers(self, user_ids: Sequence[str]) -> list[str | None]:
+        """The ``trigger_event_id`` of each user's cached list (None: no list, or none)."""
+        pipe = self._r.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.get(self._keys.user_recs(user_id))
+        return [
+            None if raw is None else decode_recs(raw).trigger_event_id for raw in pipe.execute()
+        ]
 
     def read_cold(self) -> Recommendations | None:
         """The cold list, if a worker wrote one (``user_id`` is ``COLD_USER_ID``)."""
@@ -62,6 +105,26 @@ class RecsCache:
     def read(self, user_id: str) -> Recommendations | None:
         """The user's cached list, if one was written."""
         return read_cached_recs(self._r, self._keys, user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ListAge:
+    """When a user's cached list was ranked (event time), under their events partition."""
+
+    partition: int
+    user_id: str
+    at_ms: int
+
+
+def _by_partition(ages: Sequence[ListAge]) -> dict[int, list[tuple[str, int]]]:
+    out: dict[int, list[tuple[str, int]]] = {}
+    for a in ages:
+        out.setdefault(a.partition, []).append((a.user_id, a.at_ms))
+    return out
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8") if isinstance(raw, bytes) else raw
 
 
 def encode_recs(recs: Recommendations) -> bytes:

@@ -1,21 +1,24 @@
 """A freshness weight through the real worker: a product's arrival time travels from its
 record to the index (announced live, and read back from Redis at start-up), and a new arrival
-the shopper's vector alone would not retrieve reaches the list as ``new_arrival``."""
+the shopper's vector alone would not retrieve reaches the list as ``new_arrival``; with
+``interest.stale_after_s``, it reaches an idle shopper's list too, without a click of theirs."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from schemas import EventType, Recommendations, UserEvent
-from streams.kafka.topics import create_topics
+from streams.kafka.topics import Topics, create_topics
 from streams.ops.item_vectors import publish_item_vectors
 from streams.settings import Settings
 from streams.tools.eval.pipeline import wait_for_group
 from streams.tools.processes import running_worker
-from tests.support import send_event
+from tests.support import raw_producer, send_event
+from tests.support.kafka import collect
 
 MODEL = "fresh-test"
 DIM = 16
@@ -41,22 +44,23 @@ def _click(settings: Settings, n: int, item: str, ts_ms: int) -> Recommendations
     return send_event(settings, event)
 
 
+def _fresh(settings: Settings, **interest: float) -> Settings:
+    knobs = {
+        "fresh_weight": 2.0,
+        "fresh_half_life_s": 86_400.0,
+        "top_k": 5,
+        "candidates": 10,
+        "popularity_weight": 0.0,
+    }
+    return settings.model_copy(
+        update={"interest": settings.interest.model_copy(update=knobs | interest)}
+    )
+
+
 def test_new_arrivals_ranked_by_freshness_live_and_after_a_restart(
     settings: Settings, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(
-        update={
-            "interest": settings.interest.model_copy(
-                update={
-                    "fresh_weight": 2.0,
-                    "fresh_half_life_s": 86_400.0,
-                    "top_k": 5,
-                    "candidates": 10,
-                    "popularity_weight": 0.0,
-                }
-            )
-        }
-    )
+    settings = _fresh(settings)
     create_topics(settings)
     catalogue = _catalogue()
     old = {i: NOW_MS - 60 * DAY_MS for i in catalogue}  # two months old
@@ -96,3 +100,54 @@ def test_new_arrivals_ranked_by_freshness_live_and_after_a_restart(
         # Thirty days later the product is old news: its freshness has decayed away.
         later = _click(settings, 9_999_999_998, "a3", NOW_MS + 31 * DAY_MS)
         assert "new-b" not in [i.item_id for i in later.items]
+
+
+def test_an_idle_shoppers_list_is_ranked_again_with_a_new_arrival(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = _fresh(settings, stale_after_s=3600.0)
+    create_topics(settings)
+    topics = Topics.from_settings(settings)
+    catalogue = _catalogue()
+    publish_item_vectors(settings, MODEL, catalogue, arrived_ms=dict.fromkeys(catalogue, 0))
+    producer = raw_producer(settings)
+
+    def click(user: str, event_id: str, item: str, ts_ms: int) -> None:
+        ev = UserEvent(
+            event_id=event_id, user_id=user, item_id=item, type=EventType.CLICK, ts_ms=ts_ms
+        )
+        # One partition for both shoppers: a batch re-ranks the idle users of its partitions.
+        producer.send(topics.events.name, key=user.encode(), value=ev.to_json_bytes(), partition=0)
+        producer.flush()
+
+    def shoppers_lists(messages: list[Any]) -> list[Recommendations]:
+        lists = [Recommendations.from_json_bytes(m.value) for m in messages]
+        return [r for r in lists if r.user_id == "shopper"]
+
+    with running_worker(settings, "interests", tmp_path / "interests.log") as worker:
+        wait_for_group(settings, f"{settings.app_id}-interests", worker, timeout_s=90.0)
+        click("shopper", "s1", "a0", NOW_MS)
+        publish_item_vectors(
+            settings,
+            MODEL,
+            {"new-b": catalogue["b40"]},
+            arrived_ms={"new-b": NOW_MS + DAY_MS - 3_600_000},
+            activate=False,
+        )
+        # The shopper stays away; another shopper clicks every 2 h of event time from a day
+        # later, until a batch re-ranks the idle shopper's list with the new product in it.
+        found: list[Recommendations] = []
+        for k in range(60):
+            click("other", f"o{k}", "b41", NOW_MS + DAY_MS + k * 2 * 3_600_000)
+            time.sleep(0.5)
+            messages = collect(settings, topics.recommendations.name, lambda m: False, 0.5)
+            found = shoppers_lists(messages)
+            if any("new-b" in [i.item_id for i in r.items] for r in found):
+                break
+        producer.close()
+        assert worker.alive()
+    first, *again = found
+    assert all(i.item_id.startswith("a") for i in first.items)
+    assert again and all(r.trigger_event_id == "s1" for r in again)  # no event of theirs
+    fresh = next(r for r in again if "new-b" in [i.item_id for i in r.items])
+    assert (fresh.items[0].item_id, fresh.items[0].reason) == ("new-b", "new_arrival")

@@ -14,8 +14,8 @@ from models.interest import InterestColumns, UserInterest, score_increment
 from schemas import EventType, Recommendations, RecommendedItem, RedisKeys, UserEvent
 from streams.exceptions import UserStateError
 from streams.settings import InterestSettings
-from streams.state.backend import RedisBackend
-from streams.state.recs import RecsCache, decode_recs, read_cached_recs
+from streams.state.backend import RedisBackend, StaleUser
+from streams.state.recs import ListAge, RecsCache, decode_recs, read_cached_recs
 from streams.state.user_state import UserStateStore
 from tests.reference.interest import apply_events, user_vector
 from tests.support.checks import assert_signals_are_offline_replay, per_user
@@ -463,6 +463,52 @@ def test_the_worker_tests_stand_in_answers_as_redis_does(client: redis.Redis) ->
     np.testing.assert_allclose(
         [p for p in got_pop if p is not None], [p for p in want_pop if p is not None], rtol=1e-9
     )
+
+
+def test_idle_users_are_found_by_list_age_as_the_stand_in_finds_them(client: redis.Redis) -> None:
+    """``RecsCache.stale`` and ``RedisBackend.stale_users`` on Redis: the users of the asked
+    partitions whose lists are older than the cut, oldest first, bounded, the batch's own
+    excluded; users idle past the active window leave the index; each comes with its state
+    and its cached list's trigger. The stand-in the worker's unit tests use answers the same."""
+    settings = InterestSettings()
+    real = RedisBackend.from_settings(client, KEYS, settings)
+    stand_in = MemoryBackend(settings)
+    events = [ev(f"e{k}", f"u{k}", f"i{k}", NOW + k * MIN_MS) for k in range(6)]
+    for backend in (real, stand_in):
+        backend.apply_and_read(triples(events))
+    lists = [
+        (
+            e.user_id,
+            Recommendations(
+                user_id=e.user_id,
+                items=[],
+                model_id="m",
+                trigger_event_id=e.event_id,
+                generated_at_ms=NOW,
+            ).to_json_bytes(),
+        )
+        for e in events[:5]  # u5 has no cached list: no trigger to answer
+    ]
+    ages = [ListAge(k % 2, e.user_id, e.ts_ms) for k, e in enumerate(events)]
+    for backend in (real, stand_in):
+        backend.write_lists(lists, ages=ages)
+    assert RecsCache(client, KEYS).stale([0, 1], NOW + 4 * MIN_MS, 10) == ages[:4]
+    cut, active = NOW + 10 * MIN_MS, NOW + 2 * MIN_MS  # u0 and u1 idle too long
+    got = _view(real.stale_users([0, 1], cut, active, 3, {"u3"}))
+    assert got == _view(stand_in.stale_users([0, 1], cut, active, 3, {"u3"}))
+    # The three oldest but u3: u0 and u1 leave the index (no event since ``active``).
+    assert got == [(ages[2], "e2", ["i2"], events[2].ts_ms)]
+    assert RecsCache(client, KEYS).stale([0, 1], cut, 10) == ages[2:]  # u0, u1 forgotten
+    again = _view(real.stale_users([1], cut, active, 10, set()))
+    assert (
+        again
+        == _view(stand_in.stale_users([1], cut, active, 10, set()))
+        == [(ages[k], f"e{k}" if k < 5 else None, [f"i{k}"], events[k].ts_ms) for k in (3, 5)]
+    )
+
+
+def _view(found: list[StaleUser]) -> list[tuple[ListAge, str | None, list[str], int]]:
+    return [(s.age, s.trigger, s.state.item_ids, s.state.last_ts_ms) for s in found]
 
 
 def _assert_signals_are_offline_replay(

@@ -11,8 +11,9 @@ behaviour runs on a real Redis server.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ from models.index import ItemIndex
 from models.interest import InterestColumns, UserInterest, score_increment
 from schemas import UserEvent
 from streams.settings import InterestSettings
+from streams.state.backend import StaleUser
+from streams.state.recs import ListAge
 from streams.state.signals import Pending, Signals
 from tests.reference.interest import apply_events
 from tests.reference.signals import near_items
@@ -42,6 +45,8 @@ class MemoryBackend:
     lists: dict[str, bytes] = field(default_factory=dict)
     cold: bytes | None = None
     cold_writes: int = 0
+    ages: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    """Events partition -> user -> event time their list was ranked at."""
     outboxes: dict[str, list[Pending]] = field(default_factory=lambda: defaultdict(list))
     calls: list[tuple[str, Any]] = field(default_factory=list)
     failing: dict[str, int] = field(default_factory=dict)
@@ -124,12 +129,45 @@ class MemoryBackend:
         self._call("read_popularity", list(item_ids))
         return [self.popular.get(i) for i in item_ids]
 
-    def write_lists(self, payloads: Sequence[tuple[str, bytes]], cold: bytes | None = None) -> None:
+    def write_lists(
+        self,
+        payloads: Sequence[tuple[str, bytes]],
+        cold: bytes | None = None,
+        ages: Sequence[ListAge] = (),
+    ) -> None:
         self._call("write_lists", [u for u, _ in payloads])
         self.lists.update(payloads)
         if cold is not None:
             self.cold = cold
             self.cold_writes += 1
+        for a in ages:
+            self.ages[a.partition][a.user_id] = a.at_ms
+
+    def stale_users(
+        self,
+        partitions: Sequence[int],
+        before_ms: int,
+        active_after_ms: int,
+        n: int,
+        exclude: Collection[str],
+    ) -> list[StaleUser]:
+        self._call("stale_users", (list(partitions), before_ms, active_after_ms, n))
+        found = sorted(
+            (at, p, u)
+            for p in partitions
+            for u, at in self.ages.get(p, {}).items()
+            if at < before_ms and u not in exclude
+        )[:n]
+        out = []
+        for at, p, u in found:
+            state = InterestColumns.of(self.users.get(u, UserInterest.empty()))
+            if state.last_ts_ms < active_after_ms:
+                del self.ages[p][u]  # idle too long: no more re-ranking
+                continue
+            listed = self.lists.get(u)
+            trigger = None if listed is None else json.loads(listed)["trigger_event_id"]
+            out.append(StaleUser(ListAge(p, u, at), state, trigger))
+        return out
 
 
 def _strongest(scores: dict[str, float], n: int) -> Pairs:

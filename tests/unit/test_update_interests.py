@@ -451,3 +451,89 @@ def test_co_occurrence_increments_follow_the_apply_window(
     ]
     # Each pair counts in both directions, once.
     assert backend.co["it02"]["it01"] == backend.co["it01"]["it02"] > 0
+
+
+HOUR = 3_600_000
+
+
+def _stale_run(
+    batches: Sequence[Sequence[UserEvent]], **interest: Any
+) -> tuple[Run, MemoryBackend, list[Any], dict[str, np.ndarray]]:
+    """Batches through a worker; also every ``read_signals`` reply, in order."""
+    settings = _settings(co_cache_ms=0, co_weight=1.0, **interest)
+    vectors = _catalogue()
+    backend = MemoryBackend(settings.interest)
+    _preset_signals(backend, vectors)
+    replies: list[Any] = []
+    read = backend.read_signals
+
+    def recording(*args: Any) -> Any:
+        replies.append(read(*args))
+        return replies[-1]
+
+    backend.read_signals = recording  # type: ignore[method-assign]
+    run = Run(settings, backend, _index(vectors))
+    run.feed_batches([[_message(ev) for ev in batch] for batch in batches])
+    return run, backend, replies, vectors
+
+
+def test_idle_users_lists_are_ranked_again_once_they_grow_stale() -> None:
+    first = [
+        _event("a1", "u0", "it01", T0),
+        _event("a2", "u0", "it02", T0 + 1000),
+        _event("b1", "u1", "it03", T0 + 2000),
+    ]
+    later = [_event("c1", "u2", "it04", T0 + 2 * HOUR)]  # u0 and u1 idle for 2 h
+    again = [_event("c2", "u2", "it05", T0 + 2 * HOUR + 60_000)]  # lists 1 min old: none
+    run, backend, replies, vectors = _stale_run([first, later, again], stale_after_s=3600)
+    got = [(r.user_id, r.trigger_event_id) for r in run.lists()]
+    # Re-ranked lists answer the user's last event (nothing new applied), oldest list first.
+    rerun = [("u0", "a2"), ("u1", "b1")]
+    assert got == [*rerun, ("u2", "c1"), *rerun, ("u2", "c2")]
+    # Each equals the reference for the user's state at the batch's time, with that batch's
+    # signals, so it carries what changed since: popularity, co-occurrence, decay.
+    settings = run.settings.interest
+    now = T0 + 2 * HOUR
+    co_read, popular = replies[1]
+    want = reference_lists(
+        [(u, InterestColumns.of(backend.users[u]), now) for u in ("u0", "u1")],
+        DictIndex(vectors),
+        co_read,
+        popular,
+        settings.interest_params(),
+        settings.rank_params(),
+    )
+    for got_list, want_list in zip(run.lists()[3:5], want, strict=True):
+        assert [(i.item_id, i.reason) for i in got_list.items] == [(i, r) for i, _, r in want_list]
+    assert backend.lists["u0"] == run.produced.sent[3][1]  # the cache follows
+    ages = {u: at for by_user in backend.ages.values() for u, at in by_user.items()}
+    assert ages == {"u0": now, "u1": now, "u2": T0 + 2 * HOUR + 60_000}
+    # Asked by every batch (co_cache_ms 0) for its partitions, lists older than an hour.
+    asked = backend.called("stale_users")
+    assert [before for _, before, _, _ in asked] == [
+        ev.ts_ms - HOUR for ev in (first[-1], later[0], again[0])
+    ]
+
+
+def test_users_idle_past_the_active_window_leave_the_index() -> None:
+    first = [_event("a1", "u0", "it01", T0)]
+    later = [_event("b1", "u1", "it02", T0 + 5 * HOUR)]
+    run, backend, _, _ = _stale_run([first, later], stale_after_s=3600, stale_active_s=3 * 3600)
+    assert [r.user_id for r in run.lists()] == ["u0", "u1"]
+    assert {u for by_user in backend.ages.values() for u in by_user} == {"u1"}
+
+
+def test_at_most_stale_per_batch_lists_are_ranked_again_per_batch() -> None:
+    first = [_event(f"a{k}", f"u{k}", f"it0{k}", T0 + k) for k in range(3)]
+    later = [_event(f"b{k}", "v", "it09", T0 + 2 * HOUR + k) for k in range(2)]
+    run, _, _, _ = _stale_run([first, later[:1], later[1:]], stale_after_s=3600, stale_per_batch=2)
+    users = [r.user_id for r in run.lists()]
+    assert users == ["u0", "u1", "u2", "v", "u0", "u1", "v", "u2"]
+
+
+def test_no_list_is_ranked_again_by_default() -> None:
+    first = [_event("a1", "u0", "it01", T0)]
+    later = [_event("b1", "u1", "it02", T0 + 50 * HOUR)]
+    run, backend, _, _ = _stale_run([first, later])
+    assert [r.user_id for r in run.lists()] == ["u0", "u1"]
+    assert backend.called("stale_users") == [] and not backend.ages
