@@ -144,6 +144,21 @@ def test_a_cold_list_read_before_a_first_event_is_scored_as_the_cold_list() -> N
     assert refresh_latencies(EVENTS, sent, lists) == pytest.approx([0.5])  # it answers nothing
 
 
+def test_a_list_ranked_again_while_the_user_was_idle_is_the_one_shown() -> None:
+    sent = {0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0}
+    lists = {
+        "a": [
+            ReceivedList(0, 0.2, ("q",)),  # answers e0
+            ReceivedList(0, 0.8, ("y",)),  # e0 again, ranked later while a was idle
+            ReceivedList(1, 1.5, ("w",)),
+            ReceivedList(1, 3.5, ("z",)),  # ranked again, but only after e3 was sent
+        ]
+    }
+    result = score_received("sys", EVENTS, sent, lists, ks=(1,))
+    assert result.ranks == [1, None, None]  # e1 sees "y"; e3 sees "w"
+    assert (result.fresh, result.reranked) == (2, 1)
+
+
 def test_a_list_triggered_by_a_later_event_is_not_shown_before_it() -> None:
     sent = {0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0}
     lists = {"a": [ReceivedList(3, 0.9, ("y",))]}  # impossible order, must be ignored

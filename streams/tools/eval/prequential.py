@@ -63,6 +63,9 @@ class MethodResult:
     """Test events whose list answered the user's immediately preceding event."""
     cold: int = 0
     """Test events scored against the cold list (the user had no list of their own yet)."""
+    reranked: int = 0
+    """Of ``fresh``, events whose list was ranked again while the user was idle (a later list
+    answering the same event: ``interest.stale_after_s``)."""
 
     def summary(
         self,
@@ -271,13 +274,15 @@ def score_received(
             continue
         user_lists = by_user.get(event.user_id, [])
         cut = bisect.bisect_right(times.get(event.user_id, []), sent_s[event.seq])
-        shown = next((r for r in reversed(user_lists[:cut]) if r.trigger_seq < event.seq), None)
-        if shown is None:
+        at = next((j for j in reversed(range(cut)) if user_lists[j].trigger_seq < event.seq), None)
+        if at is None:
             result.no_list += 1
             result.add(event, ())
             continue
+        shown = user_lists[at]
         if shown.trigger_seq == prior:
             result.fresh += 1
+            result.reranked += any(r.trigger_seq == prior for r in user_lists[:at])
         elif shown.trigger_seq == COLD_TRIGGER:
             result.cold += 1
         result.add(event, shown.items)

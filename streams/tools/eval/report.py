@@ -34,6 +34,7 @@ def method_metrics(result: MethodResult, catalogue_size: int) -> dict[str, Any]:
         "no_list": result.no_list,
         "cold_list": result.cold,
         "fresh": result.fresh,
+        "reranked_while_idle": result.reranked,
     }
 
 
@@ -78,7 +79,7 @@ def markdown(
     lines = [
         f"| method | HitRate@{k} per user | NDCG@{k} per user | MRR@{RECALL_K} per user | "
         f"HitRate@{k} per event | NDCG@{k} per event | coverage@{k} | lists answering "
-        "the previous event | cold list / no list yet |",
+        "the previous event (ranked again while idle) | cold list / no list yet |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in outcome.methods:
@@ -88,7 +89,8 @@ def markdown(
             f"| {result.name} | {_ci(su, 'hr_user')} | {_ci(su, 'ndcg_user')} | "
             f"{_ci(su, 'mrr_user')} | {_ci(su, 'hr_event')} | {_ci(su, 'ndcg_event')} | "
             f"{s.coverage(outcome.catalogue_size):.3f} | "
-            f"{result.fresh / max(1, s.events):.1%} | {result.cold} / {result.no_list} |"
+            f"{result.fresh / max(1, s.events):.1%} ({result.reranked / max(1, s.events):.1%}) "
+            f"| {result.cold} / {result.no_list} |"
         )
     lines += [
         "",
