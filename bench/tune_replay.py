@@ -65,6 +65,7 @@ KNOBS: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("popularity_prior", (0.0, 1.0, 2.0, 4.0, 8.0)),
     ("stale_after_s", (0.0, 3600.0, 21600.0, 86400.0, 259200.0)),
     ("stale_active_s", (604800.0, 2592000.0, 31536000.0)),
+    ("stale_per_batch", (100.0, 1000.0)),
     ("short_term_weight", (0.25, 0.5, 0.75)),
     ("half_life_short_s", (600.0, 1800.0, 7200.0)),
     ("co_window_s", (1800.0, 21600.0, 86400.0)),
