@@ -89,13 +89,15 @@ class RecsCache:
         pipe.execute()
 
     def triggers(self, user_ids: Sequence[str]) -> list[str | None]:
-        """The ``trigger_event_id`` of each user's cached list (None: no list, or none)."""
+        """The ``trigger_event_id`` of each user's cached list.
+
+        None: no list, a list answering no event, or a value that is not a list (written by
+        another tool): the worker then ranks the user again without a trigger, never fails.
+        """
         pipe = self._r.pipeline(transaction=False)
         for user_id in user_ids:
             pipe.get(self._keys.user_recs(user_id))
-        return [
-            None if raw is None else decode_recs(raw).trigger_event_id for raw in pipe.execute()
-        ]
+        return [_trigger(raw) for raw in pipe.execute()]
 
     def read_cold(self) -> Recommendations | None:
         """The cold list, if a worker wrote one (``user_id`` is ``COLD_USER_ID``)."""
@@ -121,6 +123,15 @@ def _by_partition(ages: Sequence[ListAge]) -> dict[int, list[tuple[str, int]]]:
     for a in ages:
         out.setdefault(a.partition, []).append((a.user_id, a.at_ms))
     return out
+
+
+def _trigger(raw: bytes | str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return decode_recs(raw).trigger_event_id
+    except ValueError:  # not zlib or JSON, or not a valid list (pydantic's errors are too)
+        return None
 
 
 def _text(raw: bytes | str) -> str:

@@ -492,6 +492,7 @@ def test_idle_users_are_found_by_list_age_as_the_stand_in_finds_them(client: red
     ages = [ListAge(k % 2, e.user_id, e.ts_ms) for k, e in enumerate(events)]
     for backend in (real, stand_in):
         backend.write_lists(lists, ages=ages)
+    client.set(KEYS.user_recs("u5"), b"\x00garbage")  # another tool's value: no trigger, no error
     assert RecsCache(client, KEYS).stale([0, 1], NOW + 4 * MIN_MS, 10) == ages[:4]
     cut, active = NOW + 10 * MIN_MS, NOW + 2 * MIN_MS  # u0 and u1 idle too long
     got = _view(real.stale_users([0, 1], cut, active, 3, {"u3"}))
