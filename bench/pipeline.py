@@ -586,6 +586,12 @@ def main() -> int:
         default=None,
         help="interest.space_min_recall (0 serves a fitted space whatever recall it keeps)",
     )
+    ap.add_argument(
+        "--stale-after-s",
+        type=float,
+        default=None,
+        help="interest.stale_after_s (idle users' lists ranked again; default: off)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument(
         "--py-spy",
@@ -627,6 +633,8 @@ def main() -> int:
             batch = {"max_batch": args.max_batch, "applied_max": applied}
         if args.space_min_recall is not None:
             batch["space_min_recall"] = args.space_min_recall
+        if args.stale_after_s is not None:
+            batch["stale_after_s"] = args.stale_after_s
         base = Settings(
             kafka=KafkaSettings(bootstrap_servers=kafka.bootstrap),
             redis=RedisSettings(url=redis_server.url),
