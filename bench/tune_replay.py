@@ -19,9 +19,11 @@ prequentially, and the test 20 % is never sent nor read. Nothing here looks at t
    ``--confirm KNOB=VALUE --repeats N`` instead runs the start and the start with that change
    alternately, N times each: how a winner by less than the run-to-run spread is checked.
 
-Every trial is printed as it finishes and written to the JSON with the choice. The test run
-then uses the choices (``visrec eval replay --full`` with the chosen settings in the
-environment, and ``--baseline-half-life-days``).
+Every trial is printed as it finishes (per-user HR@10, which the search maximises, and per
+event: a per-user gain with no per-event gain is a few users with one or two clicks each,
+as the re-rank of idle lists showed in stop 18) and written to the JSON with the choice.
+The test run then uses the choices (``visrec eval replay --full`` with the chosen settings
+in the environment, and ``--baseline-half-life-days``).
 """
 
 from __future__ import annotations
@@ -202,7 +204,8 @@ def tune_visrec(
         r = trial(settings, params, users, work)
         log(
             f"visrec {params}: HR@10 {r['hr10_user']:.4f}, "
-            f"NDCG@10 {r['ndcg10_user']:.4f} ({r['seconds']:.0f} s)"
+            f"NDCG@10 {r['ndcg10_user']:.4f}, per event HR@10 {r['hr10_event']:.4f} "
+            f"({r['seconds']:.0f} s)"
         )
         return r
 
@@ -228,7 +231,10 @@ def confirm(
     for k in range(repeats):
         for params in ({}, change):
             r = trial(settings, params, users, work)
-            log(f"confirm {k + 1}/{repeats} {params or 'start'}: HR@10 {r['hr10_user']:.4f}")
+            log(
+                f"confirm {k + 1}/{repeats} {params or 'start'}: HR@10 {r['hr10_user']:.4f}, "
+                f"per event {r['hr10_event']:.4f}"
+            )
             trials.append(r)
     return trials
 
