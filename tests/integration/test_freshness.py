@@ -18,7 +18,7 @@ from streams.settings import Settings
 from streams.tools.eval.pipeline import wait_for_group
 from streams.tools.processes import running_worker
 from tests.support import raw_producer, send_event
-from tests.support.kafka import collect
+from tests.support.kafka import TopicReader
 
 MODEL = "fresh-test"
 DIM = 16
@@ -35,6 +35,17 @@ def _catalogue() -> dict[str, np.ndarray]:
         v[0 if k < 40 else 1] += 3.0
         out[f"{'a' if k < 40 else 'b'}{k}"] = v / np.linalg.norm(v)
     return out
+
+
+def _announce_new_b(settings: Settings, catalogue: dict[str, np.ndarray]) -> None:
+    """A product like the b items, arrived an hour before a day after NOW_MS, sent live."""
+    publish_item_vectors(
+        settings,
+        MODEL,
+        {"new-b": catalogue["b40"]},
+        arrived_ms={"new-b": NOW_MS + DAY_MS - 3_600_000},
+        activate=False,
+    )
 
 
 def _click(settings: Settings, n: int, item: str, ts_ms: int) -> Recommendations:
@@ -75,13 +86,7 @@ def test_new_arrivals_ranked_by_freshness_live_and_after_a_restart(
 
         # A new product unlike anything the shopper touched, announced while the worker runs:
         # only its arrival (an hour before the next click) can bring it into the list.
-        publish_item_vectors(
-            settings,
-            MODEL,
-            {"new-b": catalogue["b40"]},
-            arrived_ms={"new-b": NOW_MS + DAY_MS - 3_600_000},
-            activate=False,
-        )
+        _announce_new_b(settings, catalogue)
         deadline = time.monotonic() + 30
         while True:
             lst = _click(settings, int(time.monotonic() * 10), "a1", NOW_MS + DAY_MS)
@@ -127,23 +132,19 @@ def test_an_idle_shoppers_list_is_ranked_again_with_a_new_arrival(
     with running_worker(settings, "interests", tmp_path / "interests.log") as worker:
         wait_for_group(settings, f"{settings.app_id}-interests", worker, timeout_s=90.0)
         click("shopper", "s1", "a0", NOW_MS)
-        publish_item_vectors(
-            settings,
-            MODEL,
-            {"new-b": catalogue["b40"]},
-            arrived_ms={"new-b": NOW_MS + DAY_MS - 3_600_000},
-            activate=False,
-        )
+        _announce_new_b(settings, catalogue)
         # The shopper stays away; another shopper clicks every 2 h of event time from a day
         # later, until a batch re-ranks the idle shopper's list with the new product in it.
         found: list[Recommendations] = []
+        reader = TopicReader(settings, topics.recommendations.name)
         for k in range(60):
             click("other", f"o{k}", "b41", NOW_MS + DAY_MS + k * 2 * 3_600_000)
             time.sleep(0.5)
-            messages = collect(settings, topics.recommendations.name, lambda m: False, 0.5)
-            found = shoppers_lists(messages)
+            reader.poll(timeout_ms=500)
+            found = shoppers_lists(reader.messages)
             if any("new-b" in [i.item_id for i in r.items] for r in found):
                 break
+        reader.close()
         producer.close()
         assert worker.alive()
     first, *again = found
