@@ -68,10 +68,17 @@ class InterestParams:
     short_term_weight: float
     event_weights: Mapping[str, float]
     half_life_popularity_s: float = 7 * 86400.0
+    half_life_co_s: float = 7 * 86400.0
+    """Half-life of co-occurrence counts."""
 
     def __post_init__(self) -> None:
         """Reject parameters that could put NaN or inf into stored state."""
-        for name in ("half_life_long_s", "half_life_short_s", "half_life_popularity_s"):
+        for name in (
+            "half_life_long_s",
+            "half_life_short_s",
+            "half_life_popularity_s",
+            "half_life_co_s",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {value!r}")
@@ -113,17 +120,26 @@ def log_increment(event_type: str, ts_ms: int, params: InterestParams) -> tuple[
     )
 
 
-def score_increment(event_type: str, ts_ms: int, params: InterestParams) -> float:
-    """Linear-domain decayed increment ``w * 2 ** ((t - T0) / h_pop)``, exponent capped."""
-    e = min(_exponent(ts_ms, params.half_life_popularity_s), MAX_SCORE_EXPONENT)
+def score_increment(
+    event_type: str, ts_ms: int, params: InterestParams, half_life_s: float | None = None
+) -> float:
+    """Linear-domain decayed increment ``w * 2 ** ((t - T0) / h)``, exponent capped.
+
+    ``h``: ``half_life_s``, by default popularity's (``params.half_life_co_s`` for pairs).
+    """
+    h = params.half_life_popularity_s if half_life_s is None else half_life_s
+    e = min(_exponent(ts_ms, h), MAX_SCORE_EXPONENT)
     return params.weight(event_type) * math.pow(2.0, e)
 
 
-def decay_score(score: float, now_ms: int, params: InterestParams) -> float:
+def decay_score(
+    score: float, now_ms: int, params: InterestParams, half_life_s: float | None = None
+) -> float:
     """Convert a stored linear-domain score to a decayed count at ``now_ms`` (0 if <= 0)."""
     if not score > 0 or not math.isfinite(score):
         return 0.0
-    e = min(_exponent(now_ms, params.half_life_popularity_s), MAX_SCORE_EXPONENT)
+    h = params.half_life_popularity_s if half_life_s is None else half_life_s
+    e = min(_exponent(now_ms, h), MAX_SCORE_EXPONENT)
     # Scores from events after ``now_ms`` grow when read "backwards"; cap below exp's limit.
     return math.exp(min(math.log(score) - e * LN2, 700.0))
 

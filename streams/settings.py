@@ -314,8 +314,9 @@ class InterestSettings(BaseModel):
     co_window_s: float = Field(default=1800.0, gt=0, description="Co-occurrence window.")
     co_max_per_event: int = Field(default=10, ge=1, description="Co-occurrence fan-out cap.")
     half_life_popularity_s: float = Field(
-        default=7 * 86400.0, gt=0, description="Half-life of popularity and co-occurrence counts."
+        default=7 * 86400.0, gt=0, description="Half-life of popularity counts."
     )
+    half_life_co_s: float = Field(default=7 * 86400.0, gt=0, description=doc.HALF_LIFE_CO)
     popular_max: int = Field(default=10_000, ge=1, description="Items kept in the popularity set.")
     stale_after_s: float = Field(default=0.0, ge=0, description=doc.STALE_AFTER)
     stale_active_s: float = Field(default=30 * 86400.0, gt=0, description=doc.STALE_ACTIVE)
@@ -331,6 +332,7 @@ class InterestSettings(BaseModel):
             short_term_weight=self.short_term_weight,
             event_weights={str(k): v for k, v in self.event_weights.items()},
             half_life_popularity_s=self.half_life_popularity_s,
+            half_life_co_s=self.half_life_co_s,
         )
 
     def rank_params(self) -> RankParams:

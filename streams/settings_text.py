@@ -23,3 +23,8 @@ STALE_AFTER = (
 )
 STALE_ACTIVE = "Idle users are ranked again only while their last event is newer than this."
 STALE_PER_BATCH = "Most idle users whose lists one batch ranks again (oldest lists first)."
+HALF_LIFE_CO = (
+    "Half-life of co-occurrence counts. Which items go together changes more slowly than "
+    "which are in demand. Changing it (as half_life_popularity_s) mixes scales in the stored "
+    "pairs: old pairs fade (longer) or dominate (shorter) until the counts are rebuilt."
+)

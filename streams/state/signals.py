@@ -6,7 +6,10 @@ rewriting them. The exponent is capped at ``MAX_SCORE_EXPONENT``; with the 7-day
 horizon is 2041, after which scores must be rebased (see ``models.interest``). Co-occurrence:
 the apply script (``streams.state.user_state``) finds up to ``co_max_per_event`` items the
 user touched within ``co_window_s`` of each applied event, and ``co:{i:<item>}`` gains the
-same increment in both directions, trimmed to ``co_max_neighbours``.
+same increment in both directions, trimmed to ``co_max_neighbours``. Pairs decay with their own
+half-life, ``interest.half_life_co_s`` (an increment of its own in the outbox entry where it
+differs from popularity's): which items go together changes more slowly than which are in
+demand.
 
 Exactly once per event: the apply script records an event's id and pushes its increments to
 the user's outbox in one atomic step, and ``SignalStore.write`` drains outboxes into the
@@ -36,7 +39,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from models.interest import InterestParams, decay_score
+from models.interest import InterestParams, decay_score, score_increment
 from schemas import RedisKeys
 from streams.exceptions import DrainConflict
 from streams.state.lua import lua, run_script
@@ -54,15 +57,45 @@ class Pending:
     """The user's apply count after the event: unique per user, increasing along the outbox."""
     item_id: str
     increment: float
-    """What the event adds to popularity and to each of its co-occurrence pairs."""
+    """What the event adds to popularity."""
     near: tuple[str, ...]
     """Items the user touched within the co-occurrence window of the event."""
+    co_increment: float | None = None
+    """What it adds to each of its co-occurrence pairs (None: ``increment``)."""
+
+    @property
+    def co(self) -> float:
+        """The co-occurrence increment."""
+        return self.increment if self.co_increment is None else self.co_increment
 
     @classmethod
     def parse(cls, user_id: str, entry: bytes | str) -> Pending:
-        """An outbox entry: ``seq<TAB>increment<TAB>item<TAB>near...``."""
+        """An outbox entry: ``seq<TAB>increment[;co increment]<TAB>item<TAB>near...``.
+
+        The co-occurrence increment is written only when its half-life differs from
+        popularity's (entries from before ``interest.half_life_co_s`` have none).
+        """
         seq, inc, item, *near = _text(entry).split("\t")
-        return cls(user_id, int(seq), item, float(inc), tuple(near))
+        pop, _, co = inc.partition(";")
+        return cls(user_id, int(seq), item, float(pop), tuple(near), float(co) if co else None)
+
+
+def event_increments(
+    event_type: str, ts_ms: int, params: InterestParams
+) -> tuple[float, float | None]:
+    """An event's popularity increment and, where pairs decay otherwise, its pairs' own."""
+    pop = score_increment(event_type, ts_ms, params)
+    h = params.half_life_co_s
+    if h == params.half_life_popularity_s:
+        return pop, None
+    return pop, score_increment(event_type, ts_ms, params, h)
+
+
+def increment_field(increment: float, co_increment: float | None) -> str:
+    """The outbox entry's increment field (``Pending.parse`` reads it back)."""
+    if co_increment is None:
+        return repr(increment)
+    return f"{increment!r};{co_increment!r}"
 
 
 Signals = list[Pending]
@@ -165,10 +198,12 @@ class SignalStore:
         bumps: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         popular = self._keys.popularity()
         for p in pending:
-            inc = p.increment
+            # An increment that underflowed (an event from long before T0) counts for nothing.
+            if p.increment > 0:
+                bumps[popular][p.item_id] += p.increment
+            inc = p.co
             if not inc > 0:
-                continue  # underflowed (an event from long before T0): counts for nothing
-            bumps[popular][p.item_id] += inc
+                continue
             mine = self._keys.cooccurrence(p.item_id)
             for other in p.near:
                 bumps[mine][other] += inc
@@ -227,11 +262,12 @@ class SignalStore:
         if n < 1 or not item_ids:
             return {i: [] for i in item_ids}
         now = _now_ms() if now_ms is None else now_ms
+        h = self._params.half_life_co_s
         pipe = self._r.pipeline(transaction=False)
         for item in item_ids:
             pipe.zrevrange(self._keys.cooccurrence(item), 0, n - 1, withscores=True)
         return {
-            item: [(_text(o), decay_score(float(s), now, self._params)) for o, s in rows]
+            item: [(_text(o), decay_score(float(s), now, self._params, h)) for o, s in rows]
             for item, rows in zip(item_ids, pipe.execute(), strict=True)
         }
 

@@ -42,13 +42,18 @@ from models.interest import (
     ItemWeight,
     UserInterest,
     log_increment,
-    score_increment,
 )
 from schemas import RedisKeys, UserEvent
 from streams.exceptions import UserStateError
 from streams.settings import InterestSettings
 from streams.state.lua import lua, run_script
-from streams.state.signals import Pending, Signals, SignalStore
+from streams.state.signals import (
+    Pending,
+    Signals,
+    SignalStore,
+    event_increments,
+    increment_field,
+)
 
 # Most events of one user applied by one script call.
 MAX_EVENTS_PER_CALL = 256
@@ -207,14 +212,13 @@ class UserStateStore:
         ]
         for ev in events:
             inc_long, inc_short = log_increment(ev.type, ev.ts_ms, self._params)
-            inc_pop = score_increment(ev.type, ev.ts_ms, self._params)
             args += (
                 ev.event_id,
                 ev.item_id,
                 str(ev.ts_ms),
                 repr(inc_long),
                 repr(inc_short),
-                repr(inc_pop),
+                increment_field(*event_increments(ev.type, ev.ts_ms, self._params)),
             )
         keys = [
             self._keys.user_state(user_id),

@@ -2,7 +2,8 @@
 
 Each user's events are applied in log order with ``tests.reference.interest.apply_events``
 (a repeated ``event_id`` counts once); each applied event adds its ``score_increment`` to its
-item's popularity and, in both directions, to every pair it forms with the items the user
+item's popularity and, in both directions, its increment at the pairs' half-life
+(``InterestParams.half_life_co_s``) to every pair it forms with the items the user
 touched within the co-occurrence window (``near_items``: what ``lua/apply_events.lua``
 finds). Sums are order-free, so whatever batches and crashes the workers went through, Redis
 must hold these counts (to rounding) as long as no set outgrew its trim limit.
@@ -49,10 +50,12 @@ def replay_signals(
             applied.add(ev.event_id)
             state = apply_events(state, [ev], params, settings.seen_max)
             inc = score_increment(ev.type, ev.ts_ms, params)
-            if not inc > 0:
+            co_inc = score_increment(ev.type, ev.ts_ms, params, params.half_life_co_s)
+            if inc > 0:
+                popular[ev.item_id] += inc
+            if not co_inc > 0:
                 continue
-            popular[ev.item_id] += inc
             for other in near_items(state, ev, window_ms, settings.co_max_per_event):
-                co[ev.item_id][other] += inc
-                co[other][ev.item_id] += inc
+                co[ev.item_id][other] += co_inc
+                co[other][ev.item_id] += co_inc
     return dict(popular), {item: dict(near) for item, near in co.items()}

@@ -21,12 +21,12 @@ from typing import Any
 import redis
 
 from models.index import ItemIndex
-from models.interest import InterestColumns, UserInterest, score_increment
+from models.interest import InterestColumns, UserInterest
 from schemas import UserEvent
 from streams.settings import InterestSettings
 from streams.state.backend import StaleUser
 from streams.state.recs import ListAge
-from streams.state.signals import Pending, Signals
+from streams.state.signals import Pending, Signals, event_increments
 from tests.reference.interest import apply_events
 from tests.reference.signals import near_items
 
@@ -90,8 +90,8 @@ class MemoryBackend:
             del ids[: max(0, len(ids) - s.applied_max)]
             applied.append(True)
             near = near_items(state, ev, window_ms, s.co_max_per_event)
-            inc = score_increment(ev.type, ev.ts_ms, params)
-            entry = Pending(ev.user_id, state.n_events, ev.item_id, inc, tuple(near))
+            inc, co_inc = event_increments(ev.type, ev.ts_ms, params)
+            entry = Pending(ev.user_id, state.n_events, ev.item_id, inc, tuple(near), co_inc)
             self.outboxes[ev.user_id].append(entry)
         touched = list(dict.fromkeys(ev.user_id for ev, _, _ in events))
         states = {u: InterestColumns.of(self.users.get(u, UserInterest.empty())) for u in touched}
@@ -106,12 +106,13 @@ class MemoryBackend:
             if p not in box:
                 continue  # drained before: each entry counts once
             box.remove(p)
-            if not p.increment > 0:
+            if p.increment > 0:
+                self.popular[p.item_id] = self.popular.get(p.item_id, 0.0) + p.increment
+            if not p.co > 0:
                 continue
-            self.popular[p.item_id] = self.popular.get(p.item_id, 0.0) + p.increment
             for other in p.near:
-                self.co[p.item_id][other] = self.co[p.item_id].get(other, 0.0) + p.increment
-                self.co[other][p.item_id] = self.co[other].get(p.item_id, 0.0) + p.increment
+                self.co[p.item_id][other] = self.co[p.item_id].get(other, 0.0) + p.co
+                self.co[other][p.item_id] = self.co[other].get(p.item_id, 0.0) + p.co
             if p.near:
                 changed.add(p.item_id)
                 changed.update(p.near)

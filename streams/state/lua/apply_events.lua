@@ -7,7 +7,8 @@
 -- streams.state.user_state.
 -- Each applied event also leaves its popularity and co-occurrence increments in the outbox,
 -- in the same atomic step that records its id: "n<TAB>inc<TAB>item<TAB>near..." (n: the
--- user's apply count after it). streams.state.signals drains the outbox into the global sets.
+-- user's apply count after it; inc: inc_popular as given, "pop;co" where pairs decay with a
+-- half-life of their own). streams.state.signals drains the outbox into the global sets.
 -- Reply: per event 0 (already applied) or 1, then the packed state (4 strings), then every
 -- entry still in the outbox (this call's and any a crashed worker left undrained).
 local state, seen, applied, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
