@@ -18,6 +18,7 @@ from streams.state.backend import RedisBackend, StaleUser
 from streams.state.recs import ListAge, RecsCache, decode_recs, read_cached_recs
 from streams.state.user_state import UserStateStore
 from tests.reference.interest import apply_events, user_vector
+from tests.reference.signals import replay_signals
 from tests.support.checks import assert_signals_are_offline_replay, per_user
 from tests.support.standins import MemoryBackend
 
@@ -403,11 +404,20 @@ def test_unicode_ids_and_far_timestamps_round_trip(client: redis.Redis) -> None:
     assert all(math.isfinite(w.log_long) for w in got.weights)
 
 
-def test_the_worker_tests_stand_in_answers_as_redis_does(client: redis.Redis) -> None:
+@pytest.mark.parametrize("co_days", [7.0, 30.0])
+def test_the_worker_tests_stand_in_answers_as_redis_does(
+    client: redis.Redis, co_days: float
+) -> None:
     """``tests.support.standins.MemoryBackend`` (the worker's unit tests run on it) gives the
-    same applied flags, co-occurring items, states, signals and reads as the Redis backend."""
+    same applied flags, co-occurring items, states, signals and reads as the Redis backend,
+    with pairs decaying as popularity does or at a half-life of their own."""
     settings = InterestSettings(
-        seen_max=12, applied_max=40, max_batch=37, co_window_s=600, co_max_per_event=4
+        seen_max=12,
+        applied_max=40,
+        max_batch=37,
+        co_window_s=600,
+        co_max_per_event=4,
+        half_life_co_s=co_days * 86400.0,
     )
     real = RedisBackend.from_settings(client, KEYS, settings)
     stand_in = MemoryBackend(settings)
@@ -431,7 +441,9 @@ def test_the_worker_tests_stand_in_answers_as_redis_does(client: redis.Redis) ->
             (p.user_id, p.seq, p.item_id, p.near) for p in want[1]
         ]
         np.testing.assert_allclose(
-            [p.increment for p in got[1]], [p.increment for p in want[1]], rtol=1e-15
+            [(p.increment, p.co) for p in got[1]],
+            [(p.increment, p.co) for p in want[1]],
+            rtol=1e-15,
         )
         assert got[2].keys() == want[2].keys()
         for user, cols in got[2].items():
@@ -528,26 +540,71 @@ def _signal_log(n: int, seed: int) -> list[UserEvent]:
 
 
 SIGNAL_SETTINGS = InterestSettings(co_window_s=1800.0, co_max_neighbours=100)
+OWN_CO_HALF_LIFE = InterestSettings(
+    co_window_s=1800.0, co_max_neighbours=100, half_life_co_s=90 * 86400.0
+)
 
 
+@pytest.mark.parametrize("settings", [SIGNAL_SETTINGS, OWN_CO_HALF_LIFE], ids=["same", "own"])
 def test_signals_of_a_worker_that_died_after_apply_are_drained_once_on_redelivery(
-    client: redis.Redis,
+    client: redis.Redis, settings: InterestSettings
 ) -> None:
     """The crash the outbox exists for: state applied, the drain never ran, the batch is
-    redelivered (its events now 'already applied'): every increment still counts, once."""
+    redelivered (its events now 'already applied'): every increment still counts, once.
+    Also with pairs decaying at a half-life of their own (two increments per entry)."""
     events = _signal_log(120, seed=1)
-    dead = RedisBackend.from_settings(client, KEYS, SIGNAL_SETTINGS)
+    dead = RedisBackend.from_settings(client, KEYS, settings)
     applied, pending, _ = dead.apply_and_read(triples(events[:80]))
     assert all(applied) and len(pending) == 80
     assert not client.exists(KEYS.popularity())  # nothing reached the global sets yet
+    own = settings.half_life_co_s != settings.half_life_popularity_s
+    assert all((p.co_increment is not None) == own for p in pending)
 
-    survivor = RedisBackend.from_settings(client, KEYS, SIGNAL_SETTINGS)
+    survivor = RedisBackend.from_settings(client, KEYS, settings)
     for start in range(0, 120, 40):  # the redelivery, then the rest
         flags, pending, _ = survivor.apply_and_read(triples(events[start : start + 40]))
         assert flags == [start >= 80] * 40
         survivor.write_signals(pending)
-    _assert_signals_are_offline_replay(client, events, SIGNAL_SETTINGS)
+    _assert_signals_are_offline_replay(client, events, settings)
     assert not any(client.exists(KEYS.user_outbox(f"u{k}")) for k in range(6))
+
+
+def test_entries_left_by_a_worker_before_the_pairs_own_half_life_drain_as_written(
+    client: redis.Redis,
+) -> None:
+    """A rolling change of ``half_life_co_s``: a worker of the old setting applied a batch and
+    died before draining; the new worker drains those entries with the increments they were
+    written with (one for both), and its own events' pairs with the new half-life."""
+    events = _signal_log(80, seed=4)
+    old = RedisBackend.from_settings(client, KEYS, SIGNAL_SETTINGS)
+    old.apply_and_read(triples(events[:40]))
+    new = RedisBackend.from_settings(client, KEYS, OWN_CO_HALF_LIFE)
+    _, pending, _ = new.apply_and_read(triples(events[40:]))
+    # Each user's entries in order: the old worker's (one increment) first, then the new's.
+    by_user: dict[str, list[bool]] = defaultdict(list)
+    for p in pending:
+        by_user[p.user_id].append(p.co_increment is None)
+    early_n = {u: len(es) for u, es in per_user(events[:40]).items()}
+    assert by_user == {
+        u: [True] * early_n.get(u, 0) + [False] * len(es) for u, es in per_user(events[40:]).items()
+    } | {u: [True] * n for u, n in early_n.items() if u not in {e.user_id for e in events[40:]}}
+    new.write_signals(pending)
+    log = per_user(events)
+    early = {e.event_id for e in events[:40]}
+    old_pop, old_co = replay_signals(log, SIGNAL_SETTINGS, counted=early)
+    late = {e.event_id for e in events[40:]}
+    new_pop, new_co = replay_signals(log, OWN_CO_HALF_LIFE, counted=late)
+
+    def stored(key: str) -> dict[str, float]:
+        return {m.decode(): s for m, s in client.zrange(key, 0, -1, withscores=True)}
+
+    for item in {e.item_id for e in events}:
+        want = dict(old_co.get(item, {}))
+        for other, score in new_co.get(item, {}).items():
+            want[other] = want.get(other, 0.0) + score
+        assert stored(KEYS.cooccurrence(item)) == pytest.approx(want, rel=1e-12), item
+    want_pop = {i: old_pop.get(i, 0.0) + new_pop.get(i, 0.0) for i in {*old_pop, *new_pop}}
+    assert stored(KEYS.popularity()) == pytest.approx(want_pop, rel=1e-12)
 
 
 def test_a_drain_repeated_after_it_ran_adds_nothing(client: redis.Redis) -> None:

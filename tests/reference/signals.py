@@ -12,7 +12,7 @@ must hold these counts (to rounding) as long as no set outgrew its trim limit.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from models.interest import UserInterest, score_increment
 from schemas import UserEvent
@@ -34,9 +34,14 @@ def near_items(state: UserInterest, ev: UserEvent, window_ms: int, co_max: int) 
 
 
 def replay_signals(
-    events_by_user: Mapping[str, Sequence[UserEvent]], settings: InterestSettings
+    events_by_user: Mapping[str, Sequence[UserEvent]],
+    settings: InterestSettings,
+    counted: Collection[str] | None = None,
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """(popularity, co-occurrence) as stored scores: item -> sum, item -> neighbour -> sum."""
+    """(popularity, co-occurrence) as stored scores: item -> sum, item -> neighbour -> sum.
+
+    ``counted``: only these events' increments (all are applied to the states); default all.
+    """
     params = settings.interest_params()
     window_ms = round(settings.co_window_s * 1000)
     popular: dict[str, float] = defaultdict(float)
@@ -49,6 +54,8 @@ def replay_signals(
                 continue
             applied.add(ev.event_id)
             state = apply_events(state, [ev], params, settings.seen_max)
+            if counted is not None and ev.event_id not in counted:
+                continue
             inc = score_increment(ev.type, ev.ts_ms, params)
             co_inc = score_increment(ev.type, ev.ts_ms, params, params.half_life_co_s)
             if inc > 0:
