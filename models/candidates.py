@@ -189,9 +189,9 @@ def co_candidates(
     """Per user the ``candidates`` strongest co-occurring items (available, unseen).
 
     An item co-occurring with several contributors counts with its largest score (the sum of
-    them with ``co_sum``), via the contributor of the largest. With ``co_share_power`` p > 0
-    each score is first weighed by its contributor's interest share ** p. Values are
-    normalised by the user's largest.
+    them with ``co_sum``), via the contributor of the largest. Each count is first divided by
+    its list's strongest with ``co_norm``, weighed by the contributor's interest share ** p
+    with ``co_share_power`` p > 0. Values are normalised by the user's largest.
     """
     st = profiles.states
     n = len(st)
@@ -213,6 +213,7 @@ def co_candidates(
     user = np.repeat(np.arange(n, dtype=np.int64), np.diff(ptr))[owner]
     rank_ = owner - ptr[user]
     rows, scores = co.rows[flat], co.scores[flat]
+    scores = _over_strongest(scores, owner, len(pos)) if params.co_norm else scores
     if params.co_share_power > 0 and profiles.contrib_share is not None:
         scores = scores * profiles.contrib_share[owner] ** params.co_share_power
     ok = (rows >= 0) & np.isfinite(scores) & (scores > 0)
@@ -226,9 +227,8 @@ def co_candidates(
     first[1:] = key_sorted[1:] != key_sorted[:-1]
     sel = order[first]  # one per (user, row): the largest score, the first contributor
     summed = np.add.reduceat(scores[order], np.flatnonzero(first)) if params.co_sum else None
-    user, rank_, rows, scores = user[sel], rank_[sel], rows[sel], scores[sel]
-    if summed is not None:
-        scores = summed
+    user, rank_, rows = user[sel], rank_[sel], rows[sel]
+    scores = summed if summed is not None else scores[sel]
     top = np.zeros(n, dtype=np.float64)
     np.maximum.at(top, user, scores)
     keep = first_per_user_by_id(
@@ -270,3 +270,14 @@ def popular_picks(
     pick = allowed & (np.cumsum(allowed, axis=1) <= budget)
     user, pos = np.nonzero(pick)
     return user.astype(np.int64), pos.astype(np.int64)
+
+
+def _over_strongest(scores: Floats, owner: npt.NDArray[np.int64], n: int) -> Floats:
+    """Each score over the largest of its list (``owner``: the list of each, ``n`` lists).
+
+    A popular contributor's counts are large; divided so, they no longer drown the others'.
+    """
+    strongest = np.zeros(n, dtype=np.float64)
+    np.maximum.at(strongest, owner, np.where(np.isfinite(scores), scores, 0.0))
+    out: Floats = scores / np.where(strongest > 0, strongest, 1.0)[owner]
+    return out

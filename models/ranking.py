@@ -58,13 +58,11 @@ class RankParams:
     """How a list is ranked (``InterestSettings.rank_params()``: the defaults live there)."""
 
     top_k: int
-    candidates: int
-    """Items retrieved by visual similarity (and by co-occurrence) before blending."""
+    candidates: int  # items retrieved by visual similarity (and co-occurrence) before blending
     visual_weight: float
     co_weight: float
     popularity_weight: float
-    mmr_lambda: float | None
-    """1 = pure relevance, 0 = pure diversity; None skips MMR."""
+    mmr_lambda: float | None  # 1 = pure relevance, 0 = pure diversity; None skips MMR
     fresh_weight: float = 0.0
     fresh_half_life_s: float = 86400.0
     recent_weight: float = 0.0
@@ -74,6 +72,8 @@ class RankParams:
     """Co-occurrence scores weighed by the contributor's interest share ** this (0: not)."""
     co_sum: bool = False
     """An item's co-occurrence score sums over the user's contributors (else the largest)."""
+    co_norm: bool = False
+    """Each contributor's counts are divided by its list's strongest first (else raw counts)."""
     popularity_prior: float = 0.0
     """Popularity weighs ``popularity_weight * (1 + this / n)`` for a user with n items."""
 

@@ -250,6 +250,7 @@ class InterestSettings(BaseModel):
     )
     co_share_power: float = Field(default=0.0, ge=0, description=doc.CO_SHARE)
     co_sum: bool = Field(default=False, description=doc.CO_SUM)
+    co_norm: bool = Field(default=False, description=doc.CO_NORM)
     co_pop_power: float = Field(default=0.0, ge=0, le=1, description=doc.CO_POP)
     popularity_weight: float = Field(default=0.05, description="Weight of popularity.")
     popularity_prior: float = Field(default=0.0, ge=0, description=doc.POP_PRIOR)

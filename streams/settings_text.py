@@ -9,6 +9,7 @@ CO_SHARE = (
     "to this power (0 = every contributor alike)."
 )
 CO_SUM = "An item's co-occurrence score sums over the user's contributors (false: the largest)."
+CO_NORM = "Each contributor's co-occurrence counts over its list's strongest, before weighing."
 CO_POP = "Co-occurrence counts over the neighbour's popularity ** this (0 = off; reads it if > 0)."
 SHORT_WEIGHT = "Session interest's weight just after an event; fades with half_life_short_s."
 POP_PRIOR = "popularity_weight x (1 + this / n) for a user with n items: a prior (0 = off)."

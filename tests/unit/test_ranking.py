@@ -307,7 +307,7 @@ def test_many_users_in_one_batch_equal_each_alone() -> None:
         assert [s for _, s, _ in got] == pytest.approx([s for _, s, _ in want], abs=1e-6)
 
 
-def test_co_occurrence_weighed_by_share_and_summed_over_contributors() -> None:
+def test_co_occurrence_weighed_by_share_normalised_and_summed_over_contributors() -> None:
     from models.interest import InterestColumns
     from models.profile import profile_batch
 
@@ -341,6 +341,17 @@ def test_co_occurrence_weighed_by_share_and_summed_over_contributors() -> None:
         {k: v / top for k, v in summed.items()}
     )
     assert scores(co_sum=True) == pytest.approx({"d1": 1.0, "a2": 4 / 5, "c1": 3 / 5})
+    # co_norm: each list over its strongest (a1's 3, b1's 5) before anything else.
+    assert scores(co_norm=True) == pytest.approx({"c1": 1.0, "d1": 1.0, "a2": 2 / 3})
+    summed_norm = {"c1": 1.0, "d1": 1.0, "a2": 2 / 3 + 2 / 5}
+    assert scores(co_norm=True, co_sum=True) == pytest.approx(
+        {k: v / summed_norm["a2"] for k, v in summed_norm.items()}
+    )
+    shared = {"c1": share["a1"], "d1": share["b1"], "a2": 2 / 3 * share["a1"]}
+    top = max(shared.values())
+    assert scores(co_norm=True, co_share_power=1.0) == pytest.approx(
+        {k: v / top for k, v in shared.items()}
+    )
 
 
 def test_lift_divides_counts_by_popularity_taken_as_at_least_the_count() -> None:
