@@ -199,9 +199,13 @@ def trial(settings: Settings, params: dict[str, float], users: int, work: Path) 
 
 
 def tune_visrec(
-    settings: Settings, users: int, work: Path, only: set[str] | None = None
+    settings: Settings,
+    users: int,
+    work: Path,
+    only: set[str] | None = None,
+    knobs: tuple[tuple[str, tuple[float, ...]], ...] = KNOBS,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Coordinate search over ``KNOBS`` (or those named in ``only``) from the current defaults."""
+    """Coordinate search over ``knobs`` (or those named in ``only``) from the current defaults."""
 
     def run(params: dict[str, float]) -> dict[str, Any]:
         r = trial(settings, params, users, work)
@@ -214,12 +218,23 @@ def tune_visrec(
 
     return search_interest(
         settings,
-        KNOBS,
+        knobs,
         only,
         run,
         lambda r: (r["hr10_user"], r["ndcg10_user"]),
         lambda name, value, r: log(f"chose {name} = {value:g} (HR@10 {r['hr10_user']:.4f})"),
     )
+
+
+def grids(values: list[str] | None) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """``KNOBS`` with the grids given as ``KNOB=V1,V2,...`` replaced."""
+    given = {}
+    for v in values or ():
+        name, _, listed = v.partition("=")
+        if name not in dict(KNOBS):
+            raise SystemExit(f"unknown knob {name!r}")
+        given[name] = tuple(float(x) for x in listed.split(","))
+    return tuple((name, given.get(name, grid)) for name, grid in KNOBS)
 
 
 def confirm(
@@ -249,6 +264,12 @@ def main() -> int:
     ap.add_argument("--skip-visrec", action="store_true", help="only the baseline's half-life")
     ap.add_argument("--skip-popularity", action="store_true", help="only visrec's knobs")
     ap.add_argument("--knob", action="append", help="tune only these of visrec's knobs")
+    ap.add_argument(
+        "--values",
+        action="append",
+        metavar="KNOB=V1,V2,...",
+        help="try these values of a knob instead of its grid in KNOBS (recorded in the JSON)",
+    )
     ap.add_argument("--sequential", action="store_true", help="also the GRU4Rec baseline")
     ap.add_argument(
         "--confirm",
@@ -279,10 +300,11 @@ def main() -> int:
     elif not args.skip_visrec:
         with local_services(settings, say=log), tempfile.TemporaryDirectory() as tmp:
             only = set(args.knob) if args.knob else None
-            best, trials = tune_visrec(settings, args.users, Path(tmp), only)
+            best, trials = tune_visrec(settings, args.users, Path(tmp), only, grids(args.values))
         defaults = {name: float(getattr(settings.interest, name)) for name in best}
         out["visrec"] = {
             "users": args.users,
+            "grids": {k: list(v) for k, v in grids(args.values) if only is None or k in only},
             "start": settings.interest.model_dump(mode="json"),
             "defaults": defaults,
             "trials": trials,
