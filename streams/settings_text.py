@@ -26,6 +26,12 @@ STALE_ACTIVE = "Idle users are ranked again only while their last event is newer
 STALE_PER_BATCH = "Most idle users whose lists one batch ranks again (oldest lists first)."
 HALF_LIFE_CO = (
     "Half-life of co-occurrence counts. Which items go together changes more slowly than "
-    "which are in demand. Changing it (as half_life_popularity_s) mixes scales in the stored "
-    "pairs: old pairs fade (longer) or dominate (shorter) until the counts are rebuilt."
+    "which are in demand: validation chose 90 days (bench/results/eval/tuning_co_half_life.json)"
+    "; the default stays popularity's 7 days, what stored pairs were counted with. Stored "
+    "scores are not rescaled: lengthen it on a running shop and new pairs count next to "
+    "nothing against the stored ones; shorten it and the stored ones count next to nothing."
+)
+CO_NEIGHBOURS = (
+    "Neighbours kept per item (its strongest; ~41 bytes each in Redis). A set trimmed short "
+    "stops learning once full: a new pair enters at the bottom and is cut again."
 )
