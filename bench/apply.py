@@ -13,6 +13,8 @@ ratio of REF's: how a change to the scripts moved Redis time per event.
 
     python bench/apply.py                      # this tree, one Redis started for the run
     python bench/apply.py --compare 5843d85    # ratio against that commit
+    python bench/apply.py --compare HEAD --this-env VISREC_INTEREST__CO_MAX_NEIGHBOURS=100
+                                               # what a setting costs, same code
 """
 
 from __future__ import annotations
@@ -62,13 +64,14 @@ def measure(url: str, n_events: int, batch: int, seed: int) -> dict[str, float]:
     import redis
 
     from schemas import RedisKeys
-    from streams.settings import InterestSettings
+    from streams.settings import Settings
     from streams.state.user_state import UserStateStore
 
     client = redis.Redis.from_url(url)
     client.flushdb()
     pid = int(client.info("server")["process_id"])
-    store = UserStateStore.from_settings(client, RedisKeys(), InterestSettings())
+    # The interest settings as the worker reads them: defaults, or VISREC_INTEREST__* if set.
+    store = UserStateStore.from_settings(client, RedisKeys(), Settings().interest)
     log = _log(n_events, 2_000, 20_000, seed)
     triples = [(ev, 0, k) for k, ev in enumerate(log)]
     client.config_resetstat()
@@ -94,15 +97,17 @@ def measure(url: str, n_events: int, batch: int, seed: int) -> dict[str, float]:
     }
 
 
-def _run_tree(tree: Path, url: str, args: argparse.Namespace) -> dict[str, float]:
-    """One measurement on the code in ``tree`` (a subprocess: its own imports)."""
+def _run_tree(
+    tree: Path, url: str, args: argparse.Namespace, env: dict[str, str] | None = None
+) -> dict[str, float]:
+    """One measurement on the code in ``tree`` (a subprocess: its own imports), ``env`` added."""
     script = tree / "bench" / "_apply_bench.py"
     shutil.copyfile(__file__, script)
     sizes = ["--events", str(args.events), "--batch", str(args.batch), "--seed", str(args.seed)]
     out = subprocess.run(
         [sys.executable, str(script), "--redis-url", url, "--json", *sizes],
         cwd=tree,
-        env={**os.environ, "PYTHONPATH": str(tree)},
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(tree)},
         check=True,
         capture_output=True,
         text=True,
@@ -110,6 +115,11 @@ def _run_tree(tree: Path, url: str, args: argparse.Namespace) -> dict[str, float
     script.unlink()
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def this_env(args: argparse.Namespace) -> dict[str, str]:
+    """``--this-env KEY=VALUE`` pairs: settings for this tree's rounds only."""
+    return dict(kv.split("=", 1) for kv in args.this_env or ())
 
 
 def compare(ref: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -121,7 +131,7 @@ def compare(ref: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         rounds: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
         for _ in range(args.rounds):
             rounds["base"].append(_run_tree(base, url, args))
-            rounds["this"].append(_run_tree(ROOT, url, args))
+            rounds["this"].append(_run_tree(ROOT, url, args, this_env(args)))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=True)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,7 +140,13 @@ def compare(ref: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         for side, runs in rounds.items()
     }
     ratio = {k: med["this"][k] / med["base"][k] for k in med["this"] if k != "events"}
-    return {"ref": ref, "rounds": rounds, "median": med, "ratio_this_to_ref": ratio}
+    return {
+        "ref": ref,
+        "this_env": this_env(args),
+        "rounds": rounds,
+        "median": med,
+        "ratio_this_to_ref": ratio,
+    }
 
 
 def main() -> None:
@@ -141,6 +157,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compare", metavar="REF", help="git ref to measure against")
+    parser.add_argument(
+        "--this-env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="with --compare: a setting for this tree's rounds only, e.g. "
+        "VISREC_INTEREST__CO_MAX_NEIGHBOURS=100 against REF=HEAD (a setting's own cost)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON line only")
     parser.add_argument("--out", type=Path, help="also write the result JSON here")
     args = parser.parse_args()

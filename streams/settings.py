@@ -311,7 +311,7 @@ class InterestSettings(BaseModel):
             "time (lists then depend on nothing but the log)."
         ),
     )
-    co_max_neighbours: int = Field(default=100, ge=1, description=doc.CO_NEIGHBOURS)
+    co_max_neighbours: int = Field(default=50, ge=1, description=doc.CO_NEIGHBOURS)
     co_window_s: float = Field(default=1800.0, gt=0, description="Co-occurrence window.")
     co_max_per_event: int = Field(default=10, ge=1, description="Co-occurrence fan-out cap.")
     half_life_popularity_s: float = Field(
