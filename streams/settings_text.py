@@ -34,5 +34,5 @@ HALF_LIFE_CO = (
 CO_NEIGHBOURS = (
     "Neighbours kept per item (its strongest; ~41 bytes each in Redis). A set trimmed short "
     "stops learning once full (a new pair enters at the bottom and is cut again); 100 keeps "
-    "more of the signal but costs 1.22x the Redis command time per event (bench/RESULTS.md)."
+    "more of the signal but costs 1.13x the Redis command time per event (bench/RESULTS.md)."
 )
