@@ -26,10 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from streams.settings import InterestSettings  # noqa: E402
 from streams.tools.eval import movielens  # noqa: E402
 
-WINDOW_S = 1800
-FAN_OUT = 10
+WINDOW_S = InterestSettings().co_window_s  # the worker's defaults: 30 minutes, 10 items
+FAN_OUT = InterestSettings().co_max_per_event
 LATEST = 5
 RECENCY = 0.8
 
