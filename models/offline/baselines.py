@@ -110,7 +110,10 @@ class DecayedPopular:
         self._t0 = min((ts for _, _, ts in train_events), default=0)
         self._last_ts = self._t0
         self._scores = np.zeros(len(train.item_ids))
-        self._log: list[tuple[int, float, int]] = []  # (row, increment, ts_ms) of each event
+        # Every event's (row, increment, ts_ms), in arrays grown by doubling: asking as of a
+        # time then costs one pass over them, not a conversion of the whole log.
+        self._log = np.zeros((max(16, len(train_events)), 3))
+        self._n = 0
         for item_id, weight, ts_ms in train_events:
             self.observe("", item_id, weight, ts_ms)
 
@@ -122,7 +125,7 @@ class DecayedPopular:
         self, user_id: str, k: int, exclude: Collection[str], ts_ms: int
     ) -> list[str]:
         """``recommend`` from the events at or before ``ts_ms`` only."""
-        log = np.array(self._log, dtype=np.float64).reshape(-1, 3)
+        log = self._log[: self._n]
         upto = log[:, 2] <= ts_ms
         rows = log[upto, 0].astype(np.int64)
         scores = np.bincount(rows, log[upto, 1], minlength=len(self._scores))
@@ -136,7 +139,10 @@ class DecayedPopular:
         if row is not None:
             increment = weight * 2.0 ** ((ts - self._t0) / self._h_ms)
             self._scores[row] += increment
-            self._log.append((row, increment, ts))
+            if self._n == len(self._log):
+                self._log = np.concatenate([self._log, np.zeros_like(self._log)])
+            self._log[self._n] = (row, increment, ts)
+            self._n += 1
 
 
 class RandomItems:

@@ -35,6 +35,7 @@ from streams.tools.eval.prequential import (
     evaluate_baselines,
     paired_ratio,
     refresh_latencies,
+    score_as_received,
     score_received,
 )
 from streams.tools.eval.replay import ReplayConfig, plan
@@ -178,15 +179,23 @@ def test_baselines_see_each_test_event_after_scoring_it() -> None:
     assert pop.fresh == 3
 
 
-def test_baselines_get_the_information_the_systems_list_had() -> None:
-    # t's training clicks make r overtake q after a's last training event (e1); c's test
-    # clicks make s overtake r after a's first test event (e4).
+def popularity_race() -> tuple[list[LogEvent], Interactions, list[tuple[str, float, int]]]:
+    """Events, train and history where popularity's order changes twice.
+
+    t's training clicks make r overtake q after a's last training event (e1); c's test clicks
+    make s overtake r after a's first test event (e4).
+    """
     log = [("t", "q", False), ("a", "p", False), ("t", "r", False), ("t", "r", False)]
     log += [("a", "q", True), ("c", "s", True), ("c", "s", True), ("c", "s", True)]
     log += [("a", "s", True)]
     events = [ev(n, u, i, test) for n, (u, i, test) in enumerate(log)]
     train = Interactions.from_triples([(u, i, 1.0) for u, i, _ in log[:4]] + [("c", "s", 1.0)])
     history = [(e.item_id, 1.0, e.ts_ms) for e in events if not e.test]
+    return events, train, history
+
+
+def test_baselines_get_the_information_the_systems_list_had() -> None:
+    events, train, history = popularity_race()
 
     def ranks(rec: DecayedPopular | AskedAtEvent) -> list[int | None]:
         seen = {"a": {"p"}, "t": {"q", "r"}}
@@ -198,6 +207,33 @@ def test_baselines_get_the_information_the_systems_list_had() -> None:
     # Asked at the event, the baseline sees what came after the user's previous event.
     at_event = AskedAtEvent(DecayedPopular(train, history, 1e9), "pop now")
     assert ranks(at_event) == [2, 4, None, None, 1]
+
+
+def test_popularity_asked_when_the_shown_list_arrived() -> None:
+    events, train, history = popularity_race()
+    seen = {"a": {"p"}, "t": {"q", "r"}}
+    sent = {e.seq: float(e.seq) for e in events}  # event n sent at n s, logged at n s
+    answers_e1 = ReceivedList(1, 1.5, ("q",))
+    answers_e4 = ReceivedList(4, 4.5, ("r",))  # arrived before c's clicks were sent
+
+    def ranks(lists: dict[str, list[ReceivedList]]) -> tuple[list[int | None], int]:
+        pop = DecayedPopular(train, history, 1e9, "pop as received")
+        result = score_as_received(pop, events, sent, lists, seen, ks=(1, 5))
+        return result.ranks, result.fresh
+
+    # Lists ranked at a's previous event: what the baseline kept then (e4: q as of e1; e5,
+    # c's first event and no list: asked when it was sent, s last; e8: r before s).
+    assert ranks({"a": [answers_e1, answers_e4]}) == ([1, 4, None, None, 2], 2)
+    # The list answering e4 ranked again while a was idle, after c's clicks were sent: the
+    # baseline is asked then too and sees them (s first); the system's list is that one.
+    rerank = ReceivedList(4, 7.5, ("s",))
+    lists = {"a": [answers_e1, answers_e4, rerank]}
+    assert ranks(lists) == ([1, 4, None, None, 1], 2)
+    assert score_received("sys", events, sent, lists, ks=(1,)).reranked == 1
+    # It never sees the scored event or anything after it: a list received late (after e8
+    # was sent) is not the one shown, and the baseline is asked as of e4's re-rank.
+    late = ReceivedList(4, 9.5, ("s",))
+    assert ranks({"a": [answers_e1, answers_e4, late]}) == ([1, 4, None, None, 2], 2)
 
 
 def test_paired_ratio_compares_per_user_hit_rates_on_the_same_events() -> None:

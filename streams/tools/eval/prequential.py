@@ -11,8 +11,9 @@ from __future__ import annotations
 import bisect
 import math
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -252,6 +253,20 @@ class AskedAtEvent:
         self.inner.observe(user_id, item_id, weight, ts_ms)
 
 
+class AsOfRecommender(Protocol):
+    """A baseline that can be asked as of an earlier log time (``score_as_received``)."""
+
+    name: str
+
+    def recommend_as_of(
+        self, user_id: str, k: int, exclude: Collection[str], ts_ms: int
+    ) -> list[str]: ...
+
+    def observe(
+        self, user_id: str, item_id: str, weight: float, ts_ms: int | None = None
+    ) -> None: ...
+
+
 def score_received(
     name: str,
     events: Sequence[LogEvent],
@@ -262,6 +277,30 @@ def score_received(
 ) -> MethodResult:
     """Score the lists a user had received before each of their test events was sent."""
     result = MethodResult(name, PrequentialScores(ks, coverage_k))
+    for event, prior, shown, earlier in _received_before(events, sent_s, lists):
+        if shown is None:
+            result.no_list += 1
+            result.add(event, ())
+            continue
+        if shown.trigger_seq == prior:
+            result.fresh += 1
+            result.reranked += any(r.trigger_seq == prior for r in earlier)
+        elif shown.trigger_seq == COLD_TRIGGER:
+            result.cold += 1
+        result.add(event, shown.items)
+    return result
+
+
+def _received_before(
+    events: Sequence[LogEvent],
+    sent_s: Mapping[int, float],
+    lists: Mapping[str, Sequence[ReceivedList]],
+) -> Iterator[tuple[LogEvent, int | None, ReceivedList | None, Sequence[ReceivedList]]]:
+    """Per test event: its user's previous event, the list shown, and those received before.
+
+    The list shown is ``score_received``'s: the last one received before the event was sent
+    that answers an earlier event (None: none).
+    """
     by_user: dict[str, list[ReceivedList]] = {
         u: sorted(ls, key=lambda r: r.received_s) for u, ls in lists.items()
     }
@@ -276,16 +315,49 @@ def score_received(
         cut = bisect.bisect_right(times.get(event.user_id, []), sent_s[event.seq])
         at = next((j for j in reversed(range(cut)) if user_lists[j].trigger_seq < event.seq), None)
         if at is None:
-            result.no_list += 1
-            result.add(event, ())
-            continue
-        shown = user_lists[at]
-        if shown.trigger_seq == prior:
-            result.fresh += 1
-            result.reranked += any(r.trigger_seq == prior for r in user_lists[:at])
-        elif shown.trigger_seq == COLD_TRIGGER:
-            result.cold += 1
-        result.add(event, shown.items)
+            yield event, prior, None, ()
+        else:
+            yield event, prior, user_lists[at], user_lists[:at]
+
+
+def score_as_received(
+    rec: AsOfRecommender,
+    events: Sequence[LogEvent],
+    sent_s: Mapping[int, float],
+    lists: Mapping[str, Sequence[ReceivedList]],
+    train_seen: Mapping[str, set[str]],
+    ks: Sequence[int],
+    coverage_k: int = 10,
+) -> MethodResult:
+    """A baseline asked, for every test event, when the system's shown list arrived.
+
+    The list a test event is scored against (``score_received``) was ranked from what the
+    worker had consumed by then: some of the events sent before it arrived. The baseline is
+    asked from all of those (by log time, never past the scored event's), so it has at least
+    the information the system's list had, whatever ranked that list: the user's previous
+    event, an idle re-rank, the cold list. Where the system had no list, it is asked when the
+    event was sent. The baseline observes the test events as they pass (its training events
+    are its own).
+    """
+    depth = max(ks)
+    order = sorted(sent_s, key=sent_s.__getitem__)
+    sent_at = [sent_s[s] for s in order]
+    newest = np.maximum.accumulate(np.array(order, dtype=np.int64)) if order else None
+    ts_of = {e.seq: e.ts_ms for e in events}
+    seen: dict[str, set[str]] = defaultdict(set, {u: set(s) for u, s in train_seen.items()})
+    result = MethodResult(rec.name, PrequentialScores(ks, coverage_k))
+    for event, prior, shown, _ in _received_before(events, sent_s, lists):
+        moment = sent_s[event.seq] if shown is None else shown.received_s
+        n = bisect.bisect_right(sent_at, moment)
+        as_of = event.ts_ms if newest is None or n == 0 else ts_of[int(newest[n - 1])]
+        exclude = seen[event.user_id]
+        ranked = rec.recommend_as_of(event.user_id, depth, exclude, min(as_of, event.ts_ms))
+        result.add(event, ranked)
+        if shown is not None:
+            result.fresh += shown.trigger_seq == prior
+            result.cold += shown.trigger_seq == COLD_TRIGGER
+        rec.observe(event.user_id, event.item_id, event.weight, event.ts_ms)
+        exclude.add(event.item_id)
     return result
 
 

@@ -13,8 +13,11 @@
    (``streams.tools.eval.prequential``); a new user's first event against the cold list the
    read API serves a user without one, read from Redis just before the event is sent. Ask the
    baselines for the same events in-process, each with the information the system's list
-   had: the log up to the user's previous event (a user's first event: the log up to it; one
-   extra row, decayed popularity asked at the event itself, shows what that costs).
+   had: the log up to the user's previous event (a user's first event: the log up to it).
+   Decayed popularity is also asked when each list visrec showed arrived (everything sent
+   before then: at least what that list was ranked from, whether at the previous event, by an
+   idle re-rank or as the cold list), and at the event itself (more than visrec's list had:
+   it shows what that costs).
 
 Pacing: training events go out as fast as they are due (the worker may coalesce a user's
 burst into one refresh: their lists are not scored). With ``closed_loop``, test events start
@@ -76,6 +79,7 @@ from streams.tools.eval.prequential import (
     MethodResult,
     evaluate_baselines,
     refresh_latencies,
+    score_as_received,
     score_received,
 )
 from streams.tools.processes import running_worker
@@ -269,6 +273,11 @@ def _summary(
     }
 
 
+def _popularity_half_life(config: ReplayConfig, settings: Settings) -> float:
+    """Decayed most-popular's: validation's choice if the config has one, else visrec's."""
+    return config.baseline_half_life_s or settings.interest.half_life_popularity_s
+
+
 def _baselines(
     p: Plan, config: ReplayConfig, fits: dict[str, CFModel], served: CFModel, settings: Settings
 ) -> list[BaselineRecommender]:
@@ -279,7 +288,7 @@ def _baselines(
     """
     rule = settings.interest.interest_params()
     history = p.history
-    half_life = config.baseline_half_life_s or settings.interest.half_life_popularity_s
+    half_life = _popularity_half_life(config, settings)
     return [
         # The fair one: visrec's own popularity rule and half-life.
         DecayedPopular(p.train, p.train_events, half_life),
@@ -343,7 +352,24 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
         config.ks,
     )
     baselines = _baselines(p, config, fits, served, settings)
-    results = evaluate_baselines(baselines, p.events, p.train_seen, config.ks)
+    fair, *others = evaluate_baselines(baselines, p.events, p.train_seen, config.ks)
+    # Popularity asked when the list visrec showed arrived, whatever ranked it (the user's
+    # previous event, an idle re-rank, the cold list): at least the same information.
+    half_life = _popularity_half_life(config, settings)
+    as_ranked = score_as_received(
+        DecayedPopular(
+            p.train,
+            p.train_events,
+            half_life,
+            f"most-popular, decayed, asked when visrec's list arrived "
+            f"({half_life / 86400:g}-day half-life)",
+        ),
+        p.events,
+        sent,
+        lists,
+        p.train_seen,
+        config.ks,
+    )
     # Closed loop: only test events were sent one at a time; training events queue behind
     # each other in bulk, so their latency measures the backlog, not the system.
     timed = [e for e in p.events if e.test or not config.closed_loop]
@@ -354,4 +380,5 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
     }
     new_users = frozenset(e.user_id for e in p.events if e.user_id not in p.train_seen)
     info["new_users"] = len(new_users)
-    return ReplayOutcome([system, *results], latencies, len(p.movies), info, new_users)
+    methods = [system, fair, as_ranked, *others]
+    return ReplayOutcome(methods, latencies, len(p.movies), info, new_users)

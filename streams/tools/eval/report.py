@@ -97,8 +97,11 @@ def markdown(
         "Per user: each user's test events averaged, then the users; per event: all test "
         "events pooled. Brackets: 95 % bootstrap intervals (1,000 resamples of the users). "
         "Each baseline's list for a test event is the one it had right after the user's "
-        "previous event, when visrec's list was computed (rows 'asked at the event': just "
-        "before the event, seeing other users' events visrec's list could not).",
+        "previous event, when visrec's list was computed (the row 'asked when visrec's list "
+        "arrived': from everything sent before each list visrec showed arrived, also one an "
+        "idle re-rank sent; rows "
+        "'asked at the event': just before the event, seeing other users' events visrec's "
+        "list could not).",
         "",
         *(segment_table(outcome) if segments is None else segments),
         "",
