@@ -77,6 +77,7 @@ from streams.tools.eval.prequential import (
     AskedAtEvent,
     LogEvent,
     MethodResult,
+    ReceivedList,
     evaluate_baselines,
     refresh_latencies,
     score_as_received,
@@ -278,6 +279,23 @@ def _popularity_half_life(config: ReplayConfig, settings: Settings) -> float:
     return config.baseline_half_life_s or settings.interest.half_life_popularity_s
 
 
+def _popularity_as_received(
+    p: Plan,
+    config: ReplayConfig,
+    settings: Settings,
+    sent: dict[int, float],
+    lists: dict[str, list[ReceivedList]],
+) -> MethodResult:
+    """Popularity asked when each list visrec showed arrived: at least its information.
+
+    Whatever ranked that list: the user's previous event, an idle re-rank, the cold list.
+    """
+    half_life = _popularity_half_life(config, settings)
+    name = f"most-popular, decayed, asked when visrec's list arrived ({half_life / 86400:g}-day"
+    pop = DecayedPopular(p.train, p.train_events, half_life, f"{name} half-life)")
+    return score_as_received(pop, p.events, sent, lists, p.train_seen, config.ks)
+
+
 def _baselines(
     p: Plan, config: ReplayConfig, fits: dict[str, CFModel], served: CFModel, settings: Settings
 ) -> list[BaselineRecommender]:
@@ -353,23 +371,7 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
     )
     baselines = _baselines(p, config, fits, served, settings)
     fair, *others = evaluate_baselines(baselines, p.events, p.train_seen, config.ks)
-    # Popularity asked when the list visrec showed arrived, whatever ranked it (the user's
-    # previous event, an idle re-rank, the cold list): at least the same information.
-    half_life = _popularity_half_life(config, settings)
-    as_ranked = score_as_received(
-        DecayedPopular(
-            p.train,
-            p.train_events,
-            half_life,
-            f"most-popular, decayed, asked when visrec's list arrived "
-            f"({half_life / 86400:g}-day half-life)",
-        ),
-        p.events,
-        sent,
-        lists,
-        p.train_seen,
-        config.ks,
-    )
+    as_received = _popularity_as_received(p, config, settings, sent, lists)
     # Closed loop: only test events were sent one at a time; training events queue behind
     # each other in bulk, so their latency measures the backlog, not the system.
     timed = [e for e in p.events if e.test or not config.closed_loop]
@@ -380,5 +382,5 @@ def run_replay(settings: Settings, config: ReplayConfig, workdir: Path) -> Repla
     }
     new_users = frozenset(e.user_id for e in p.events if e.user_id not in p.train_seen)
     info["new_users"] = len(new_users)
-    methods = [system, fair, as_ranked, *others]
+    methods = [system, fair, as_received, *others]
     return ReplayOutcome(methods, latencies, len(p.movies), info, new_users)
