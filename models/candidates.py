@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.index import ItemIndex, Rows
-from models.profile import Profiles, first_per_user
+from models.profile import BatchStates, Profiles, first_per_user
 
 if TYPE_CHECKING:
     from models.ranking import RankParams
@@ -132,13 +132,22 @@ def lift(counts: Floats, popularity: Floats, power: float) -> Floats:
     return out
 
 
-def popularity_weights(params: RankParams, ptr: npt.NDArray[np.int64]) -> Floats:
-    """Each user's popularity weight, ``popularity_weight * (1 + popularity_prior / n)``.
+def popularity_weights(params: RankParams, states: BatchStates) -> Floats:
+    """Each user's popularity weight ``w_pop``.
 
-    ``ptr``: the users' entry pointers (``BatchStates.ptr``); n, a user's items, at least 1.
+    ``popularity_weight * (1 + popularity_prior / n) * (1 + popularity_idle_boost * (1 - 2 **
+    (-idle / popularity_idle_half_life_s)))``: n, the user's items (at least 1), a prior that a
+    longer history outweighs; idle, from the user's last event to the time the list is ranked
+    at: 0 for a list answering the user's own event, more for an idle user's list ranked again,
+    whose tastes are older than what is popular now.
     """
-    n = np.maximum(np.diff(ptr), 1)
-    return params.popularity_weight * (1.0 + params.popularity_prior / n)
+    n = np.maximum(np.diff(states.ptr), 1)
+    w = params.popularity_weight * (1.0 + params.popularity_prior / n)
+    if params.popularity_idle_boost > 0:
+        idle_s = np.maximum(states.now_ms - states.last_ts_ms, 0) / 1000.0
+        grown = 1.0 - np.exp2(-idle_s / params.popularity_idle_half_life_s)
+        w = w * (1.0 + params.popularity_idle_boost * grown)
+    return w
 
 
 def isin_sorted(keys: Keys, sorted_keys: Keys) -> npt.NDArray[np.bool_]:

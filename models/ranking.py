@@ -7,9 +7,8 @@ the ``candidates`` strongest co-occurring items, up to ``min(candidates, 2 top_k
 items not already in and, with a freshness weight, as many of the newest arrivals. An item's
 age is the refresh time less its arrival in the catalogue (its product's time; no freshness
 where that is unknown). Seen and unavailable items never appear; ties go by popularity, then
-item id. ``w_pop`` is ``popularity_weight * (1 + popularity_prior / n)`` for a user with n items
-(at least 1): a prior that a longer history outweighs. Optional MMR re-ranking trades relevance
-against similarity to the items already picked. Every item says why it is there:
+item id. ``w_pop``: ``models.candidates.popularity_weights``. Optional MMR re-ranking trades
+relevance against similarity to the items already picked. Every item says why it is there:
 
 - ``also_viewed_with:<item>`` when the co-occurrence term is the largest of the terms;
 - ``new_arrival`` when the freshness term is;
@@ -70,24 +69,25 @@ class RankParams:
     recent_items: int = 3
     co_share_power: float = 0.0
     """Co-occurrence scores weighed by the contributor's interest share ** this (0: not)."""
-    co_sum: bool = False
-    """An item's co-occurrence score sums over the user's contributors (else the largest)."""
+    co_sum: bool = False  # an item's co-occurrence score sums over contributors (else: max)
     co_norm: bool = False
     """Each contributor's counts are divided by its list's strongest first (else raw counts)."""
-    popularity_prior: float = 0.0
-    """Popularity weighs ``popularity_weight * (1 + this / n)`` for a user with n items."""
+    popularity_prior: float = 0.0  # these three: ``models.candidates.popularity_weights``
+    popularity_idle_boost: float = 0.0
+    popularity_idle_half_life_s: float = 7 * 86400.0
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.candidates < 1 or self.recent_items < 1:
             raise ValueError("top_k, candidates and recent_items must be >= 1")
         if not 0.0 <= self.recent_weight <= 1.0:
             raise ValueError("recent_weight must be in [0, 1]")
-        if not (math.isfinite(self.fresh_half_life_s) and self.fresh_half_life_s > 0):
-            raise ValueError("fresh_half_life_s must be finite and > 0")
+        halves = (self.fresh_half_life_s, self.popularity_idle_half_life_s)
+        if not all(math.isfinite(h) and h > 0 for h in halves):
+            raise ValueError("fresh and idle half-lives must be finite and > 0")
         weights = (self.visual_weight, self.co_weight, self.popularity_weight, self.fresh_weight)
-        others = (self.co_share_power, self.popularity_prior)
+        others = (self.co_share_power, self.popularity_prior, self.popularity_idle_boost)
         if not all(math.isfinite(w) and w >= 0 for w in (*weights, *others)):
-            raise ValueError("weights, co_share_power and popularity_prior must be finite and >= 0")
+            raise ValueError("weights, co_share_power and popularity priors must be finite, >= 0")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
             raise ValueError("mmr_lambda must be in [0, 1]")
 
@@ -251,7 +251,7 @@ def _score(
         age_s = np.maximum(profiles.states.now_ms[user] - arrived, 0) / 1000.0
         fresh_col = np.where(arrived > 0, np.exp2(-age_s / params.fresh_half_life_s), 0.0)
     vw = np.where(personal[user], params.visual_weight, 0.0)
-    pw = popularity_weights(params, profiles.states.ptr)[user]
+    pw = popularity_weights(params, profiles.states)[user]
     score = vw * visual + params.co_weight * co_col + pw * pop_col + params.fresh_weight * fresh_col
     return _Pool(user, row, visual, co_col, via_col.astype(np.int64), pop_col, fresh_col, score)
 
@@ -345,7 +345,7 @@ def _finish(p: _Pool, profiles: Profiles, index: ItemIndex, params: RankParams) 
     personal = profiles.personal[p.user]
     vis_t = np.where(personal, params.visual_weight * p.visual, 0.0)
     co_t = params.co_weight * p.co
-    pop_t = popularity_weights(params, st.ptr)[p.user] * p.pop
+    pop_t = popularity_weights(params, st)[p.user] * p.pop
     new_t = params.fresh_weight * p.fresh
     also = (co_t > 0) & (co_t >= vis_t) & (co_t >= pop_t) & (co_t >= new_t)
     new = ~also & (new_t > 0) & (new_t >= vis_t) & (new_t >= pop_t)

@@ -254,6 +254,10 @@ class InterestSettings(BaseModel):
     co_pop_power: float = Field(default=0.0, ge=0, le=1, description=doc.CO_POP)
     popularity_weight: float = Field(default=0.05, description="Weight of popularity.")
     popularity_prior: float = Field(default=0.0, ge=0, description=doc.POP_PRIOR)
+    popularity_idle_boost: float = Field(default=0.0, ge=0, description=doc.POP_IDLE)
+    popularity_idle_half_life_s: float = Field(
+        default=7 * 86400.0, gt=0, description=doc.POP_IDLE_H
+    )
     fresh_weight: float = Field(default=0.0, ge=0, description=doc.FRESH)
     fresh_half_life_s: float = Field(default=86400.0, gt=0, description="Freshness half-life.")
     recent_weight: float = Field(default=0.0, ge=0, le=1, description=doc.RECENT)

@@ -13,6 +13,11 @@ CO_NORM = "Each contributor's co-occurrence counts over its list's strongest, be
 CO_POP = "Co-occurrence counts over the neighbour's popularity ** this (0 = off; reads it if > 0)."
 SHORT_WEIGHT = "Session interest's weight just after an event; fades with half_life_short_s."
 POP_PRIOR = "popularity_weight x (1 + this / n) for a user with n items: a prior (0 = off)."
+POP_IDLE = (
+    "Popularity's weight also grows by up to 1 + this while a user is idle, for their list "
+    "ranked again (interest.stale_after_s): their tastes are older than what is popular now."
+)
+POP_IDLE_H = "Idle time at which popularity_idle_boost has reached half its effect."
 FRESH = (
     "Weight of freshness, 2^(-age / fresh_half_life_s) since the item's arrival, in the "
     "blended score; > 0 also adds the newest arrivals to every pool. 0 = off."

@@ -253,6 +253,8 @@ def test_rank_params_are_validated() -> None:
         {"co_share_power": math.inf},
         {"popularity_prior": -1.0},
         {"popularity_prior": math.nan},
+        {"popularity_idle_boost": -1.0},
+        {"popularity_idle_half_life_s": math.inf},
         {"mmr_lambda": 1.5},
     ):
         with pytest.raises(ValueError):
@@ -377,7 +379,31 @@ def test_popularity_prior_weighs_popularity_more_for_a_short_history() -> None:
     assert [i for i, _, _ in off] == ["a2"]
 
 
+def _states(ptr: Sequence[int], idle_s: Sequence[float]) -> BatchStates:
+    """Users with ``ptr``'s item counts, each ranked ``idle_s`` after their last event."""
+    n = ptr[-1]
+    now = np.full(len(idle_s), 10**12, dtype=np.int64)
+    last = now - (np.asarray(idle_s) * 1000).astype(np.int64)
+    users = [f"u{j}" for j in range(len(idle_s))]
+    items = [f"i{j}" for j in range(n)]
+    return BatchStates(users, now, last, np.array(ptr), items, np.zeros(n), np.zeros(n))
+
+
 def test_popularity_weights_per_user() -> None:
     params = InterestSettings(popularity_weight=0.2, popularity_prior=3.0).rank_params()
-    got = popularity_weights(params, np.array([0, 0, 1, 4, 104]))
+    got = popularity_weights(params, _states([0, 0, 1, 4, 104], [0.0, 0.0, 0.0, 0.0]))
     np.testing.assert_allclose(got, [0.8, 0.8, 0.4, 0.2 * 1.03])
+
+
+def test_popularity_weighs_more_for_a_list_ranked_while_the_user_is_idle() -> None:
+    day = 86400.0
+    knobs = {"popularity_weight": 0.2, "popularity_idle_boost": 2.0}
+    params = InterestSettings(**knobs, popularity_idle_half_life_s=7 * day).rank_params()
+    # Answering the user's own event (idle 0): unchanged; a week idle: half the boost (x2);
+    # long idle: towards 1 + boost (x3); the prior multiplies as before.
+    states = _states([0, 1, 2, 3, 4], [0.0, 7 * day, 700 * day, 7 * day])
+    np.testing.assert_allclose(popularity_weights(params, states), [0.2, 0.4, 0.6, 0.4])
+    prior = InterestSettings(**knobs, popularity_prior=1.0).rank_params()
+    np.testing.assert_allclose(popularity_weights(prior, states)[:2], [0.4, 0.8])
+    off = InterestSettings(popularity_weight=0.2).rank_params()
+    np.testing.assert_allclose(popularity_weights(off, states), [0.2] * 4)
