@@ -107,6 +107,22 @@ class RedisKeys:
         """Sorted set item_id -> decayed interaction score (popularity prior)."""
         return f"{self.root}:popular"
 
+    def signal_half_lives(self) -> str:
+        """Hash ``popularity`` / ``co`` -> the half-lives (s) the stored signals decay with.
+
+        Written by the first interest worker, checked by every later one, changed only by
+        ``visrec signals rescale`` (``streams.ops.rescale``).
+        """
+        return f"{self.root}:signals:half-lives"
+
+    def cooccurrence_pattern(self) -> str:
+        """SCAN pattern over the co-occurrence sets."""
+        return f"{self.root}:co:*"
+
+    def outbox_pattern(self) -> str:
+        """SCAN pattern over the users' signal outboxes."""
+        return f"{self.root}:{{u:*}}:outbox"
+
     def cooccurrence(self, item_id: str) -> str:
         """Sorted set of items co-clicked with ``item_id`` -> decayed count."""
         return f"{self.root}:co:{{i:{item_id}}}"

@@ -81,3 +81,11 @@ class DatasetError(StreamsError, RuntimeError):
 
 class ReplayError(StreamsError, RuntimeError):
     """The replay could not run to the end (worker died, lists stopped coming)."""
+
+
+class HalfLifeMismatch(StreamsError, RuntimeError):
+    """Redis holds signals written with other half-lives than this process is configured with.
+
+    A score written under one half-life means nothing under another: stop every interest
+    worker and run ``visrec signals rescale``, or configure the recorded half-lives again.
+    """

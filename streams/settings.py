@@ -318,9 +318,7 @@ class InterestSettings(BaseModel):
     co_max_neighbours: int = Field(default=50, ge=1, description=doc.CO_NEIGHBOURS)
     co_window_s: float = Field(default=1800.0, gt=0, description="Co-occurrence window.")
     co_max_per_event: int = Field(default=10, ge=1, description="Co-occurrence fan-out cap.")
-    half_life_popularity_s: float = Field(
-        default=7 * 86400.0, gt=0, description="Half-life of popularity counts."
-    )
+    half_life_popularity_s: float = Field(default=7 * 86400.0, gt=0, description=doc.HALF_LIFE_POP)
     half_life_co_s: float = Field(default=7 * 86400.0, gt=0, description=doc.HALF_LIFE_CO)
     popular_max: int = Field(default=10_000, ge=1, description="Items kept in the popularity set.")
     stale_after_s: float = Field(default=0.0, ge=0, description=doc.STALE_AFTER)

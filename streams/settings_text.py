@@ -33,8 +33,13 @@ HALF_LIFE_CO = (
     "Half-life of co-occurrence counts. Which items go together changes more slowly than "
     "which are in demand: validation chose 90 days (bench/results/eval/tuning_co_half_life.json)"
     "; the default stays popularity's 7 days, what stored pairs were counted with. Stored "
-    "scores are not rescaled: lengthen it on a running shop and new pairs count next to "
-    "nothing against the stored ones; shorten it and the stored ones count next to nothing."
+    "scores only mean something under the half-life they were written with: to change it on "
+    "a running shop, stop the interest workers and run `visrec signals rescale` (a worker "
+    "configured otherwise refuses to start)."
+)
+HALF_LIFE_POP = (
+    "Half-life of popularity counts. Changing it on a running shop: stop the interest "
+    "workers, then `visrec signals rescale`."
 )
 CO_NEIGHBOURS = (
     "Neighbours kept per item (its strongest; ~41 bytes each in Redis). A set trimmed short "

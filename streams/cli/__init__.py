@@ -23,6 +23,7 @@ _SUBCOMMANDS = {
     "status": "streams.cli.status",
     "eval": "streams.cli.eval",
     "dlq": "streams.cli.dlq",
+    "signals": "streams.cli.signals",
 }
 
 

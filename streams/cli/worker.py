@@ -43,6 +43,14 @@ def command(role: str) -> None:
     """Run a worker: `embed` (product images), `interests` (user events), or `all` in one."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
+    if role in ("interests", "all"):
+        from streams.exceptions import HalfLifeMismatch
+        from streams.ops.rescale import claim_configured
+
+        try:
+            claim_configured(settings)  # before anything is written with them
+        except HalfLifeMismatch as exc:
+            raise click.ClickException(str(exc)) from None
     app = build_app(settings, role)
     worker = faust.Worker(
         app,

@@ -1,0 +1,199 @@
+"""The half-lives the stored signals decay with, and changing them on a running shop.
+
+Popularity and co-occurrence are stored as sums of ``w * 2 ** ((t - T0) / h)``
+(``streams.state.signals``): a score written under one half-life means nothing under another.
+Changing ``interest.half_life_popularity_s`` or ``interest.half_life_co_s`` and restarting would
+mix two scales in one set (lengthening a half-life makes every new increment count next to
+nothing against the stored ones). So:
+
+- the store records the half-lives its signals were written with (``RedisKeys.
+  signal_half_lives``): the first interest worker writes them (``claim``), and every later one
+  refuses to start when its settings differ (``HalfLifeMismatch``);
+- ``rescale`` converts every stored score to new half-lives. Each score keeps its decayed count
+  at the moment of the conversion, ``S' = S * 2 ** (E_new(now) - E_old(now))`` with
+  ``E(t) = (t - T0) / h`` (capped as ``score_increment`` caps it); from then on it decays
+  with the new half-life. The shape of the history before that moment stays as it decayed.
+
+``rescale`` first drains every user's outbox (entries hold increments at the old scale), then
+multiplies each set in one script call, then records the new half-lives. It must run with no
+interest worker consuming (``visrec signals rescale`` checks the consumer group): a worker
+draining meanwhile would add old-scale increments to rescaled sets.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from models.interest import MAX_SCORE_EXPONENT, T0_MS
+from schemas import RedisKeys
+from streams.exceptions import HalfLifeMismatch
+from streams.state.lua import lua
+from streams.state.redis import connect_redis
+from streams.state.retry import RETRY_FIRST_S, RETRY_MAX_S
+from streams.state.signals import SignalStore
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DRAIN_CHUNK = 500
+"""Users whose outboxes one drain call takes."""
+
+
+@dataclass(frozen=True, slots=True)
+class HalfLives:
+    """The half-lives (seconds) of popularity and of co-occurring pairs."""
+
+    popularity_s: float
+    co_s: float
+
+    def __post_init__(self) -> None:
+        for h in (self.popularity_s, self.co_s):
+            if not (math.isfinite(h) and h > 0):
+                raise ValueError(f"half-lives must be finite and > 0, got {h}")
+
+    def fields(self) -> dict[str | bytes, bytes | float | int | str]:
+        """The hash fields they are stored as (``repr``: the float comes back exactly)."""
+        return {"popularity": repr(self.popularity_s), "co": repr(self.co_s)}
+
+
+@dataclass(frozen=True, slots=True)
+class RescaleReport:
+    """What ``rescale`` did."""
+
+    before: HalfLives
+    after: HalfLives
+    drained_users: int
+    popularity_factor: float
+    co_factor: float
+    co_sets: int
+    """Co-occurrence sets rescaled (0 when the pairs' half-life did not change)."""
+    members: int
+    """Scores rescaled, popularity and pairs together."""
+
+
+def recorded(client: redis.Redis[Any], keys: RedisKeys) -> HalfLives | None:
+    """The half-lives the stored signals were written with (None: none recorded yet)."""
+    raw = client.hmget(keys.signal_half_lives(), ["popularity", "co"])
+    if raw[0] is None or raw[1] is None:
+        return None
+    return HalfLives(float(raw[0]), float(raw[1]))
+
+
+def claim(client: redis.Redis[Any], keys: RedisKeys, mine: HalfLives) -> HalfLives:
+    """Record ``mine`` if nothing is recorded; raise ``HalfLifeMismatch`` if other ones are.
+
+    A worker calls this before it writes a signal. Returns what is recorded.
+    """
+    key = keys.signal_half_lives()
+    for name, value in mine.fields().items():
+        client.hsetnx(key, name, value)
+    found = recorded(client, keys)
+    if found != mine:
+        raise HalfLifeMismatch(
+            f"the signals in Redis ({key}) decay with half-lives of {_text(found)}, this "
+            f"worker is configured with {_text(mine)}: stop every interest worker and run "
+            "`visrec signals rescale` to convert them, or configure the recorded ones "
+            "(VISREC_INTEREST__HALF_LIFE_POPULARITY_S, VISREC_INTEREST__HALF_LIFE_CO_S)"
+        )
+    return found
+
+
+def claim_configured(settings: Settings) -> HalfLives:
+    """``claim`` the configured half-lives for a starting worker, waiting for Redis.
+
+    Like every worker step, the wait for Redis is unbounded (``streams.state.retry``): a
+    worker started before Redis answers starts once it does.
+    """
+    mine = HalfLives(settings.interest.half_life_popularity_s, settings.interest.half_life_co_s)
+    keys = RedisKeys(settings.redis.namespace)
+    client = connect_redis(settings.redis)
+    wait = RETRY_FIRST_S
+    try:
+        while True:
+            try:
+                return claim(client, keys, mine)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("Redis not answering (%s); retrying in %.1f s", exc, wait)
+                time.sleep(wait)
+                wait = min(2 * wait, RETRY_MAX_S)
+    finally:
+        client.close()
+
+
+def rescale_factor(now_ms: int, old_s: float, new_s: float) -> float:
+    """``2 ** (E_new(now) - E_old(now))``: what keeps a score's decayed count at ``now_ms``."""
+    if old_s == new_s:
+        return 1.0
+
+    def exponent(h: float) -> float:
+        return min((int(now_ms) - T0_MS) / (h * 1000.0), MAX_SCORE_EXPONENT)
+
+    return math.pow(2.0, exponent(new_s) - exponent(old_s))
+
+
+def rescale(
+    client: redis.Redis[Any],
+    keys: RedisKeys,
+    store: SignalStore,
+    old: HalfLives,
+    new: HalfLives,
+    now_ms: int,
+) -> RescaleReport:
+    """Drain every outbox, convert every stored score from ``old`` to ``new``, record ``new``.
+
+    ``store`` drains the outboxes (their entries carry their own increments). Run with no
+    interest worker consuming.
+    """
+    drained = drain_all(client, keys, store)
+    f_pop = rescale_factor(now_ms, old.popularity_s, new.popularity_s)
+    f_co = rescale_factor(now_ms, old.co_s, new.co_s)
+    for f in (f_pop, f_co):
+        if not (math.isfinite(f) and f > 0):
+            raise ValueError(f"rescale factor {f} out of range (half-lives {old} -> {new})")
+    script = client.register_script(lua("rescale_zset"))
+    members = 0
+    if f_pop != 1.0:
+        members += int(script(keys=[keys.popularity()], args=[repr(f_pop)]))
+    co_sets = 0
+    if f_co != 1.0:
+        for key in client.scan_iter(match=keys.cooccurrence_pattern(), count=1000):
+            members += int(script(keys=[key], args=[repr(f_co)]))
+            co_sets += 1
+    client.hset(keys.signal_half_lives(), mapping=new.fields())
+    return RescaleReport(old, new, drained, f_pop, f_co, co_sets, members)
+
+
+def drain_all(client: redis.Redis[Any], keys: RedisKeys, store: SignalStore) -> int:
+    """Drain every user's outbox into the global sets; returns the users drained."""
+    prefix, suffix = f"{keys.root}:{{u:", "}:outbox"
+    users: list[str] = []
+    drained = 0
+    for key in client.scan_iter(match=keys.outbox_pattern(), count=1000):
+        text = key.decode() if isinstance(key, bytes) else str(key)
+        users.append(text[len(prefix) : -len(suffix)])
+        if len(users) >= DRAIN_CHUNK:
+            drained += _drain(store, users)
+    return drained + _drain(store, users)
+
+
+def _drain(store: SignalStore, users: list[str]) -> int:
+    pending = store.read_outboxes(users)
+    if pending:
+        store.write(pending)
+    n = len({p.user_id for p in pending})
+    users.clear()
+    return n
+
+
+def _text(h: HalfLives | None) -> str:
+    if h is None:
+        return "none"
+    return f"{h.popularity_s:g} s (popularity) and {h.co_s:g} s (pairs)"
