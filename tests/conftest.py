@@ -101,6 +101,16 @@ def redis_url(redis_base_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of this test's own Redis database."""
+    r = redis.Redis.from_url(redis_url)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
 def topic_prefix() -> str:
     """Topic names unique to this test."""
     return f"t{uuid.uuid4().hex[:10]}"

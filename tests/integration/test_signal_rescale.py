@@ -9,10 +9,8 @@ unchanged; later increments add on the new scale.
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,55 +18,24 @@ import redis
 from click.testing import CliRunner
 
 from models.interest import decay_score
-from schemas import EventType, RedisKeys, UserEvent
+from schemas import RedisKeys
 from streams.cli import cli
 from streams.exceptions import HalfLifeMismatch
 from streams.kafka.topics import create_topics, delete_topics
 from streams.ops.rescale import HalfLives, claim, recorded, rescale
-from streams.settings import InterestSettings, Settings
+from streams.settings import Settings
 from streams.state.backend import RedisBackend
 from streams.state.signals import SignalStore
 from streams.tools.eval.pipeline import wait_for_group
 from streams.tools.processes import running_worker, settings_env
 from tests.reference.signals import replay_signals
 from tests.support.checks import per_user
+from tests.support.signal_logs import OWN_CO_HALF_LIFE, SIGNAL_SETTINGS, signal_log, triples
 
 KEYS = RedisKeys()
-NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 DAY_S = 86400.0
-SEVEN = InterestSettings(co_window_s=1800.0, co_max_neighbours=100)  # pairs at 7 days
-NINETY = InterestSettings(co_window_s=1800.0, co_max_neighbours=100, half_life_co_s=90 * DAY_S)
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(redis_url)
-    try:
-        yield r
-    finally:
-        r.close()
-
-
-def half_lives(s: InterestSettings) -> HalfLives:
-    return HalfLives(s.half_life_popularity_s, s.half_life_co_s)
-
-
-def signal_log(n: int, seed: int) -> list[UserEvent]:
-    rng = random.Random(seed)
-    return [
-        UserEvent(
-            event_id=f"s{k}",
-            user_id=f"u{rng.randrange(6)}",
-            item_id=f"i{rng.randrange(25)}",
-            type=EventType.CLICK,
-            ts_ms=NOW + k * 20_000,
-        )
-        for k in range(n)
-    ]
-
-
-def triples(events: list[UserEvent]) -> list[tuple[UserEvent, int, int]]:
-    return [(e, 0, off) for off, e in enumerate(events)]
+SEVEN = HalfLives.of(SIGNAL_SETTINGS)  # pairs with popularity's 7 days
+NINETY = HalfLives.of(OWN_CO_HALF_LIFE)  # pairs at 90 days
 
 
 def stored(client: redis.Redis, key: str) -> dict[str, float]:
@@ -79,11 +46,11 @@ def test_a_worker_records_its_half_lives_and_one_configured_otherwise_is_refused
     client: redis.Redis,
 ) -> None:
     assert recorded(client, KEYS) is None
-    assert claim(client, KEYS, half_lives(SEVEN)) == half_lives(SEVEN)  # the first records
-    assert claim(client, KEYS, half_lives(SEVEN)) == half_lives(SEVEN)  # the same: fine
+    assert claim(client, KEYS, SEVEN) == SEVEN  # the first records
+    assert claim(client, KEYS, SEVEN) == SEVEN  # the same: fine
     with pytest.raises(HalfLifeMismatch, match="visrec signals rescale"):
-        claim(client, KEYS, half_lives(NINETY))
-    assert recorded(client, KEYS) == half_lives(SEVEN)  # a refused worker changed nothing
+        claim(client, KEYS, NINETY)
+    assert recorded(client, KEYS) == SEVEN  # a refused worker changed nothing
 
 
 def test_rescale_keeps_each_decayed_count_and_later_increments_add_on_the_new_scale(
@@ -91,8 +58,8 @@ def test_rescale_keeps_each_decayed_count_and_later_increments_add_on_the_new_sc
 ) -> None:
     events = signal_log(120, seed=1)
     early, late = events[:80], events[80:]
-    claim(client, KEYS, half_lives(SEVEN))
-    old = RedisBackend.from_settings(client, KEYS, SEVEN)
+    claim(client, KEYS, SEVEN)
+    old = RedisBackend.from_settings(client, KEYS, SIGNAL_SETTINGS)
     _, pending, _ = old.apply_and_read(triples(early[:60]))
     old.write_signals(pending)
     old.apply_and_read(triples(early[60:]))  # stopped before draining: entries stay behind
@@ -100,23 +67,25 @@ def test_rescale_keeps_each_decayed_count_and_later_increments_add_on_the_new_sc
     assert all(client.llen(KEYS.user_outbox(u)) for u in waiting)
 
     at = early[-1].ts_ms + 3_600_000  # the moment of the change, an hour later
-    store = SignalStore(client, KEYS, NINETY.interest_params(), 100, NINETY.popular_max)
-    report = rescale(client, KEYS, store, half_lives(SEVEN), half_lives(NINETY), at)
+    store = SignalStore(
+        client, KEYS, OWN_CO_HALF_LIFE.interest_params(), 100, OWN_CO_HALF_LIFE.popular_max
+    )
+    report = rescale(client, KEYS, store, SEVEN, NINETY, at)
 
     assert report.drained_users == len(waiting)
     assert not any(client.exists(KEYS.user_outbox(u)) for u in waiting)
     assert report.popularity_factor == 1.0 and 0.0 < report.co_factor < 1.0
-    assert recorded(client, KEYS) == half_lives(NINETY)
-    claim(client, KEYS, half_lives(NINETY))  # the new workers start
+    assert recorded(client, KEYS) == NINETY
+    claim(client, KEYS, NINETY)  # the new workers start
     with pytest.raises(HalfLifeMismatch):
-        claim(client, KEYS, half_lives(SEVEN))  # an old one would not
+        claim(client, KEYS, SEVEN)  # an old one would not
 
     # Every count, outbox entries included, decayed to the moment of the change: the same
     # under the new half-life as it was under the old one. Popularity is untouched.
     log = per_user(events)
     counted = {e.event_id for e in early}
-    ref_pop, ref_co = replay_signals(log, SEVEN, counted=counted)
-    p7, p90 = SEVEN.interest_params(), NINETY.interest_params()
+    ref_pop, ref_co = replay_signals(log, SIGNAL_SETTINGS, counted=counted)
+    p7, p90 = SIGNAL_SETTINGS.interest_params(), OWN_CO_HALF_LIFE.interest_params()
     assert stored(client, KEYS.popularity()) == pytest.approx(ref_pop, rel=1e-12)
     assert report.co_sets == len(ref_co) and report.members == sum(map(len, ref_co.values()))
     for item, pairs in ref_co.items():
@@ -126,14 +95,14 @@ def test_rescale_keeps_each_decayed_count_and_later_increments_add_on_the_new_sc
         assert now_counts == pytest.approx(before, rel=1e-9), item
 
     # Run again: nothing is left to convert.
-    again = rescale(client, KEYS, store, half_lives(NINETY), half_lives(NINETY), at)
+    again = rescale(client, KEYS, store, NINETY, NINETY, at)
     assert (again.drained_users, again.members, again.co_factor) == (0, 0, 1.0)
 
     # The new worker's increments add on the same scale: rescaled old pairs plus new ones.
-    new = RedisBackend.from_settings(client, KEYS, NINETY)
+    new = RedisBackend.from_settings(client, KEYS, OWN_CO_HALF_LIFE)
     _, pending, _ = new.apply_and_read(triples(late))
     new.write_signals(pending)
-    _, new_co = replay_signals(log, NINETY, counted={e.event_id for e in late})
+    _, new_co = replay_signals(log, OWN_CO_HALF_LIFE, counted={e.event_id for e in late})
     for item in {e.item_id for e in events}:
         want = {o: s * report.co_factor for o, s in ref_co.get(item, {}).items()}
         for o, s in new_co.get(item, {}).items():
@@ -158,13 +127,13 @@ def test_the_commands_refuse_while_a_worker_consumes_and_convert_once_it_stopped
             assert refused.exit_code == 1 and "stop them first" in refused.output
         client = redis.Redis.from_url(settings.redis.url)
         keys = RedisKeys(settings.redis.namespace)
-        assert recorded(client, keys) == half_lives(settings.interest)  # the worker's claim
+        assert recorded(client, keys) == HalfLives.of(settings.interest)  # the worker's claim
         shown = runner.invoke(cli, ["signals", "show"], env=settings_env(changed))
         assert shown.exit_code == 0 and "they differ" in shown.output
         done = runner.invoke(cli, ["signals", "rescale"], env=settings_env(changed))
         assert done.exit_code == 0, done.output
         assert "recorded the configured half-lives" in done.output
-        assert recorded(client, keys) == half_lives(interest)
+        assert recorded(client, keys) == HalfLives.of(interest)
         client.close()
         # A worker still configured with the old half-lives exits before it consumes.
         stale = subprocess.run(

@@ -4,7 +4,6 @@ import math
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -20,23 +19,20 @@ from streams.state.user_state import UserStateStore
 from tests.reference.interest import apply_events, user_vector
 from tests.reference.signals import replay_signals
 from tests.support.checks import assert_signals_are_offline_replay, per_user
+from tests.support.signal_logs import (
+    NOW,
+    OWN_CO_HALF_LIFE,
+    SIGNAL_SETTINGS,
+    signal_log,
+    triples,
+)
 from tests.support.standins import MemoryBackend
 
 P = InterestSettings().interest_params()
 KEYS = RedisKeys()
 DEFAULTS = InterestSettings()
-NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MIN_MS = 60_000
 TYPES = list(EventType)
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(redis_url)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def make_store(client: redis.Redis, **overrides: object) -> UserStateStore:
@@ -54,10 +50,6 @@ def make_store(client: redis.Redis, **overrides: object) -> UserStateStore:
 
 def ev(eid: str, user: str, item: str, ts: int, kind: EventType = EventType.CLICK) -> UserEvent:
     return UserEvent(event_id=eid, user_id=user, item_id=item, type=kind, ts_ms=ts)
-
-
-def triples(events: list[UserEvent]) -> list[tuple[UserEvent, int, int]]:
-    return [(e, 0, off) for off, e in enumerate(events)]
 
 
 def apply_in_batches(store: UserStateStore, events: list[UserEvent], size: int = 500) -> list[bool]:
@@ -531,20 +523,6 @@ def _assert_signals_are_offline_replay(
     assert_signals_are_offline_replay(client, per_user(events), settings, items, rel=1e-12)
 
 
-def _signal_log(n: int, seed: int) -> list[UserEvent]:
-    rng = random.Random(seed)
-    return [
-        ev(f"s{k}", f"u{rng.randrange(6)}", f"i{rng.randrange(25)}", NOW + k * 20_000)
-        for k in range(n)
-    ]
-
-
-SIGNAL_SETTINGS = InterestSettings(co_window_s=1800.0, co_max_neighbours=100)
-OWN_CO_HALF_LIFE = InterestSettings(
-    co_window_s=1800.0, co_max_neighbours=100, half_life_co_s=90 * 86400.0
-)
-
-
 @pytest.mark.parametrize("settings", [SIGNAL_SETTINGS, OWN_CO_HALF_LIFE], ids=["same", "own"])
 def test_signals_of_a_worker_that_died_after_apply_are_drained_once_on_redelivery(
     client: redis.Redis, settings: InterestSettings
@@ -552,7 +530,7 @@ def test_signals_of_a_worker_that_died_after_apply_are_drained_once_on_redeliver
     """The crash the outbox exists for: state applied, the drain never ran, the batch is
     redelivered (its events now 'already applied'): every increment still counts, once.
     Also with pairs decaying at a half-life of their own (two increments per entry)."""
-    events = _signal_log(120, seed=1)
+    events = signal_log(120, seed=1)
     dead = RedisBackend.from_settings(client, KEYS, settings)
     applied, pending, _ = dead.apply_and_read(triples(events[:80]))
     assert all(applied) and len(pending) == 80
@@ -575,7 +553,7 @@ def test_entries_left_by_a_worker_before_the_pairs_own_half_life_drain_as_writte
     """A rolling change of ``half_life_co_s``: a worker of the old setting applied a batch and
     died before draining; the new worker drains those entries with the increments they were
     written with (one for both), and its own events' pairs with the new half-life."""
-    events = _signal_log(80, seed=4)
+    events = signal_log(80, seed=4)
     old = RedisBackend.from_settings(client, KEYS, SIGNAL_SETTINGS)
     old.apply_and_read(triples(events[:40]))
     new = RedisBackend.from_settings(client, KEYS, OWN_CO_HALF_LIFE)
@@ -608,7 +586,7 @@ def test_entries_left_by_a_worker_before_the_pairs_own_half_life_drain_as_writte
 def test_a_drain_repeated_after_it_ran_adds_nothing(client: redis.Redis) -> None:
     """A drain whose reply was lost is retried with the same entries; a rival worker drained
     some outboxes in between: each entry still counts once, and later ones are not skipped."""
-    events = _signal_log(60, seed=2)
+    events = signal_log(60, seed=2)
     store = RedisBackend.from_settings(client, KEYS, SIGNAL_SETTINGS)
     _, pending, _ = store.apply_and_read(triples(events[:30]))
     store.write_signals(pending)
@@ -623,6 +601,6 @@ def test_a_drain_repeated_after_it_ran_adds_nothing(client: redis.Redis) -> None
 
 def test_outboxes_are_empty_between_batches(client: redis.Redis) -> None:
     store = make_store(client)
-    events = _signal_log(50, seed=3)
+    events = signal_log(50, seed=3)
     store.apply(triples(events))
     assert [client.llen(KEYS.user_outbox(f"u{k}")) for k in range(6)] == [0] * 6
