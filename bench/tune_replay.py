@@ -213,16 +213,23 @@ def returning_clicks(settings: Settings, config: ReplayConfig) -> list[bool]:
 
     These are the clicks an idle user's re-ranked list can answer (``interest.stale_after_s``
     at a day): a change that only touches those lists shows here, diluted in the averages.
+    Every trial of a search replays the same events: worked out once per plan.
     """
     weights = {str(k): v for k, v in settings.interest.event_weights.items()}
-    p = plan(movielens.load(config.dataset_dir), config, weights)
-    last: dict[str, int] = {}
-    out: list[bool] = []
-    for e in p.events:
-        if e.test:
-            out.append(e.ts_ms - last.get(e.user_id, e.ts_ms) > RETURNING_GAP_MS)
-        last[e.user_id] = e.ts_ms
-    return out
+    key = repr((sorted(weights.items()), config))
+    if key not in _RETURNING:
+        p = plan(movielens.load(config.dataset_dir), config, weights)
+        last: dict[str, int] = {}
+        out: list[bool] = []
+        for e in p.events:
+            if e.test:
+                out.append(e.ts_ms - last.get(e.user_id, e.ts_ms) > RETURNING_GAP_MS)
+            last[e.user_id] = e.ts_ms
+        _RETURNING[key] = out
+    return _RETURNING[key]
+
+
+_RETURNING: dict[str, list[bool]] = {}
 
 
 def tune_visrec(

@@ -18,11 +18,6 @@ WRITER_ROLES = ("interests", "all")
 """Worker roles whose processes write signals (their consumer groups: ``<app_id>-<role>``)."""
 
 
-def configured(settings: Settings) -> HalfLives:
-    """The half-lives the settings give."""
-    return HalfLives(settings.interest.half_life_popularity_s, settings.interest.half_life_co_s)
-
-
 def running_writers(settings: Settings) -> int:
     """Members of the consumer groups of the workers that write signals."""
     admin = KafkaAdminClient(**kafka_python_config(settings.kafka, client_suffix="signals"))
@@ -48,7 +43,7 @@ def show() -> None:
         found = recorded(client, RedisKeys(settings.redis.namespace))
     finally:
         client.close()
-    mine = configured(settings)
+    mine = HalfLives.of(settings.interest)
     click.echo(f"recorded:   {_describe(found)}")
     click.echo(f"configured: {_describe(mine)}")
     if found is not None and found != mine:
@@ -91,7 +86,7 @@ def rescale_(
             from_popularity_s or (found.popularity_s if found else 0.0),
             from_co_s or (found.co_s if found else 0.0),
         )
-        new = configured(settings)
+        new = HalfLives.of(settings.interest)
         click.echo(f"from {_describe(old)}\nto   {_describe(new)}")
         if dry_run:
             return
@@ -118,6 +113,4 @@ def rescale_(
 
 
 def _describe(h: HalfLives | None) -> str:
-    if h is None:
-        return "none recorded (the first interest worker records its own)"
-    return f"popularity {h.popularity_s / 86400:g} d, pairs {h.co_s / 86400:g} d"
+    return "none recorded (the first interest worker records its own)" if h is None else str(h)

@@ -39,7 +39,7 @@ from streams.state.retry import RETRY_FIRST_S, RETRY_MAX_S
 from streams.state.signals import SignalStore
 
 if TYPE_CHECKING:
-    from streams.settings import Settings
+    from streams.settings import InterestSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,14 @@ class HalfLives:
         for h in (self.popularity_s, self.co_s):
             if not (math.isfinite(h) and h > 0):
                 raise ValueError(f"half-lives must be finite and > 0, got {h}")
+
+    @classmethod
+    def of(cls, interest: InterestSettings) -> HalfLives:
+        """The half-lives ``interest`` configures."""
+        return cls(interest.half_life_popularity_s, interest.half_life_co_s)
+
+    def __str__(self) -> str:
+        return f"popularity {self.popularity_s / 86400:g} d, pairs {self.co_s / 86400:g} d"
 
     def fields(self) -> dict[str | bytes, bytes | float | int | str]:
         """The hash fields they are stored as (``repr``: the float comes back exactly)."""
@@ -98,8 +106,8 @@ def claim(client: redis.Redis[Any], keys: RedisKeys, mine: HalfLives) -> HalfLiv
     found = recorded(client, keys)
     if found != mine:
         raise HalfLifeMismatch(
-            f"the signals in Redis ({key}) decay with half-lives of {_text(found)}, this "
-            f"worker is configured with {_text(mine)}: stop every interest worker and run "
+            f"the signals in Redis ({key}) decay with half-lives of {found or 'none'}, this "
+            f"worker is configured with {mine}: stop every interest worker and run "
             "`visrec signals rescale` to convert them, or configure the recorded ones "
             "(VISREC_INTEREST__HALF_LIFE_POPULARITY_S, VISREC_INTEREST__HALF_LIFE_CO_S)"
         )
@@ -112,7 +120,7 @@ def claim_configured(settings: Settings) -> HalfLives:
     Like every worker step, the wait for Redis is unbounded (``streams.state.retry``): a
     worker started before Redis answers starts once it does.
     """
-    mine = HalfLives(settings.interest.half_life_popularity_s, settings.interest.half_life_co_s)
+    mine = HalfLives.of(settings.interest)
     keys = RedisKeys(settings.redis.namespace)
     client = connect_redis(settings.redis)
     wait = RETRY_FIRST_S
@@ -191,9 +199,3 @@ def _drain(store: SignalStore, users: list[str]) -> int:
     n = len({p.user_id for p in pending})
     users.clear()
     return n
-
-
-def _text(h: HalfLives | None) -> str:
-    if h is None:
-        return "none"
-    return f"{h.popularity_s:g} s (popularity) and {h.co_s:g} s (pairs)"
