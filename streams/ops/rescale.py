@@ -15,7 +15,8 @@ nothing against the stored ones). So:
   with the new half-life. The shape of the history before that moment stays as it decayed.
 
 ``rescale`` first drains every user's outbox (entries hold increments at the old scale), then
-multiplies each set in one script call, then records the new half-lives. It must run with no
+multiplies each set in one script call (``RESCALE_CHUNK`` sets per round trip), then records
+the new half-lives. It must run with no
 interest worker consuming (``visrec signals rescale`` checks the consumer group): a worker
 draining meanwhile would add old-scale increments to rescaled sets.
 """
@@ -29,11 +30,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from models.interest import MAX_SCORE_EXPONENT, T0_MS
 from schemas import RedisKeys
 from streams.exceptions import HalfLifeMismatch
-from streams.state.lua import lua
+from streams.state.lua import lua, run_script
 from streams.state.redis import connect_redis
 from streams.state.retry import RETRY_FIRST_S, RETRY_MAX_S
 from streams.state.signals import SignalStore
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_CHUNK = 500
+RESCALE_CHUNK = 500
+"""Co-occurrence sets rescaled per round trip (one script call each, pipelined)."""
 """Users whose outboxes one drain call takes."""
 
 
@@ -154,12 +158,15 @@ def rescale(
     old: HalfLives,
     new: HalfLives,
     now_ms: int,
+    chunk_size: int = RESCALE_CHUNK,
 ) -> RescaleReport:
     """Drain every outbox, convert every stored score from ``old`` to ``new``, record ``new``.
 
     ``store`` drains the outboxes (their entries carry their own increments). Run with no
-    interest worker consuming.
+    interest worker consuming. ``chunk_size``: co-occurrence sets per round trip.
     """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
     drained = drain_all(client, keys, store)
     f_pop = rescale_factor(now_ms, old.popularity_s, new.popularity_s)
     f_co = rescale_factor(now_ms, old.co_s, new.co_s)
@@ -172,11 +179,28 @@ def rescale(
         members += int(script(keys=[keys.popularity()], args=[repr(f_pop)]))
     co_sets = 0
     if f_co != 1.0:
+        chunk: list[Any] = []
         for key in client.scan_iter(match=keys.cooccurrence_pattern(), count=1000):
-            members += int(script(keys=[key], args=[repr(f_co)]))
-            co_sets += 1
+            chunk.append(key)
+            if len(chunk) >= chunk_size:
+                members += _rescale_sets(client, script, chunk, f_co)
+                co_sets += len(chunk)
+                chunk = []
+        members += _rescale_sets(client, script, chunk, f_co)
+        co_sets += len(chunk)
     client.hset(keys.signal_half_lives(), mapping=new.fields())
     return RescaleReport(old, new, drained, f_pop, f_co, co_sets, members)
+
+
+def _rescale_sets(client: redis.Redis[Any], script: Any, sets: list[Any], factor: float) -> int:
+    """Multiply every score of ``sets`` by ``factor``: one pipelined round trip."""
+    if not sets:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    cluster = isinstance(client, RedisCluster)
+    for key in sets:
+        run_script(pipe, script, [key], [repr(factor)], cluster)
+    return sum(int(n) for n in pipe.execute())
 
 
 def drain_all(client: redis.Redis[Any], keys: RedisKeys, store: SignalStore) -> int:

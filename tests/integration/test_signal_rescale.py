@@ -22,7 +22,7 @@ from schemas import RedisKeys
 from streams.cli import cli
 from streams.exceptions import HalfLifeMismatch
 from streams.kafka.topics import create_topics, delete_topics
-from streams.ops.rescale import HalfLives, claim, recorded, rescale
+from streams.ops.rescale import RESCALE_CHUNK, HalfLives, claim, recorded, rescale
 from streams.settings import Settings
 from streams.state.backend import RedisBackend
 from streams.state.signals import SignalStore
@@ -53,8 +53,9 @@ def test_a_worker_records_its_half_lives_and_one_configured_otherwise_is_refused
     assert recorded(client, KEYS) == SEVEN  # a refused worker changed nothing
 
 
+@pytest.mark.parametrize("chunk_size", [3, RESCALE_CHUNK])  # several round trips, or one
 def test_rescale_keeps_each_decayed_count_and_later_increments_add_on_the_new_scale(
-    client: redis.Redis,
+    client: redis.Redis, chunk_size: int
 ) -> None:
     events = signal_log(120, seed=1)
     early, late = events[:80], events[80:]
@@ -70,7 +71,8 @@ def test_rescale_keeps_each_decayed_count_and_later_increments_add_on_the_new_sc
     store = SignalStore(
         client, KEYS, OWN_CO_HALF_LIFE.interest_params(), 100, OWN_CO_HALF_LIFE.popular_max
     )
-    report = rescale(client, KEYS, store, SEVEN, NINETY, at)
+    report = rescale(client, KEYS, store, SEVEN, NINETY, at, chunk_size=chunk_size)
+    assert report.co_sets > 2 * chunk_size or chunk_size == RESCALE_CHUNK
 
     assert report.drained_users == len(waiting)
     assert not any(client.exists(KEYS.user_outbox(u)) for u in waiting)
