@@ -8,18 +8,29 @@ producer path; a batch is acknowledged after its sends, as the worker's is.
 
 ``VISREC_BENCH_ROLE=idle``: faust's own ceiling, an agent that takes
 ``take_events(max_batch, within=0.05)`` and does nothing with them.
+
+``VISREC_BENCH_ROLE=raw``: the pass-through without faust: an aiokafka consumer in the same
+consumer group layout (``<app_id>-raw``) that takes what ``getmany`` has buffered (up to
+``interest.max_batch``), validates every event as the edge does (``decode_message``; the
+benchmark sends no malformed events, so there is no dead-letter sink), sends one message per
+distinct user with acks from all replicas, and commits once a second after the sends (faust's
+commit interval here). It answers ``/readyz`` once it has partitions. What a worker outside
+faust's stream machinery would start from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
 
 from schemas import RedisKeys
 from streams.edge.batch import decode_batch
+from streams.edge.codec import Rejected, decode_message
 from streams.edge.deadletter import DeadLetterSink
 from streams.kafka.app import app_topics, create_app
 from streams.kafka.batching import take_buffered
@@ -33,6 +44,9 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, False)
     role = os.environ.get("VISREC_BENCH_ROLE", "passthrough")
+    if role == "raw":
+        asyncio.run(raw_passthrough(settings))
+        return
     app = create_app(settings, role)
     topics = app_topics(app, settings)
     out = topics["recommendations"]
@@ -81,6 +95,66 @@ def main() -> None:
         app, loglevel=settings.log_level, redirect_stdouts=False, override_logging=False
     )
     worker.execute_from_commandline()
+
+
+async def raw_passthrough(settings: Settings) -> None:
+    """The ``raw`` role (see the module docstring)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    topics = Topics.from_settings(settings)
+    spec, limits = topics.events, settings.limits.to_limits()
+    k = settings.kafka
+    consumer = AIOKafkaConsumer(
+        spec.name,
+        bootstrap_servers=k.bootstrap_servers,
+        group_id=f"{settings.app_id}-raw",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=int(k.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(k.heartbeat_interval_s * 1000),
+        request_timeout_ms=int(k.request_timeout_s * 1000),
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=k.bootstrap_servers, acks="all", linger_ms=0)
+    await consumer.start()
+    await producer.start()
+    await _serve_readyz(settings.web_port, lambda: bool(consumer.assignment()))
+    out = topics.recommendations.name
+    committed = time.monotonic()
+    while True:
+        fetched = await consumer.getmany(timeout_ms=1000, max_records=settings.interest.max_batch)
+        last: dict[str, bytes] = {}
+        for messages in fetched.values():
+            for m in messages:
+                result = decode_message(spec, m.value, m.key, limits)
+                if not isinstance(result, Rejected):
+                    last.pop(result.user_id, None)
+                    last[result.user_id] = m.value
+        sends = [await producer.send(out, v, key=u.encode()) for u, v in last.items()]
+        await asyncio.gather(*sends)
+        if fetched and time.monotonic() - committed >= 1.0:
+            await consumer.commit()
+            committed = time.monotonic()
+        elif not fetched and time.monotonic() - committed >= 1.0:
+            await consumer.commit()  # what the last batches consumed, once idle
+            committed = time.monotonic()
+
+
+async def _serve_readyz(port: int | None, ready: Callable[[], bool]) -> None:
+    """A minimal HTTP server: ``/readyz`` 200 once ``ready()``, else 503; anything else 404."""
+    if port is None:
+        return
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        while (await reader.readline()).strip():
+            pass
+        path = line.split()[1] if len(line.split()) > 1 else b"/"
+        status = (b"200 OK" if ready() else b"503 Unavailable") if path == b"/readyz" else None
+        writer.write(b"HTTP/1.1 " + (status or b"404 Not Found") + b"\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    await asyncio.start_server(answer, "127.0.0.1", port)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ In one run, against the same broker and Redis, three workers in turn:
   - ``passthrough``: the fair baseline (bench/passthrough.py): the same app, natural batching
     and decoding into ``UserEvent`` as the interest worker, one message per distinct user of
     a batch through the same raw producer path, and nothing else;
-  - ``interests``: `visrec worker interests` on the catalogue.
+  - ``interests``: `visrec worker interests` on the catalogue;
+  - ``raw`` (on request): the pass-through without faust, on aiokafka alone
+    (bench/passthrough.py), to measure what faust's machinery costs a small batch.
 Printed:
   (a) sustained events/s of each, and the interest worker's ratio to both baselines;
   (b) produce -> matching list consumed latency at steady rates (default 500 and 50 events/s),
@@ -261,11 +263,14 @@ def sustained(
     topic = Topics.from_settings(settings).events.name
     probe = LagProbe(settings, group, topic)
     start = time.monotonic()
-    threading.Thread(target=produce_all, args=(settings, events), daemon=True).start()
+    producing = threading.Thread(target=produce_all, args=(settings, events), daemon=True)
+    producing.start()
     time.sleep(1.0)
     try:
         while True:
-            if probe.lag() == 0 and time.monotonic() - start > 2:
+            # Done once every event was produced and the group committed past all of them (a
+            # worker faster than the load generator reaches lag 0 before the last event).
+            if not producing.is_alive() and probe.lag() == 0 and time.monotonic() - start > 2:
                 break
             time.sleep(0.25)
     finally:
@@ -369,12 +374,16 @@ def latency(
     }
 
 
+FORWARDERS = ("passthrough", "raw")
+"""Roles whose answer to an event is the event itself (matched by ``event_id``)."""
+
+
 def report(results: dict[str, Any]) -> None:
     roles = results["roles"]
     i = roles["interests"]["sustained"]["events_per_s"]
     print()
     line = f"(a) sustained events/s: interests {i:.0f}"
-    for base in ("passthrough", "idle"):
+    for base in ("passthrough", "raw", "idle"):
         if base in roles:
             b = roles[base]["sustained"]["events_per_s"]
             line += f"; {base} {b:.0f} (interests / {base} = {i / b:.2f})"
@@ -383,10 +392,12 @@ def report(results: dict[str, Any]) -> None:
         key = f"latency_{rate:g}"
         il = roles["interests"].get(key)
         pl = roles.get("passthrough", {}).get(key)
+        rl = roles.get("raw", {}).get(key)
         if il is None:
             continue
         for q in ("p50_ms", "p95_ms", "p99_ms"):
             extra = f", passthrough {pl[q]:.1f}, added {il[q] - pl[q]:.1f}" if pl else ""
+            extra += f", raw (no faust) {rl[q]:.1f}" if rl else ""
             print(f"(b) {q} at {rate:g}/s: interests {il[q]:.1f}{extra}")
     inter = roles["interests"]
     print(
@@ -502,7 +513,7 @@ def run_role(
                 settings,
                 make_events(500, args.users, args.items, 99, 1_764_000_000_000, f"warm-{role}"),
                 max(args.rates),
-                role == "passthrough",
+                role in FORWARDERS,
             )
             for n, rate in enumerate(args.rates):
                 spy = None
@@ -522,7 +533,7 @@ def run_role(
                         f"lat{n}-{role}",
                     ),
                     rate,
-                    role == "passthrough",
+                    role in FORWARDERS,
                 )
                 lat["cpu"] = meter.stop()
                 stop_spy(spy)
@@ -568,7 +579,7 @@ def main() -> int:
         "--roles",
         nargs="+",
         default=["idle", "passthrough", "interests"],
-        choices=("idle", "passthrough", "interests"),
+        choices=("idle", "passthrough", "raw", "interests"),
         help="which workers to run (the interest worker is always reported against the others)",
     )
     ap.add_argument(
@@ -607,7 +618,7 @@ def main() -> int:
     )
     ap.add_argument(
         "--py-spy-role",
-        choices=["idle", "passthrough", "interests"],
+        choices=["idle", "passthrough", "raw", "interests"],
         default="interests",
         help="the worker py-spy records",
     )
