@@ -10,8 +10,9 @@ In one run, against the same broker and Redis, three workers in turn:
     and decoding into ``UserEvent`` as the interest worker, one message per distinct user of
     a batch through the same raw producer path, and nothing else;
   - ``interests``: `visrec worker interests` on the catalogue;
-  - ``raw`` (on request): the pass-through without faust, on aiokafka alone
-    (bench/passthrough.py), to measure what faust's machinery costs a small batch.
+  - ``raw`` and ``interests-raw`` (on request): the pass-through and the interest worker's
+    batch procedure without faust, fed by an aiokafka loop (bench/passthrough.py), to measure
+    what faust's machinery costs.
 Printed:
   (a) sustained events/s of each, and the interest worker's ratio to both baselines;
   (b) produce -> matching list consumed latency at steady rates (default 500 and 50 events/s),
@@ -383,7 +384,7 @@ def report(results: dict[str, Any]) -> None:
     i = roles["interests"]["sustained"]["events_per_s"]
     print()
     line = f"(a) sustained events/s: interests {i:.0f}"
-    for base in ("passthrough", "raw", "idle"):
+    for base in ("passthrough", "raw", "idle", "interests-raw"):
         if base in roles:
             b = roles[base]["sustained"]["events_per_s"]
             line += f"; {base} {b:.0f} (interests / {base} = {i / b:.2f})"
@@ -393,11 +394,13 @@ def report(results: dict[str, Any]) -> None:
         il = roles["interests"].get(key)
         pl = roles.get("passthrough", {}).get(key)
         rl = roles.get("raw", {}).get(key)
+        xl = roles.get("interests-raw", {}).get(key)
         if il is None:
             continue
         for q in ("p50_ms", "p95_ms", "p99_ms"):
             extra = f", passthrough {pl[q]:.1f}, added {il[q] - pl[q]:.1f}" if pl else ""
             extra += f", raw (no faust) {rl[q]:.1f}" if rl else ""
+            extra += f", interests-raw (no faust) {xl[q]:.1f}" if xl else ""
             print(f"(b) {q} at {rate:g}/s: interests {il[q]:.1f}{extra}")
     inter = roles["interests"]
     print(
@@ -579,7 +582,7 @@ def main() -> int:
         "--roles",
         nargs="+",
         default=["idle", "passthrough", "interests"],
-        choices=("idle", "passthrough", "raw", "interests"),
+        choices=("idle", "passthrough", "raw", "interests", "interests-raw"),
         help="which workers to run (the interest worker is always reported against the others)",
     )
     ap.add_argument(
@@ -618,7 +621,7 @@ def main() -> int:
     )
     ap.add_argument(
         "--py-spy-role",
-        choices=["idle", "passthrough", "raw", "interests"],
+        choices=["idle", "passthrough", "raw", "interests", "interests-raw"],
         default="interests",
         help="the worker py-spy records",
     )
