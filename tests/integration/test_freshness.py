@@ -132,11 +132,14 @@ def test_an_idle_shoppers_list_is_ranked_again_with_a_new_arrival(
     with running_worker(settings, "interests", tmp_path / "interests.log") as worker:
         wait_for_group(settings, f"{settings.app_id}-interests", worker, timeout_s=90.0)
         click("shopper", "s1", "a0", NOW_MS)
+        reader = TopicReader(settings, topics.recommendations.name)
+        # The product arrives only once the shopper's own list is out: on a slow box the
+        # worker could otherwise index it before ranking that click.
+        assert reader.until(lambda new: bool(shoppers_lists(new)), timeout_s=60.0)
         _announce_new_b(settings, catalogue)
         # The shopper stays away; another shopper clicks every 2 h of event time from a day
         # later, until a batch re-ranks the idle shopper's list with the new product in it.
         found: list[Recommendations] = []
-        reader = TopicReader(settings, topics.recommendations.name)
         for k in range(60):
             click("other", f"o{k}", "b41", NOW_MS + DAY_MS + k * 2 * 3_600_000)
             time.sleep(0.5)
