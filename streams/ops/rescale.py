@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_CHUNK = 500
+"""Users whose outboxes one drain call takes."""
 RESCALE_CHUNK = 500
 """Co-occurrence sets rescaled per round trip (one script call each, pipelined)."""
-"""Users whose outboxes one drain call takes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,23 +180,28 @@ def rescale(
         members += int(script(keys=[keys.popularity()], args=[repr(f_pop)]))
     co_sets = 0
     if f_co != 1.0:
-        chunk: list[Any] = []
-        for key in client.scan_iter(match=keys.cooccurrence_pattern(), count=1000):
-            chunk.append(key)
-            if len(chunk) >= chunk_size:
-                members += _rescale_sets(client, script, chunk, f_co)
-                co_sets += len(chunk)
-                chunk = []
-        members += _rescale_sets(client, script, chunk, f_co)
-        co_sets += len(chunk)
+        found = client.scan_iter(match=keys.cooccurrence_pattern(), count=1000)
+        for sets in _chunks(found, chunk_size):
+            members += _rescale_sets(client, script, sets, f_co)
+            co_sets += len(sets)
     client.hset(keys.signal_half_lives(), mapping=new.fields())
     return RescaleReport(old, new, drained, f_pop, f_co, co_sets, members)
 
 
+def _chunks(keys: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``keys`` (a SCAN) in lists of up to ``size``."""
+    chunk: list[Any] = []
+    for key in keys:
+        chunk.append(key)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _rescale_sets(client: redis.Redis[Any], script: Any, sets: list[Any], factor: float) -> int:
     """Multiply every score of ``sets`` by ``factor``: one pipelined round trip."""
-    if not sets:
-        return 0
     pipe = client.pipeline(transaction=False)
     cluster = isinstance(client, RedisCluster)
     for key in sets:
@@ -206,20 +212,16 @@ def _rescale_sets(client: redis.Redis[Any], script: Any, sets: list[Any], factor
 def drain_all(client: redis.Redis[Any], keys: RedisKeys, store: SignalStore) -> int:
     """Drain every user's outbox into the global sets; returns the users drained."""
     prefix, suffix = f"{keys.root}:{{u:", "}:outbox"
-    users: list[str] = []
     drained = 0
-    for key in client.scan_iter(match=keys.outbox_pattern(), count=1000):
-        text = key.decode() if isinstance(key, bytes) else str(key)
-        users.append(text[len(prefix) : -len(suffix)])
-        if len(users) >= DRAIN_CHUNK:
-            drained += _drain(store, users)
-    return drained + _drain(store, users)
+    outboxes = client.scan_iter(match=keys.outbox_pattern(), count=1000)
+    for chunk in _chunks(outboxes, DRAIN_CHUNK):
+        texts = [k.decode() if isinstance(k, bytes) else str(k) for k in chunk]
+        drained += _drain(store, [t[len(prefix) : -len(suffix)] for t in texts])
+    return drained
 
 
 def _drain(store: SignalStore, users: list[str]) -> int:
     pending = store.read_outboxes(users)
     if pending:
         store.write(pending)
-    n = len({p.user_id for p in pending})
-    users.clear()
-    return n
+    return len({p.user_id for p in pending})
