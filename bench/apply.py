@@ -21,12 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -34,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from procstat import cpu_seconds
+from trees import checkout, medians, run_in
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_767_225_600_000
@@ -101,20 +97,8 @@ def _run_tree(
     tree: Path, url: str, args: argparse.Namespace, env: dict[str, str] | None = None
 ) -> dict[str, float]:
     """One measurement on the code in ``tree`` (a subprocess: its own imports), ``env`` added."""
-    script = tree / "bench" / "_apply_bench.py"
-    shutil.copyfile(__file__, script)
     sizes = ["--events", str(args.events), "--batch", str(args.batch), "--seed", str(args.seed)]
-    out = subprocess.run(
-        [sys.executable, str(script), "--redis-url", url, "--json", *sizes],
-        cwd=tree,
-        env={**os.environ, **(env or {}), "PYTHONPATH": str(tree)},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    script.unlink()
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return run_in(tree, __file__, ["--redis-url", url, "--json", *sizes], env)
 
 
 def this_env(args: argparse.Namespace) -> dict[str, str]:
@@ -124,21 +108,12 @@ def this_env(args: argparse.Namespace) -> dict[str, str]:
 
 def compare(ref: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Alternate rounds on ``ref`` and on this tree; medians and ratios."""
-    tmp = Path(tempfile.mkdtemp(prefix="visrec-apply-"))
-    base = tmp / "base"
-    subprocess.run(["git", "worktree", "add", "--detach", str(base), ref], cwd=ROOT, check=True)
-    try:
-        rounds: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
+    rounds: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
+    with checkout(ref) as base:
         for _ in range(args.rounds):
             rounds["base"].append(_run_tree(base, url, args))
             rounds["this"].append(_run_tree(ROOT, url, args, this_env(args)))
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    med = {
-        side: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        for side, runs in rounds.items()
-    }
+    med = {side: medians(runs) for side, runs in rounds.items()}
     ratio = {k: med["this"][k] / med["base"][k] for k in med["this"] if k != "events"}
     return {
         "ref": ref,
