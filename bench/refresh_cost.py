@@ -1,12 +1,13 @@
 """What refreshing a batch of users costs in the pure functions (script, not a test).
 
     .venv/bin/python bench/refresh_cost.py [--items 1000] [--users 1 5 25 100 500]
-        [--rounds 5] [--compare REF] [--json FILE]
+        [--stage refresh|profile] [--rounds 5] [--compare REF] [--json FILE]
 
-Times ``profile_batch`` + ``rank_batch`` with the default settings, as the interest worker
-calls them for one batch, on one BLAS thread (as ``make bench-pipeline`` runs the worker):
-best of several repetitions per batch size. The catalogue is the one ``bench/ranking_cost.py``
-builds (clustered 1280-d vectors, the compact space and IVF where the worker would fit them);
+Times ``profile_batch`` + ``rank_batch`` (``--stage profile``: ``profile_batch`` alone) with
+the default settings, as the interest worker calls them for one batch, on one BLAS thread (as
+``make bench-pipeline`` runs the worker): best of several repetitions per batch size. The
+catalogue is the one ``bench/ranking_cost.py`` builds (clustered 1280-d vectors, the compact
+space and IVF where the worker would fit them);
 users have Zipf-sized histories (1-200 items) with log weights of varied age; every
 contributor has a co-occurrence list of the worker's length (``co_per_contributor``) with
 distinct decayed scores; the popularity list holds 200 items. At 1,000 items (the default)
@@ -68,8 +69,8 @@ def batch_inputs(
     return states, co, popular
 
 
-def measure(items: int, sizes: list[int], seed: int) -> dict[str, float]:
-    """Best ms per batch of profile + rank for each batch size."""
+def measure(items: int, sizes: list[int], seed: int, stage: str) -> dict[str, float]:
+    """Best ms per batch of profile + rank (``stage`` "refresh") or profile alone."""
     settings = InterestSettings()
     interest, ranking = settings.interest_params(), settings.rank_params()
     index, ids = build_index(items, seed)
@@ -85,7 +86,9 @@ def measure(items: int, sizes: list[int], seed: int) -> dict[str, float]:
         for _ in range(3):
             t0 = time.perf_counter()
             for _ in range(reps):
-                rank_batch(profile_batch(states, index, interest), index, co, block, ranking)
+                profiles = profile_batch(states, index, interest)
+                if stage == "refresh":
+                    rank_batch(profiles, index, co, block, ranking)
             best = min(best, (time.perf_counter() - t0) / reps * 1e3)
         out[str(n_users)] = best
     return out
@@ -97,16 +100,20 @@ def main() -> int:
     ap.add_argument("--users", type=int, nargs="+", default=[1, 5, 25, 100, 500])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--stage", choices=["refresh", "profile"], default="refresh", help="what to time"
+    )
     ap.add_argument("--compare", metavar="REF", help="git ref to measure against")
     ap.add_argument("--one-line", action="store_true", help="print one JSON line (rounds)")
     ap.add_argument("--json", type=Path, help="write the result here")
     args = ap.parse_args()
-    argv = ["--items", str(args.items), "--seed", str(args.seed), "--one-line", "--users"]
+    argv = ["--items", str(args.items), "--seed", str(args.seed), "--stage", args.stage]
+    argv += ["--one-line", "--users"]
     argv += [str(n) for n in args.users]
     if args.one_line:
-        print(json.dumps(measure(args.items, args.users, args.seed)))
+        print(json.dumps(measure(args.items, args.users, args.seed, args.stage)))
         return 0
-    result: dict[str, Any] = {"items": args.items, "ref": args.compare}
+    result: dict[str, Any] = {"items": args.items, "ref": args.compare, "stage": args.stage}
     if args.compare:
         rounds: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
         with checkout(args.compare) as base:
@@ -116,7 +123,8 @@ def main() -> int:
                 print(f"round {r + 1}: {rounds}", file=sys.stderr, flush=True)
         med = {side: medians(runs) for side, runs in rounds.items()}
         result |= {"rounds": rounds, "median_ms": med}
-        print(f"profile_batch + rank_batch, {args.items} items, ms per batch (median):")
+        what = "profile_batch + rank_batch" if args.stage == "refresh" else "profile_batch"
+        print(f"{what}, {args.items} items, ms per batch (median):")
         for n in med["this"]:
             ratio = med["this"][n] / med["base"][n]
             print(
@@ -124,7 +132,7 @@ def main() -> int:
                 f"{med['this'][n]:.2f}, ratio {ratio:.2f}"
             )
     else:
-        result["ms"] = measure(args.items, args.users, args.seed)
+        result["ms"] = measure(args.items, args.users, args.seed, args.stage)
         print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

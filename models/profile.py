@@ -108,8 +108,8 @@ def _segment_sums(
 
     One small matrix product per segment (zeros if empty), which replaced a scipy sparse
     (segments x rows) product per weight column: the sparse constructor alone cost ~0.1 ms
-    a call, four calls a batch. ``bench/refresh_cost.py --compare``: profile + rank 0.78x
-    the time for one user, 0.89-0.94x for 5 to 500.
+    a call, four calls a batch. ``bench/refresh_cost.py --compare`` (1,000 items): profile +
+    rank 0.78x the time for one user, 0.89-0.94x for 5 to 500 (``bench/RESULTS.md``).
     """
     out = np.zeros((len(weights), len(starts) - 1, rows.shape[1]), dtype=np.float64)
     bounds = starts.tolist()
