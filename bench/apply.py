@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from procstat import cpu_seconds
-from trees import checkout, medians, run_in
+from trees import ROOT, checkout, medians, run_in
 
-ROOT = Path(__file__).resolve().parents[1]
 NOW = 1_767_225_600_000
 
 

@@ -64,8 +64,9 @@ def batch_inputs(
     for item in {i for _, cols in users for i in cols.item_ids}:
         scores = np.sort(rng.exponential(2.0, neighbours))[::-1] + 0.01
         co[item] = (rng.choice(ids, neighbours, replace=False).tolist(), scores)
-    drawn = zip(rng.choice(ids, 200).tolist(), rng.exponential(50, 200).tolist(), strict=True)
-    popular = [(i, s) for i, s in drawn]
+    popular = list(
+        zip(rng.choice(ids, 200).tolist(), rng.exponential(50, 200).tolist(), strict=True)
+    )
     return states, co, popular
 
 
